@@ -1,0 +1,160 @@
+"""The sim_physics data set as a torch Dataset of windows with consistent targets.
+
+One item is a window of ``num_frames`` frames with:
+  rgb (T, 3, H, W) float32 in [0, 1]
+  flow (T, 2, H, W) float32, internal backward flow composed over the stride (data.flow)
+  flow_valid (T, H, W) bool; frame 0 is always invalid (its previous frame is not in the window)
+  depth (T, H, W) float32 metres along the ray, 0 where invalid
+  depth_valid (T, H, W) bool
+  intrinsics (4,) float32 fx, fy, cx, cy of the output frames
+  steps (T,) int64 simulator step of each frame; plus 'scene', 'video', 'prompt' strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data import transforms
+from data.errors import DataFormatError
+from data.flow import FlowConvention, compose_backward
+from data.layout import SceneFiles, scan_scene
+from data.metadata import ClipEntry, read_metadata
+from data.readers import DEFAULT_FAR_CLIP_M, read_depth, read_flow_file, read_rgb
+from data.sampling import WindowSpec, window_indices
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that decides what a window looks like."""
+
+    root: str = "runs/scenes/demo"
+    """Data root holding <scene>/env_0/0/0/... (repo-relative paths are fine)."""
+    metadata: str = "metadata/demo.csv"
+    """CSV with columns video,prompt[,split]."""
+    height: int = 480
+    """Output height; a multiple of 32 (VAE 16x times the DiT's 2x2 patches)."""
+    width: int = 480
+    """Output width; a multiple of 32."""
+    window: WindowSpec = field(default_factory=WindowSpec)
+    flow_convention: str = "replicator"
+    """Sign convention of the motion-vector files (see data.flow.CONVENTIONS)."""
+    far_clip_m: float = DEFAULT_FAR_CLIP_M
+    """Distances at or beyond this are background: masked, never used as values."""
+    fov_deg: float = 60.0
+    """Horizontal field of view used for intrinsics when a scene has no scene.json."""
+    hflip_prob: float = 0.0
+    """Training-only probability of a horizontal flip (negates x-flow)."""
+    random_crop: bool = True
+    """Training crops at a random offset; evaluation always crops the centre."""
+    repeat: int = 1
+    """Each scene appears this many times per epoch (dataset_repeat)."""
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value <= 0 or value % 32:
+                raise ValueError(f"{name} must be a positive multiple of 32, got {value}")
+        if not 0.0 <= self.hflip_prob <= 1.0:
+            raise ValueError(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
+        FlowConvention(self.flow_convention)
+
+
+def scene_intrinsics(directory: Path, hw: tuple[int, int], fov_deg: float) -> torch.Tensor:
+    """(fx, fy, cx, cy) from scene.json when present, else from a horizontal field of view."""
+    meta_path = directory / "scene.json"
+    if meta_path.is_file():
+        try:
+            camera = json.loads(meta_path.read_text())["camera"]
+            return torch.tensor([camera[k] for k in ("fx", "fy", "cx", "cy")], dtype=torch.float32)
+        except (ValueError, KeyError, TypeError) as error:
+            raise DataFormatError(meta_path, f"cannot read camera fx, fy, cx, cy ({error})") from error
+    height, width = hw
+    focal = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+    return torch.tensor([focal, focal, (width - 1) / 2.0, (height - 1) / 2.0], dtype=torch.float32)
+
+
+class SimPhysicsDataset(Dataset):
+    """Windows of sim_physics scenes.  Structure is checked up front; contents when read."""
+
+    def __init__(self, config: DataConfig, split: str | None = None, train: bool = False, seed: int = 0) -> None:
+        self.config, self.train, self.seed, self.epoch = config, train, seed, 0
+        self.convention = FlowConvention(config.flow_convention)
+        self.entries: list[ClipEntry] = read_metadata(config.metadata, root=config.root, split=split)
+        self.scenes: list[SceneFiles] = [scan_scene(Path(config.root) / e.video) for e in self.entries]
+        for scene in self.scenes:
+            if scene.num_frames < config.window.span:
+                window = config.window
+                raise DataFormatError(
+                    scene.directory,
+                    f"has {scene.num_frames} frames but a window of {window.num_frames} frames at "
+                    f"stride {window.stride} needs {window.span}",
+                )
+
+    def __len__(self) -> int:
+        return len(self.scenes) * self.config.repeat
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training randomness is a pure function of (seed, epoch, index): resumable exactly."""
+        self.epoch = epoch
+
+    def _rng(self, index: int) -> np.random.Generator | None:
+        return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+
+    def __getitem__(self, index: int) -> dict:
+        scene_index = index % len(self.scenes)
+        scene, entry, rng = self.scenes[scene_index], self.entries[scene_index], self._rng(index)
+        frames = window_indices(scene.num_frames, self.config.window, rng)
+        first = read_rgb(scene.rgb[frames[0]])
+        hw = first.shape[:2]
+        rgb = [first] + [read_rgb(scene.rgb[i], hw) for i in frames[1:]]
+        depth, depth_valid = zip(*(read_depth(scene.depth[i], hw, self.config.far_clip_m) for i in frames))
+        flow, flow_valid = self._window_flow(scene, frames, hw)
+        geometry = self._geometry(hw, rng)
+        sample = {
+            "rgb": transforms.apply_rgb(torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0, geometry),
+            "intrinsics": transforms.apply_intrinsics(scene_intrinsics(scene.directory, hw, self.config.fov_deg), geometry),
+            "steps": torch.tensor([scene.steps[i] for i in frames], dtype=torch.int64),
+            "scene": entry.scene,
+            "video": entry.video,
+            "prompt": entry.prompt,
+        }
+        sample["flow"], sample["flow_valid"] = transforms.apply_flow(torch.from_numpy(flow), torch.from_numpy(flow_valid), geometry)
+        sample["depth"], sample["depth_valid"] = transforms.apply_depth(
+            torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(depth_valid)), geometry
+        )
+        return sample
+
+    def _window_flow(self, scene: SceneFiles, frames: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Flow from each window frame back to the previous window frame, composed over the stride.
+
+        The distance maps of the intermediate steps are read too: composition needs them to
+        detect points hidden behind another surface on the way (data.flow.compose_backward).
+        """
+        flows = np.zeros((len(frames), 2, *hw), dtype=np.float32)
+        valid = np.zeros((len(frames), *hw), dtype=bool)
+        for t in range(1, len(frames)):
+            steps = range(frames[t - 1] + 1, frames[t] + 1)
+            one_step = [self.convention.to_internal(read_flow_file(scene.flow[i], hw)) for i in steps]
+            if len(one_step) == 1:
+                flows[t], valid[t] = one_step[0], True
+                continue
+            distance, distance_valid = zip(*(read_depth(scene.depth[i], hw, self.config.far_clip_m) for i in steps))
+            flows[t], valid[t] = compose_backward(one_step, list(distance), list(distance_valid))
+        return flows, valid
+
+    def _geometry(self, hw: tuple[int, int], rng: np.random.Generator | None) -> transforms.Geometry:
+        out_hw = (self.config.height, self.config.width)
+        if rng is None:
+            return transforms.plan_geometry(hw, out_hw)
+        crop = tuple(rng.random(2)) if self.config.random_crop else (0.5, 0.5)
+        flip = bool(rng.random() < self.config.hflip_prob)
+        return transforms.plan_geometry(hw, out_hw, crop, flip)

@@ -1,0 +1,149 @@
+"""The project's single optical-flow convention, the conversion from the file convention,
+backward warping, and composition of one-step flows over a sampling stride.
+
+Internal convention (used everywhere after loading): **backward flow in pixels, +x right,
++y down**, stored at the pixel of the *current* frame t:
+
+    I_t(p) ≈ I_{t-1}(p + f_t(p))
+
+Replicator documents its motion vectors as the motion between the previous and the current
+frame with x left-positive and y up-positive.  Motion from t-1 to t, negated on both axes, is
+exactly the displacement from the current pixel back to the previous one, so with that
+documentation the file values *are* the internal backward flow (signs +1, +1).  Because this
+must hold on real data rather than on paper, the signs are a setting, and
+``scripts/check_flow_convention.py`` measures which setting warps frames best on a data set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MOTION_BOUNDARY_TOLERANCE_PX = 0.5
+OCCLUSION_RELATIVE_DEPTH_JUMP = 0.1
+
+CONVENTIONS: dict[str, tuple[float, float]] = {
+    # Replicator as documented: motion prev->cur, x left+, y up+  ==  backward flow, x right+, y down+.
+    "replicator": (1.0, 1.0),
+    # Files that store motion prev->cur with x right+, y down+ at the current pixel.
+    "forward_xy_down": (-1.0, -1.0),
+    "flip_x": (-1.0, 1.0),
+    "flip_y": (1.0, -1.0),
+}
+
+
+@dataclass(frozen=True)
+class FlowConvention:
+    """How file motion vectors map to the internal backward flow (a per-axis sign)."""
+
+    name: str = "replicator"
+
+    def __post_init__(self) -> None:
+        if self.name not in CONVENTIONS:
+            raise ValueError(f"unknown flow convention {self.name!r}; choose from {sorted(CONVENTIONS)}")
+
+    def to_internal(self, file_flow: np.ndarray) -> np.ndarray:
+        """(H, W, 2) file channels 0,1 -> (2, H, W) internal backward flow."""
+        sign = np.asarray(CONVENTIONS[self.name], dtype=np.float32)
+        return np.ascontiguousarray((file_flow * sign).transpose(2, 0, 1))
+
+
+def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """(2, H, W) pixel coordinates (x, y) with pixel centres on integers."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32, device=device),
+        torch.arange(width, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys])
+
+
+def _normalised(positions: torch.Tensor) -> torch.Tensor:
+    """(..., 2, H, W) pixel positions -> (..., H, W, 2) grid_sample coordinates."""
+    height, width = positions.shape[-2:]
+    x = positions[..., 0, :, :] * (2.0 / max(width - 1, 1)) - 1.0
+    y = positions[..., 1, :, :] * (2.0 / max(height - 1, 1)) - 1.0
+    return torch.stack([x, y], dim=-1)
+
+
+def inside_frame(positions: torch.Tensor) -> torch.Tensor:
+    """(..., 2, H, W) positions -> (..., H, W) bool: inside the image (pixel-centre extent)."""
+    height, width = positions.shape[-2:]
+    x, y = positions[..., 0, :, :], positions[..., 1, :, :]
+    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+
+
+def backward_warp(
+    previous: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample ``previous`` at p + flow(p): the prediction of the current frame.
+
+    previous: (B, C, H, W); flow: (B, 2, H, W) internal convention.
+    Returns (warped (B, C, H, W), inside (B, H, W) bool).
+    """
+    grid = pixel_grid(*flow.shape[-2:], device=flow.device) + flow
+    warped = F.grid_sample(previous, _normalised(grid), mode=mode, padding_mode="border", align_corners=True)
+    return warped, inside_frame(grid)
+
+
+def _sample(values: torch.Tensor, position: torch.Tensor, mode: str) -> torch.Tensor:
+    """values (1, C, H, W) sampled at pixel positions (1, 2, H, W)."""
+    return F.grid_sample(values, _normalised(position), mode=mode, padding_mode="border", align_corners=True)
+
+
+def _same_surface(
+    chain: tuple[torch.Tensor, torch.Tensor], seen: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """True where the distance seen at the chained position continues the tracked surface.
+
+    A tracked point moves little along its ray in one simulator step; a jump of more than
+    OCCLUSION_RELATIVE_DEPTH_JUMP (or a switch between background and an object) means the
+    chain landed on a different surface, i.e. the point is hidden in that frame.
+    """
+    (chain_d, chain_v), (seen_d, seen_v) = chain, seen
+    both = chain_v & seen_v
+    jump = (seen_d - chain_d).abs() <= OCCLUSION_RELATIVE_DEPTH_JUMP * torch.where(both, chain_d, torch.ones_like(chain_d))
+    return (both & jump) | (~chain_v & ~seen_v)
+
+
+def compose_backward(
+    one_step: list[np.ndarray],
+    distances: list[np.ndarray] | None = None,
+    distance_valid: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chain one-step backward flows into the flow over all of them.
+
+    one_step: [f_{s+1}, ..., f_{s+k}], each (2, H, W) internal flow of step s+i (motion from
+    s+i-1 to s+i); distances / distance_valid: the (H, W) distance maps and masks of the
+    same steps s+1 ... s+k (optional but recommended).
+    Returns (F, valid): F (2, H, W) maps frame s+k back to frame s.  ``valid`` (H, W) is
+    False where the chain leaves the frame, straddles a motion boundary (bilinear and
+    nearest samples disagree) or, with distances, passes through a frame where the point is
+    hidden behind another surface: there the intermediate flow belongs to the occluder, so
+    the composed target would be wrong rather than merely unknown.
+    """
+    flows = [torch.from_numpy(np.ascontiguousarray(f)).unsqueeze(0) for f in one_step]
+    total = flows[-1].clone()
+    height, width = total.shape[-2:]
+    valid = torch.ones(1, height, width, dtype=torch.bool)
+    base = pixel_grid(height, width)
+    depth = None
+    if distances is not None:
+        depth = [torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None, None] for d in distances]
+        masks = [torch.from_numpy(np.ascontiguousarray(m))[None, None].float() for m in distance_valid]
+        chain = (depth[-1][:, 0], masks[-1][:, 0] > 0.5)
+    for i in range(len(flows) - 2, -1, -1):
+        position = base + total
+        valid &= inside_frame(position)
+        if depth is not None:
+            seen = (_sample(depth[i], position, "nearest")[:, 0], _sample(masks[i], position, "nearest")[:, 0] > 0.5)
+            valid &= _same_surface(chain, seen)
+            chain = seen
+        smooth, nearest = _sample(flows[i], position, "bilinear"), _sample(flows[i], position, "nearest")
+        valid &= (smooth - nearest).norm(dim=1) <= MOTION_BOUNDARY_TOLERANCE_PX
+        total = total + smooth
+    valid &= inside_frame(base + total)
+    return total[0].numpy(), valid[0].numpy()

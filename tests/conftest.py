@@ -1,0 +1,92 @@
+"""Shared fixtures: a tiny analytic scene whose true motion and depth are known exactly.
+
+The generator (PyBullet) has its own tests; these scenes are for the data layer's
+known-answer checks: a textured square translates by a whole number of pixels per step over
+a static textured background, with a strip of 'sky' whose distance is inf.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SQUARE_DISTANCE_M = 2.0
+BACKGROUND_DISTANCE_M = 5.0
+
+
+@dataclass(frozen=True)
+class AnalyticScene:
+    """Parameters of a written analytic scene (velocity in pixels per step, +x right, +y down)."""
+
+    root: Path
+    name: str
+    frames: int
+    size: int
+    velocity: tuple[int, int]
+    square: int
+    start: tuple[int, int]
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name / "env_0" / "0" / "0"
+
+    def square_origin(self, step: int) -> tuple[int, int]:
+        return self.start[0] + self.velocity[0] * step, self.start[1] + self.velocity[1] * step
+
+
+def _smooth_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Random texture blurred a little so bilinear warping is meaningful."""
+    coarse = rng.random((size // 4 + 2, size // 4 + 2, 3))
+    image = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR))
+    return image
+
+
+def write_analytic_scene(
+    root: Path, name: str = "slide_square", frames: int = 12, size: int = 64,
+    velocity: tuple[int, int] = (2, 1), square: int = 20, start: tuple[int, int] = (8, 10), seed: int = 0,
+) -> AnalyticScene:
+    """Write one scene in the exact sim_physics file format (Replicator flow convention)."""
+    scene = AnalyticScene(root, name, frames, size, velocity, square, start)
+    rng = np.random.default_rng(seed)
+    background, texture = _smooth_texture(rng, size), _smooth_texture(rng, square)
+    for sub in ("rgb", "motion_vectors", "distance_to_camera"):
+        (scene.directory / sub).mkdir(parents=True, exist_ok=True)
+    for step in range(frames):
+        x0, y0 = scene.square_origin(step)
+        rgb = background.copy()
+        rgb[y0 : y0 + square, x0 : x0 + square] = texture
+        distance = np.full((size, size), BACKGROUND_DISTANCE_M, dtype=np.float32)
+        distance[: size // 8] = np.inf  # sky strip: invalid, must become a mask
+        distance[y0 : y0 + square, x0 : x0 + square] = SQUARE_DISTANCE_M
+        motion = np.zeros((size, size, 4), dtype=np.float32)
+        if step > 0:
+            # File convention: motion prev->cur with x left+, y up+ == (prev - cur) in x right, y down.
+            motion[y0 : y0 + square, x0 : x0 + square, 0] = -velocity[0]
+            motion[y0 : y0 + square, x0 : x0 + square, 1] = -velocity[1]
+        Image.fromarray(rgb).save(scene.directory / "rgb" / f"step_{step:04d}.png")
+        np.save(scene.directory / "motion_vectors" / f"step_{step:04d}.npy", motion)
+        np.save(scene.directory / "distance_to_camera" / f"step_{step:04d}.npy", distance)
+    return scene
+
+
+def write_metadata(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "prompt", "split"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def analytic_scene(tmp_path: Path) -> AnalyticScene:
+    return write_analytic_scene(tmp_path / "root")
+
+
+@pytest.fixture()
+def analytic_csv(tmp_path: Path, analytic_scene: AnalyticScene) -> Path:
+    return write_metadata(tmp_path / "meta.csv", [(f"{analytic_scene.name}/env_0/0/0", "a square slides", "train")])
