@@ -24,7 +24,7 @@ def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarr
             if image.mode != "RGB":
                 # RGBA from Replicator has an opaque alpha; drop it rather than composite.
                 image = image.convert("RGB")
-            frame = np.asarray(image, dtype=np.uint8)
+            frame = np.array(image, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataFormatError(path, f"unreadable or corrupt image ({error})") from error
     _check_hw(path, frame.shape[:2], expected_hw)

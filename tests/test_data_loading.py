@@ -161,3 +161,10 @@ def test_composition_never_follows_an_occluder(analytic_scene, analytic_csv):
         hidden_on_the_way[yi : yi + analytic_scene.square, xi : xi + analytic_scene.square] = True
     uncovered = hidden_on_the_way & ~on_square
     assert uncovered.any() and not sample["flow_valid"][2][uncovered].any()
+
+
+def test_convention_check_finds_the_replicator_signs(analytic_scene, analytic_csv):
+    from data.convention_check import check_conventions
+    scores = check_conventions(analytic_scene.root, analytic_csv)
+    assert scores[0].name == "replicator"
+    assert scores[0].error < 0.2 * scores[1].error

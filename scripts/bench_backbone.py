@@ -1,0 +1,73 @@
+"""Backbone numbers: parameter counts, tiny CPU forward time, and (with --device cuda) the
+TI2V-5B DiT forward time at 49x480x480 in bf16 with achieved TFLOP/s and MFU.
+
+    python scripts/bench_backbone.py                      # counts + tiny CPU timing
+    python scripts/bench_backbone.py --device cuda        # + 5B forward on the GPU
+    python scripts/bench_backbone.py --device cuda --peak-tflops 756 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from world_model.benchmark import benchmark_dit_forward  # noqa: E402
+from world_model.flops import dit_forward_flops  # noqa: E402
+from world_model.models import build_dit, build_text_encoder, build_vae, count_parameters  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda to also time the 5B DiT")
+    ap.add_argument("--runs", type=int, default=5, help="timed forwards (median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
+    ap.add_argument("--frames", type=int, default=49, help="video frames for the 5B run")
+    ap.add_argument("--size", type=int, default=480, help="video height = width for the 5B run")
+    ap.add_argument("--attention", default="auto", help="auto, flash_attn_3, flash_attn_2, sdpa")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="override the bf16 peak for MFU")
+    ap.add_argument("--json", type=Path, default=None, help="also write all results here")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results: dict = {"params": {}}
+    for preset in ("tiny", "ti2v_5b"):
+        results["params"][preset] = {
+            "dit": count_parameters(build_dit(preset, empty=True)),
+            "vae": count_parameters(build_vae(preset, empty=True)),
+            "text_encoder": count_parameters(build_text_encoder(preset, empty=True)),
+        }
+        print(f"{preset:8s} params: " + ", ".join(f"{k} {v:,}" for k, v in results["params"][preset].items()))
+    f5 = dit_forward_flops("ti2v_5b", args.frames, args.size, args.size)
+    print(f"ti2v_5b forward FLOPs at {args.frames}x{args.size}^2: {f5 / 1e12:.2f} TFLOP")
+
+    tiny = benchmark_dit_forward("tiny", "cpu", torch.float32, frames=9, height=64, width=64,
+                                 runs=args.runs, warmup=args.warmup)
+    results["tiny_cpu"] = tiny
+    print(f"tiny DiT forward on CPU (9x64^2, {tiny['tokens']} tokens): median {tiny['median_s'] * 1e3:.2f} ms")
+
+    if args.device.startswith("cuda"):
+        big = benchmark_dit_forward("ti2v_5b", args.device, torch.bfloat16, frames=args.frames,
+                                    height=args.size, width=args.size, runs=args.runs,
+                                    warmup=args.warmup, attention_backend=args.attention,
+                                    peak_tflops=args.peak_tflops)
+        results["ti2v_5b_cuda"] = big
+        mfu = f"{big['mfu'] * 100:.1f}% of {big['peak_tflops']:.0f}" if big["mfu"] else "n/a (unknown peak)"
+        print(f"ti2v_5b DiT forward on {big['device']} ({big['tokens']} tokens, bf16, {big['attention_backend']}): "
+              f"median {big['median_s'] * 1e3:.1f} ms, {big['tflops']:.1f} TFLOP/s, MFU {mfu}, "
+              f"peak mem {big['max_memory_gib']:.1f} GiB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
