@@ -1,0 +1,51 @@
+"""FrozenBackbone: frozen weights get no gradient; the attention backend choice is explicit."""
+import pytest
+import torch
+from torch import nn
+
+from world_model.attention import current_attention_backend, set_attention_backend
+from world_model.backbone import FrozenBackbone
+from world_model.features import ExtractionConfig
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return FrozenBackbone.random("tiny", seed=0)
+
+
+def test_frozen_backbone_gets_no_gradient(backbone):
+    head = nn.Conv3d(backbone.preset.hidden_dim, 2, 1)
+    x0 = torch.randn(1, 48, 3, 8, 8)
+    ctx = torch.randn(1, 16, 32)
+    feats = backbone.extract(x0, ctx, ExtractionConfig(timestep=50.0))
+    assert all(not g.requires_grad for g in feats.as_list())
+    loss = sum(head(g).square().mean() for g in feats.as_list())
+    loss.backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    assert all(p.grad is not None for p in head.parameters())
+
+
+def test_stage2_forward_grads_reach_input_not_weights(backbone):
+    lat = torch.randn(1, 48, 3, 8, 8, requires_grad=True)
+    out = backbone(lat, 600.0, torch.randn(1, 16, 32), taps=(1,), gradient_checkpointing=True)
+    out.output.mean().backward()
+    assert lat.grad is not None and lat.grad.abs().sum() > 0
+    assert all(p.grad is None for p in backbone.parameters())
+
+
+def test_stays_in_eval_mode(backbone):
+    parent = nn.ModuleDict({"backbone": backbone, "head": nn.Linear(2, 2)})
+    parent.train()
+    assert parent["head"].training and not backbone.training and not backbone.dit.training
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_attention_backend_is_explicit():
+    assert set_attention_backend("auto", training=True) == "sdpa"  # CPU image: no flash-attn
+    assert current_attention_backend() == "sdpa"
+    with pytest.raises(ValueError, match="inference-only"):
+        set_attention_backend("sage", training=True)
+    with pytest.raises(RuntimeError, match="not installed"):
+        set_attention_backend("flash_attn_3", training=True)
+    with pytest.raises(ValueError):
+        set_attention_backend("bogus")  # type: ignore[arg-type]
