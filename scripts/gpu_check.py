@@ -1,0 +1,150 @@
+"""The prepared GPU check: every GPU number the project reports comes from this one run.
+
+    bash scripts/gpu_check.sh [--quick]        # on a lent GPU: TI2V-5B geometry, random weights
+    python scripts/gpu_check.py --device cpu   # the same code on the tiny preset, in seconds
+
+Items (each in its own process with its own time limit, so an OOM or a hang costs one item):
+  dit_forward        DiT forward at 49x480^2 (2,925 tokens), median ms, TFLOP/s, MFU vs bf16 peak
+  stage1_step        feature extraction + heads fwd/bwd + optimizer, online vs cached path
+  stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
+  stage2_step_no_gc  the same without checkpointing
+  vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
+  vae_encode         the same untiled
+
+Writes benchmarks/results/<gpu|cpu>-<device>-<date>.json (device name, torch/CUDA versions, every
+number) and prints a table.  --quick runs each item once (smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ITEMS = ("dit_forward", "stage1_step", "stage2_step_gc", "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
+GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
+
+
+def run_item(name: str, args: argparse.Namespace) -> dict:
+    """Execute one item in this process (called in the child)."""
+    import torch
+
+    from scripts import gpu_items as g
+
+    device = torch.device(args.device)
+    common = dict(preset=args.preset, device=device, frames=args.frames, height=args.height, width=args.width,
+                  runs=args.runs, warmup=args.warmup)
+    if name == "dit_forward":
+        return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1})
+    if name == "stage1_step":
+        return g.item_stage1_step(**common)
+    if name.startswith("stage2_step"):
+        return g.item_stage2_step(**common, gradient_checkpointing=name.endswith("_gc"))
+    if name.startswith("vae_encode"):
+        return g.item_vae_encode(**common, tiled=name.endswith("_tiled"))
+    raise ValueError(f"unknown item {name!r}; choose from {ITEMS}")
+
+
+def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
+    """Run one item in a fresh process so a crash, OOM or hang is contained."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        command = [sys.executable, str(Path(__file__)), "--run-item", name, "--result-file", str(out),
+                   "--device", args.device, "--preset", args.preset, "--frames", str(args.frames),
+                   "--height", str(args.height), "--width", str(args.width), "--runs", str(args.runs),
+                   "--warmup", str(args.warmup)] + (["--quick"] if args.quick else [])
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(command, timeout=timeout, capture_output=True, text=True, cwd=REPO)
+        except subprocess.TimeoutExpired:
+            return {"status": "timeout", "limit_s": timeout}
+        wall = time.perf_counter() - start
+        if proc.returncode != 0 or not out.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return {"status": "error", "returncode": proc.returncode, "error": " | ".join(tail), "wall_s": wall}
+        return {"status": "ok", "wall_s": wall, **json.loads(out.read_text())}
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "host": platform.node(), "date": dt.date.today().isoformat()}
+    info["device_name"] = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"
+    return info
+
+
+def print_table(results: dict[str, dict]) -> None:
+    keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "step_ms", "median_ms",
+            "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib")
+    for name, result in results.items():
+        shown = [f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
+                 for k in keys if result.get(k) is not None]
+        detail = result.get("error", "") if result["status"] != "ok" else ", ".join(shown)
+        print(f"{name:<18} {result['status']:<8} {detail}")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    parser.add_argument("--preset", default="auto", help="ti2v_5b on cuda, tiny on cpu by default")
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=3, help="timed iterations per item (dit_forward: >= 5)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
+    parser.add_argument("--items", nargs="+", default=list(ITEMS), choices=ITEMS)
+    parser.add_argument("--item-timeout", type=float, default=150.0, help="seconds per item")
+    parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--run-item", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.preset == "auto":
+        args.preset = "ti2v_5b" if args.device == "cuda" else "tiny"
+    frames, height, width = GEOMETRY.get(args.preset, GEOMETRY["tiny"])
+    args.frames, args.height, args.width = args.frames or frames, args.height or height, args.width or width
+    if args.quick:
+        args.runs, args.warmup = 1, 0
+    return args
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    args = parse(argv)
+    if args.run_item:
+        Path(args.result_file).write_text(json.dumps(run_item(args.run_item, args)))
+        return None
+    env = environment(args.device)
+    print(f"GPU check on {env['device_name']} (torch {env['torch']}, CUDA {env['cuda']}), preset {args.preset}, "
+          f"{args.frames}x{args.height}x{args.width}", flush=True)
+    results = {}
+    for name in args.items:
+        results[name] = _child(name, args, args.item_timeout)
+        print(f"  {name}: {results[name]['status']} ({results[name].get('wall_s', 0):.0f} s)", flush=True)
+    print_table(results)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device_name"]).strip("-").lower()
+    kind = "gpu" if args.device == "cuda" else "cpu"
+    path = Path(args.out_dir) / f"{kind}-{slug}-{env['date']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
+               "quick": args.quick, "runs": args.runs, "warmup": args.warmup, "results": results}
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

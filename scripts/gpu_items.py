@@ -1,0 +1,219 @@
+"""The measurements of the GPU check, one function per item (see scripts/gpu_check.py).
+
+Every item builds random-weight models of the given preset (speed and memory do not depend on
+weight values), runs ``warmup`` untimed and ``runs`` timed iterations, and returns a flat dict.
+On CPU the same code runs the tiny preset, which is how it is tested before a GPU is lent.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from heads.config import HeadConfig
+from heads.depth import DepthHead
+from heads.flow import MotionVectorHead
+from heads.losses import depth_loss, flow_loss
+from world_model.backbone import FrozenBackbone, autocast_for
+from world_model.benchmark import benchmark_dit_forward, materialize_random
+from world_model.encoders import VideoLatentEncoder
+from world_model.features import ExtractionConfig, dit_forward, make_noise, noisy_latents
+from world_model.lora import add_lora, lora_parameters
+from world_model.models import build_dit, build_vae, count_parameters
+from world_model.presets import BackbonePreset, get_preset
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Accumulates synchronised wall time per phase over the timed iterations."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.totals, self.timing = device, {}, False
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        sync(self.device)
+        start = time.perf_counter()
+        yield
+        sync(self.device)
+        if self.timing:
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+
+    def per_step_ms(self, runs: int) -> dict[str, float]:
+        return {f"{k}_ms": 1000.0 * v / runs for k, v in self.totals.items()}
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def random_dit(preset: BackbonePreset, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    if device.type == "cuda":
+        return materialize_random(build_dit(preset, empty=True), device, dtype)
+    return build_dit(preset, seed=0, device=device, dtype=dtype)
+
+
+def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, *preset.latent_shape(frames, height, width), generator=gen)
+    context = torch.randn(1, preset.text_len, preset.text_dim, generator=gen)
+    return latents.to(device, dtype), context.to(device, dtype)
+
+
+def build_heads(preset: BackbonePreset, device: torch.device) -> tuple[MotionVectorHead, DepthHead]:
+    config = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps),
+                        spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0])
+    return MotionVectorHead(config).to(device), DepthHead(config).to(device)
+
+
+def head_targets(frames: int, height: int, width: int, device: torch.device) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return {
+        "rgb": torch.rand(1, frames, 3, height, width, generator=gen).to(device),
+        "flow": (4 * torch.randn(1, frames, 2, height, width, generator=gen)).to(device),
+        "depth": (1 + 4 * torch.rand(1, frames, height, width, generator=gen)).to(device),
+        "mask": torch.ones(1, frames, height, width, dtype=torch.bool, device=device),
+    }
+
+
+def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
+    taps = [t.float() for t in taps]
+    flow, _ = flow_loss(flow_head(taps, targets["rgb"]), targets["flow"], targets["mask"])
+    depth, _ = depth_loss(depth_head(taps, targets["rgb"]), targets["depth"], targets["mask"])
+    return flow + depth
+
+
+def item_dit_forward(preset: str, device: torch.device, frames: int, height: int, width: int,
+                     runs: int, warmup: int) -> dict:
+    """1. DiT forward: median time, TFLOP/s and MFU (FLOP formula in world_model/flops.py)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    result = benchmark_dit_forward(preset, device, dtype, frames, height, width, runs=runs, warmup=warmup)
+    return {k: result[k] for k in ("preset", "tokens", "params", "flops", "median_s", "tflops", "peak_tflops",
+                                   "mfu", "attention_backend", "max_memory_gib")}
+
+
+def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: Stopwatch) -> None:
+    with watch.phase("heads_fwd_bwd"), autocast_for(watch.device):
+        loss = heads_loss(flow_head, depth_head, taps, targets)
+    with watch.phase("heads_fwd_bwd"):
+        loss.backward()
+    with watch.phase("optimizer"):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def item_stage1_step(preset: str, device: torch.device, frames: int, height: int, width: int,
+                     runs: int, warmup: int) -> dict:
+    """2. Stage-1 step, online (backbone every step) vs cached (tapped features read from disk)."""
+    p = get_preset(preset)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
+    latents, context = random_inputs(p, frames, height, width, device, dtype)
+    flow_head, depth_head = build_heads(p, device)
+    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4)
+    targets = head_targets(frames, height, width, device)
+    result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head)}
+    reset_peak(device)
+    watch = Stopwatch(device)
+    for i in range(warmup + runs):
+        watch.timing = i >= warmup
+        with watch.phase("backbone"):
+            taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
+        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+    online = watch.per_step_ms(runs)
+    result.update({f"online_{k}": v for k, v in online.items()}, online_peak_gib=peak_gib(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "features.safetensors"
+        save_file({str(k): t.to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}, str(path))
+        result["cache_mb_per_sample"] = path.stat().st_size / 1e6
+        del backbone, taps  # the cached path never holds the backbone
+        reset_peak(device)
+        watch = Stopwatch(device)
+        for i in range(warmup + runs):
+            watch.timing = i >= warmup
+            with watch.phase("load_features"):
+                stored = load_file(str(path))
+                taps = [stored[str(k)].to(device, non_blocking=True) for k in range(len(stored))]
+            _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+    cached = watch.per_step_ms(runs)
+    result.update({f"cached_{k}": v for k, v in cached.items()}, cached_peak_gib=peak_gib(device))
+    online_ms, cached_ms = sum(online.values()), sum(cached.values())
+    result.update(online_step_ms=online_ms, cached_step_ms=cached_ms, speedup=online_ms / cached_ms,
+                  online_samples_per_s=1000.0 / online_ms, cached_samples_per_s=1000.0 / cached_ms)
+    return result
+
+
+def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
+                     runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32) -> dict:
+    """3. Stage-2 LoRA step: flow-matching loss + head losses through the adapted DiT."""
+    p = get_preset(preset)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dit = add_lora(random_dit(p, device, dtype), rank=rank)
+    adapters = lora_parameters(dit)
+    flow_head, depth_head = build_heads(p, device)
+    flow_head.requires_grad_(False), depth_head.requires_grad_(False)
+    optimizer = torch.optim.AdamW(adapters, lr=2e-5)
+    x0, context = random_inputs(p, frames, height, width, device, dtype)
+    targets = head_targets(frames, height, width, device)
+    noise = make_noise(x0.shape, seed=0, device=device, dtype=dtype)
+    reset_peak(device)
+    watch = Stopwatch(device)
+    for i in range(warmup + runs):
+        watch.timing = i >= warmup
+        with watch.phase("forward_backward"), autocast_for(device):
+            x_t = noisy_latents(x0, 0.7, noise)
+            out = dit_forward(dit, x_t, 700.0, context, taps=p.default_taps, return_output=True,
+                              gradient_checkpointing=gradient_checkpointing)
+            fm = (out.output.float() - (noise - x0).float())[:, :, 1:].square().mean()
+            loss = fm + heads_loss(flow_head, depth_head, out.as_list(), targets)
+        with watch.phase("forward_backward"):
+            loss.backward()
+        with watch.phase("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    step = watch.per_step_ms(runs)
+    return {"gradient_checkpointing": gradient_checkpointing, "lora_rank": rank,
+            "lora_params": sum(a.numel() for a in adapters), **step,
+            "step_ms": sum(step.values()), "peak_gib": peak_gib(device)}
+
+
+def item_vae_encode(preset: str, device: torch.device, frames: int, height: int, width: int,
+                    runs: int, warmup: int, tiled: bool) -> dict:
+    """4. VAE encode of one window (random weights), untiled or tiled."""
+    p = get_preset(preset)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cuda":
+        vae = materialize_random(build_vae(p, empty=True), device, dtype)
+    else:
+        vae = build_vae(p, seed=0, device=device, dtype=dtype)
+    encoder = VideoLatentEncoder(vae, "random", p, device=device, dtype=dtype, tiled=tiled)
+    video = torch.rand(1, 3, frames, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    reset_peak(device)
+    times = []
+    for i in range(warmup + runs):
+        sync(device)
+        start = time.perf_counter()
+        latents = encoder.encode(video)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"tiled": tiled, "latent_shape": list(latents.shape), "median_ms": 1000 * statistics.median(times),
+            "peak_gib": peak_gib(device)}
