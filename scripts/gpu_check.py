@@ -47,9 +47,9 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
     if name == "stage1_step":
         return g.item_stage1_step(**common)
     if name.startswith("stage2_step"):
-        return g.item_stage2_step(**common, gradient_checkpointing=name.endswith("_gc"))
+        return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
-        return g.item_vae_encode(**common, tiled=name.endswith("_tiled"))
+        return g.item_vae_encode(**common, tiled=name == "vae_encode_tiled")
     raise ValueError(f"unknown item {name!r}; choose from {ITEMS}")
 
 

@@ -1,0 +1,34 @@
+"""Training machinery shared by stage 1 (heads) and stage 2 (LoRA): config loading, LR schedule,
+EMA, non-finite-loss guard, atomic checkpoints with RNG state, metric tracking, seeding and a
+resumable distributed sampler. Stages import from here; nothing here knows about models or data.
+"""
+
+from stages.common.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+)
+from stages.common.config import ConfigError, load_config, parse_cli, split_cli
+from stages.common.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
+from stages.common.ema import EMA
+from stages.common.guard import NonFiniteGuard, NonFiniteLossError
+from stages.common.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
+from stages.common.sampler import ResumableSampler
+from stages.common.schedule import WarmupCosine, load_scheduler_state, scheduler_from_config, warmup_cosine
+from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
+from stages.common.seed import make_generator, seed_everything, seed_worker, set_determinism
+from stages.common.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
+
+__all__ = [
+    "EMA", "Checkpoint", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",
+    "NonFiniteGuard", "NonFiniteLossError", "OptimConfig", "ResumableSampler", "Tracker", "WarmupCosine",
+    "build_tracker", "capture_rng", "capture_rng_all_ranks", "field_docs", "format_step_line", "help_text",
+    "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_config", "load_scheduler_state", "make_generator",
+    "missing_docstrings", "parse_cli", "peak_memory_gib", "prune_checkpoints", "read_metrics", "resolve_resume",
+    "restore_rng", "rng_for_rank", "save_checkpoint", "save_config", "scheduler_from_config", "seed_everything",
+    "seed_worker", "set_determinism", "split_cli", "to_dict", "warmup_cosine",
+]

@@ -1,0 +1,198 @@
+"""Atomic, pickle-free checkpoint folders `checkpoint-<step>/` with keep-last pruning.
+
+Layout of one checkpoint (torchtitan-style folder per step, STYLE item 5):
+    <group>.safetensors   one file per tensor group (e.g. heads, lora, ema)
+    state.pt              optimizer/scheduler/sampler/guard state (tensors + primitives only)
+    rng.pt                RNG states (see stages.common.rng), tensors + primitives only
+    meta.json             step, epoch, data position, ... (JSON)
+    config.toml           the resolved run config (STYLE item 7), when given
+    COMPLETE              written last; a folder without it is never loaded
+
+Everything is written into `checkpoint-<step>.tmp-<pid>/`, fsynced, and renamed into place with
+`os.replace`, so a run killed mid-save leaves only a tmp folder that `latest_checkpoint` ignores.
+Loads use `safetensors` and `torch.load(weights_only=True)`: no arbitrary code runs on load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from stages.common.config_text import save_config
+from stages.common.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Checkpoint", "capture_rng", "capture_rng_all_ranks", "latest_checkpoint", "list_checkpoints",
+    "load_checkpoint", "prune_checkpoints", "resolve_resume", "restore_rng", "rng_for_rank", "save_checkpoint",
+]
+
+PREFIX = "checkpoint-"
+COMPLETE = "COMPLETE"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the same structure `save_checkpoint` was given."""
+
+    path: Path
+    step: int
+    tensors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    rng: dict[str, Any] = field(default_factory=dict)
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file or directory entry to disk so the rename below publishes complete data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write(path: Path, writer: Callable[[Path], None]) -> None:
+    writer(path)
+    _fsync_path(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _fill(tmp: Path, step: int, tensors: dict, state: dict | None, meta: dict | None, rng: dict | None, config: Any) -> None:
+    for group, group_tensors in tensors.items():
+        if not _GROUP.match(group):
+            raise ValueError(f"tensor group name {group!r} must match {_GROUP.pattern} (it becomes a file name)")
+        # safetensors refuses shared/non-contiguous storage: save independent contiguous copies.
+        clean = {k: v.detach().contiguous() for k, v in group_tensors.items()}
+        _write(tmp / f"{group}.safetensors", lambda p, c=clean: save_file(c, str(p), metadata={"step": str(step)}))
+    if state:
+        _write(tmp / "state.pt", lambda p: torch.save(state, p))
+    if rng:
+        _write(tmp / "rng.pt", lambda p: torch.save(rng, p))
+    if config is not None:
+        save_config(config, tmp / "config.toml")
+    _write_text(tmp / "meta.json", json.dumps({"step": step, **(meta or {})}, indent=2, default=str) + "\n")
+    _write_text(tmp / COMPLETE, f"{step}\n")
+
+
+def save_checkpoint(
+    dir_root: str | os.PathLike,
+    step: int,
+    tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+    state: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    rng: dict[str, Any] | None = None,
+    config: Any = None,
+    keep_last: int = 0,
+) -> Path:
+    """Write `dir_root/checkpoint-<step>/` atomically, then prune to the newest `keep_last` (0: keep all).
+
+    Call on the main process only. `state` and `rng` must hold only tensors and Python primitives
+    (optimizer/scheduler `state_dict()`s qualify) so they load with weights_only=True.
+    """
+    root = Path(dir_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step}"
+    tmp = root / f"{PREFIX}{step}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _fill(tmp, step, tensors or {}, state, meta, rng, config)
+        _fsync_path(tmp)
+        if final.exists():  # re-saving a step (e.g. after resume): move the old one aside first
+            old = root / f"{PREFIX}{step}.old-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_path(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("saved checkpoint %s", final)
+    if keep_last > 0:
+        prune_checkpoints(root, keep_last)
+    return final
+
+
+def list_checkpoints(dir_root: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints as (step, path), oldest first; tmp and unmarked folders are skipped."""
+    root = Path(dir_root)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _NAME.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        if (entry / COMPLETE).is_file():
+            found.append((int(match.group(1)), entry))
+        else:
+            logger.warning("ignoring incomplete checkpoint %s (no %s marker)", entry, COMPLETE)
+    return sorted(found)
+
+
+def latest_checkpoint(dir_root: str | os.PathLike) -> Path | None:
+    """Newest complete checkpoint folder under `dir_root`, or None."""
+    found = list_checkpoints(dir_root)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(dir_root: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` (>= 1) complete checkpoints; returns what was deleted."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 to prune (the newest is never deleted), got {keep_last}")
+    found = list_checkpoints(dir_root)
+    doomed = [path for _, path in found[:-keep_last]]
+    for path in doomed:
+        # Rename first so a crash mid-delete cannot leave a half-deleted folder that still has COMPLETE.
+        trash = path.with_name(path.name + f".del-{os.getpid()}")
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        logger.info("pruned checkpoint %s", path)
+    return doomed
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a complete checkpoint folder; tensors land on `device`. Fails clearly on incomplete ones."""
+    folder = Path(path)
+    if not (folder / COMPLETE).is_file():
+        raise FileNotFoundError(f"{folder} is not a complete checkpoint (missing {COMPLETE} marker)")
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    tensors = {p.name[: -len(".safetensors")]: load_file(str(p), device=str(device)) for p in sorted(folder.glob("*.safetensors"))}
+    state = torch.load(folder / "state.pt", map_location=device, weights_only=True) if (folder / "state.pt").is_file() else {}
+    rng = torch.load(folder / "rng.pt", map_location="cpu", weights_only=True) if (folder / "rng.pt").is_file() else {}
+    return Checkpoint(path=folder, step=int(meta["step"]), tensors=tensors, state=state, meta=meta, rng=rng)
+
+
+def resolve_resume(dir_root: str | os.PathLike, resume: str) -> Path | None:
+    """Map `CheckpointConfig.resume` ("none" / "latest" / a path) to a checkpoint folder or None."""
+    choice = resume.strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "latest":
+        found = latest_checkpoint(dir_root)
+        logger.info("resume=latest: %s", found if found is not None else f"no checkpoint in {dir_root}, starting fresh")
+        return found
+    folder = Path(choice)
+    if not (folder / COMPLETE).is_file():
+        raise FileNotFoundError(f"resume={choice!r}: not a complete checkpoint folder (missing {COMPLETE})")
+    return folder

@@ -1,0 +1,39 @@
+"""The GPU check's CPU path: every item runs on the tiny preset and reports its numbers, so
+the first GPU run is the first run of tested code, not of new code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts import gpu_check
+
+
+@pytest.fixture(scope="module")
+def cpu_args():
+    return gpu_check.parse(["--device", "cpu", "--quick"])
+
+
+@pytest.mark.parametrize("name", gpu_check.ITEMS)
+def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
+    result = gpu_check.run_item(name, cpu_args)
+    if name == "dit_forward":
+        assert result["tokens"] == 3 * 2 * 2 and result["median_s"] > 0 and result["flops"] > 0
+    elif name == "stage1_step":
+        assert result["online_backbone_ms"] > 0 and result["cached_load_features_ms"] > 0
+        assert result["speedup"] == pytest.approx(result["online_step_ms"] / result["cached_step_ms"])
+    elif name.startswith("stage2"):
+        # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
+        assert result["gradient_checkpointing"] is (name == "stage2_step_gc")
+        assert result["lora_params"] > 0 and result["step_ms"] > 0
+    else:
+        assert result["tiled"] is (name == "vae_encode_tiled")
+        assert result["latent_shape"] == [1, 48, 3, 4, 4]
+
+
+def test_driver_writes_the_results_file(tmp_path):
+    path = gpu_check.main(["--device", "cpu", "--quick", "--items", "dit_forward", "--out-dir", str(tmp_path)])
+    payload = json.loads(path.read_text())
+    assert path.name.startswith("cpu-") and payload["preset"] == "tiny"
+    assert payload["environment"]["torch"] and payload["results"]["dit_forward"]["status"] == "ok"
