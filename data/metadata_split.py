@@ -1,0 +1,114 @@
+"""Metadata rows (``video,prompt,split``) for a scene root, with family-stratified splits.
+
+Families come from ``scene.json`` for generated scenes, otherwise from the scene name (real data:
+``test_ball_collide`` -> ``ball_collide``).  Splits are drawn per family so every family appears
+in train at the requested proportions; ``holdout`` families go entirely to ``test`` so that
+"held-out" means scenarios never seen in training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from data.layout import SCENE_SUBPATH
+from data.sim.prompts import family_from_name, prompt_from_name, prompt_from_scene
+
+SPLITS = ("train", "val", "test")
+
+
+def discover_scenes(root: Path) -> list[str]:
+    """Scene names under ``root`` that have an ``env_0/0/0`` folder (hidden dirs skipped)."""
+    return sorted(
+        d.name for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and (d / SCENE_SUBPATH).is_dir()
+    )
+
+
+def describe_scene(root: Path, name: str) -> tuple[str, str]:
+    """(family, prompt) of one scene: from ``scene.json`` when present, else from its name."""
+    meta_path = root / name / SCENE_SUBPATH / "scene.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return meta.get("family") or family_from_name(name), prompt_from_scene(meta)
+    return family_from_name(name), prompt_from_name(name)
+
+
+def _apportion(sizes: dict[str, int], fraction: float, capacity: dict[str, int],
+               rng: np.random.Generator) -> dict[str, int]:
+    """Per-family counts summing to round(N * fraction), proportional to family size.
+
+    Largest-remainder rounding over all families keeps the global proportion even when each
+    family is small (e.g. 2 scenes per family still yields a few val/test scenes); ``capacity``
+    caps each family so it keeps its minimum in train.  Ties are broken by a seeded shuffle.
+    """
+    exact = {f: n * fraction for f, n in sizes.items()}
+    counts = {f: min(math.floor(x), capacity[f]) for f, x in exact.items()}
+    missing = round(sum(sizes.values()) * fraction) - sum(counts.values())
+    order = sorted(sizes, key=lambda f: (-(exact[f] - math.floor(exact[f])), rng.random()))
+    for family in order:
+        if missing <= 0:
+            break
+        if counts[family] < capacity[family]:
+            counts[family] += 1
+            missing -= 1
+    return counts
+
+
+def assign_splits(families: dict[str, str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  holdout: set[str] = frozenset(), seed: int = 0) -> dict[str, str]:
+    """Scene name -> 'train' | 'val' | 'test', deterministic from ``seed``.
+
+    Every non-held-out family keeps at least one scene in train (if train's fraction is > 0).
+    """
+    total = sum(fractions)
+    if total <= 0 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be >= 0 and not all 0, got {fractions}")
+    train_f, val_f, test_f = (f / total for f in fractions)
+    by_family: dict[str, list[str]] = {}
+    for name, family in sorted(families.items()):
+        by_family.setdefault(family, []).append(name)
+    split = {n: "test" for f in holdout for n in by_family.pop(f, [])}
+    rng = np.random.default_rng(seed)
+    sizes = {f: len(names) for f, names in by_family.items()}
+    keep = 1 if train_f > 0 else 0
+    capacity = {f: n - keep for f, n in sizes.items()}
+    n_val = _apportion(sizes, val_f, capacity, rng)
+    capacity = {f: capacity[f] - n_val[f] for f in sizes}
+    # With no train fraction, whatever is not in val is test (nothing needs to stay in train).
+    n_test = capacity if train_f == 0 else _apportion(sizes, test_f, capacity, rng)
+    for family, names in by_family.items():
+        order = np.random.default_rng([seed, zlib.crc32(family.encode())]).permutation(len(names))
+        shuffled = [names[i] for i in order]
+        cut_val, cut_test = n_val[family], n_val[family] + n_test[family]
+        for i, name in enumerate(shuffled):
+            split[name] = "val" if i < cut_val else "test" if i < cut_test else "train"
+    return split
+
+
+def build_rows(root: Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+               holdout: set[str] = frozenset(), seed: int = 0) -> list[dict[str, str]]:
+    """One ``{video, prompt, split}`` row per scene under ``root``, sorted by scene name."""
+    scenes = discover_scenes(root)
+    if not scenes:
+        raise FileNotFoundError(f"no scenes (<scene>/{SCENE_SUBPATH}) under {root}")
+    described = {name: describe_scene(root, name) for name in scenes}
+    unknown = set(holdout) - {family for family, _ in described.values()}
+    if unknown:
+        raise ValueError(f"held-out families not found under {root}: {sorted(unknown)}")
+    split = assign_splits({n: f for n, (f, _) in described.items()}, fractions, set(holdout), seed)
+    return [{"video": (Path(n) / SCENE_SUBPATH).as_posix(), "prompt": described[n][1], "split": split[n]}
+            for n in scenes]
+
+
+def write_csv(rows: list[dict[str, str]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["video", "prompt", "split"])
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,69 @@
+"""Text prompts for generated scenes, derived from ``scene.json`` (family + objects).
+
+Pure Python with no pybullet import, so ``scripts/make_metadata.py`` can use it on machines that
+only read data.  Placeholders name objects: ``{ball}`` is the colour name of the object called
+``ball``; ``{n:domino}`` is how many objects have names starting with ``domino``;
+``{shape:item}`` says "ball" or "cube".
+"""
+
+from __future__ import annotations
+
+import re
+
+TEMPLATES: dict[str, str] = {
+    "ball_on_block": "A {ball} ball falls onto a {block} block on a checkered floor.",
+    "ball_collide": "A {ball_a} ball and a {ball_b} ball roll towards each other and collide "
+    "on a checkered floor.",
+    "ramp_roll": "A {ball} ball rolls down a {ramp} ramp onto a checkered floor.",
+    "table_edge": "A {ball} ball rolls off the edge of a {table} table and falls onto a "
+    "checkered floor.",
+    "domino": "A row of {n:domino} {domino_0} dominoes topples one after another on a "
+    "checkered floor.",
+    "fall_into_box": "A {item} {shape:item} falls into an open {container_left} box on a "
+    "checkered floor.",
+    "roll_behind_occluder": "A {ball} ball rolls across a checkered floor and passes behind a "
+    "{occluder} block.",
+    "stack_topple": "A {ball} ball is thrown at a stack of {n:block} {block_0} blocks and knocks "
+    "it over on a checkered floor.",
+}
+
+_FIELD = re.compile(r"\{(?:(n|shape):)?(\w+)\}")
+_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+
+
+def prompt_from_name(scene_name: str) -> str:
+    """Prompt for real data without ``scene.json``: ``test_ball_collide`` -> ``ball collide``."""
+    return family_from_name(scene_name).replace("_", " ")
+
+
+def family_from_name(scene_name: str) -> str:
+    """Scenario family of a scene name: strip a ``test_``/``train_`` prefix and ``_<digits>``."""
+    name = re.sub(r"^(test|train)_", "", scene_name)
+    return re.sub(r"_\d+$", "", name)
+
+
+def prompt_from_scene(meta: dict) -> str:
+    """Prompt for a generated scene from its ``scene.json`` contents.
+
+    Unknown families fall back to the family name, so the metadata step never fails on a scene
+    made by a newer generator.
+    """
+    template = TEMPLATES.get(meta.get("family", ""))
+    objects = {o["name"]: o for o in meta.get("objects", [])}
+    if template is None:
+        return prompt_from_name(meta.get("family", "scene"))
+
+    def fill(match: re.Match) -> str:
+        kind, key = match.groups()
+        if kind == "n":
+            count = sum(1 for name in objects if name.startswith(key))
+            return _NUMBERS.get(count, str(count))
+        obj = objects.get(key)
+        if obj is None:
+            return ""
+        if kind == "shape":
+            return "ball" if obj["shape"] == "sphere" else "cube"
+        return obj.get("color_name", "")
+
+    text = re.sub(r"\s+", " ", _FIELD.sub(fill, template)).strip()
+    return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a orange" -> "an orange"
