@@ -9,8 +9,12 @@ when the best convention is not clearly better than the runner-up (ratio above -
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import argparse
 
 from data.convention_check import check_conventions
 

@@ -1,0 +1,56 @@
+# Shared by the stage launchers (sourced): environment, demo data, and `accelerate launch`.
+# shellcheck shell=bash
+
+pwm_usage() {
+  sed -n '2,/^set -euo/p' "$1" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+pwm_demo_data() {
+  # The demo's scenes and metadata are generated once, then reused.
+  if [ ! -f "$METADATA" ] || [ ! -d "$DATA_ROOT" ]; then
+    echo "demo: generating scenes into $DATA_ROOT" >&2
+    "$PYTHON" scripts/generate_scenes.py --out "$DATA_ROOT" --preset demo --scenes-per-family 3 \
+      --workers "${DEMO_WORKERS:-2}" --log-level WARNING
+    "$PYTHON" scripts/make_metadata.py "$DATA_ROOT" --out "$METADATA" --holdout-families stack_topple
+  fi
+}
+
+pwm_launch() {
+  local launcher="$1" stage="$2" entry="$3" real_config="$4" demo_config="$5"
+  shift 5
+  if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
+    pwm_usage "$launcher"
+    source "$REPO_ROOT/scripts/bootstrap.sh" && cd "$REPO_ROOT" && exec "$PYTHON" "$entry" --help
+  fi
+  source "$REPO_ROOT/scripts/bootstrap.sh"
+  cd "$REPO_ROOT"
+  local gpus=0
+  if command -v nvidia-smi >/dev/null 2>&1; then gpus="$(nvidia-smi -L 2>/dev/null | wc -l)"; fi
+  MODEL_DIR="${MODEL_DIR:-}"
+  NUM_GPUS="${NUM_GPUS:-$(( gpus > 0 ? gpus : 1 ))}"
+  NUM_NODES="${NUM_NODES:-1}"
+  MIXED_PRECISION="${MIXED_PRECISION:-$( [ "$gpus" -gt 0 ] && echo bf16 || echo no )}"
+  CACHE_DIR="${CACHE_DIR:-runs/cache}"
+  local overrides=()
+  if [ -z "$MODEL_DIR" ]; then
+    CONFIG="${CONFIG:-$demo_config}"
+    DATA_ROOT="${DATA_ROOT:-runs/scenes/demo}"
+    METADATA="${METADATA:-metadata/demo.csv}"
+    OUTPUT_DIR="${OUTPUT_DIR:-runs/${stage}_demo}"
+    pwm_demo_data
+  else
+    CONFIG="${CONFIG:-$real_config}"
+    : "${DATA_ROOT:?set DATA_ROOT to the sim_physics root}" "${METADATA:?set METADATA to its CSV}"
+    OUTPUT_DIR="${OUTPUT_DIR:-runs/${stage}}"
+    overrides+=("backbone.model_dir=$MODEL_DIR")
+  fi
+  overrides+=("data.root=$DATA_ROOT" "data.metadata=$METADATA" "run.output_dir=$OUTPUT_DIR" "features.cache_dir=$CACHE_DIR")
+  local launch=(--num_machines "$NUM_NODES" --num_processes "$(( NUM_GPUS * NUM_NODES ))" --mixed_precision "$MIXED_PRECISION" --dynamo_backend no)
+  if [ -n "${ACCELERATE_CONFIG:-}" ]; then launch=(--config_file "$ACCELERATE_CONFIG" "${launch[@]}"); fi
+  if [ $(( NUM_GPUS * NUM_NODES )) -gt 1 ]; then launch+=(--multi_gpu); fi
+  if [ "$NUM_NODES" -gt 1 ]; then
+    launch+=(--machine_rank "${MACHINE_RANK:?}" --main_process_ip "${MAIN_PROCESS_IP:?}" --main_process_port "${MAIN_PROCESS_PORT:-29500}")
+  fi
+  echo "$stage: $CONFIG, $(( NUM_GPUS * NUM_NODES )) process(es), precision $MIXED_PRECISION, output $OUTPUT_DIR" >&2
+  exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
+}

@@ -1,0 +1,163 @@
+"""The training loop both stages share: accumulation, guard, clipping, EMA, schedule, checkpoints.
+
+A stage supplies ``loss_fn(batch) -> (loss, metrics)`` and the trainable module; everything
+about stepping, saving and exact resumption lives here once.  Exact resume rests on four facts:
+the sampler records how many samples each epoch has consumed; data randomness is a function of
+(seed, epoch, index); checkpoints hold optimizer, scheduler, EMA, guard and every rank's RNG;
+and the step counter counts optimizer steps, so the schedule continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from stages.common import (EMA, NonFiniteGuard, ResumableSampler, Tracker, capture_rng_all_ranks,
+                           format_step_line, load_checkpoint, load_scheduler_state, peak_memory_gib,
+                           resolve_resume, restore_rng, rng_for_rank, save_checkpoint)
+from stages.common.sections import CheckpointConfig, OptimConfig
+
+log = logging.getLogger(__name__)
+LossFn = Callable[[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class TrainRun:
+    """Everything a running stage holds; ``step`` counts optimizer steps taken."""
+
+    accelerator: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: ResumableSampler
+    loader: DataLoader
+    guard: NonFiniteGuard
+    tracker: Tracker
+    run_dir: Path
+    total_steps: int
+    config: Any
+    ema: EMA | None = None
+    step: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+
+def batch_stream(run: TrainRun) -> Iterator[dict]:
+    """Batches across epochs, reporting consumption to the sampler so checkpoints know the position."""
+    epoch = run.sampler.epoch
+    while True:
+        run.sampler.set_epoch(epoch)
+        dataset = run.loader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for batch in run.loader:
+            run.sampler.advance(run.loader.batch_size or 1)
+            yield batch
+        epoch += 1
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            moved[key] = value.to(device, non_blocking=True)
+        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            moved[key] = [v.to(device, non_blocking=True) for v in value]
+        else:
+            moved[key] = value
+    return moved
+
+
+def _timed(run: TrainRun, name: str) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def phase():
+        start = time.perf_counter()
+        yield
+        if run.accelerator.device.type == "cuda":
+            torch.cuda.synchronize()
+        run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - start
+    return phase()
+
+
+def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim: OptimConfig) -> dict[str, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss skips the update."""
+    acc, total, metrics = run.accelerator, torch.zeros((), device=run.accelerator.device), {}
+    for micro in range(optim.grad_accum):
+        with _timed(run, "data"):
+            batch = to_device(next(stream), acc.device)
+        sync = contextlib.nullcontext() if micro == optim.grad_accum - 1 else acc.no_sync(run.model)
+        with sync, _timed(run, "forward_backward"):
+            with acc.autocast():
+                loss, parts = loss_fn(batch)
+            acc.backward(loss / optim.grad_accum)
+        total = total + loss.detach() / optim.grad_accum
+        for key, value in parts.items():
+            metrics[key] = metrics.get(key, 0.0) + float(value) / optim.grad_accum
+    with _timed(run, "optimizer"):
+        if not run.guard.check(total, step=run.step):
+            run.optimizer.zero_grad(set_to_none=True)
+            return {"loss": float("nan"), "skipped": 1.0}
+        params = [p for p in run.model.parameters() if p.requires_grad]
+        norm = acc.clip_grad_norm_(params, optim.grad_clip) if optim.grad_clip > 0 else torch.zeros(())
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.unwrapped)
+    run.step += 1
+    return {"loss": float(total), "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0], **metrics}
+
+
+def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
+    """Checkpoint on the main process (RNG of every rank gathered first: a collective)."""
+    rng = capture_rng_all_ranks()
+    if run.accelerator.is_main_process:
+        tensors = {"trainable": {k: v for k, v in run.unwrapped.state_dict().items()}}
+        if run.ema is not None:
+            tensors["ema"] = run.ema.state_dict()
+        save_checkpoint(run.run_dir, run.step, tensors=tensors,
+                        state={"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()},
+                        meta={"step": run.step, "sampler": run.sampler.state_dict(), "guard": run.guard.state_dict()},
+                        rng={"ranks": rng}, config=run.config, keep_last=ckpt.keep_last)
+    run.accelerator.wait_for_everyone()
+
+
+def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
+    """Restore the newest (or a named) checkpoint; returns False when starting fresh."""
+    path = resolve_resume(run.run_dir, ckpt.resume)
+    if path is None:
+        return False
+    saved = load_checkpoint(path)
+    run.unwrapped.load_state_dict(saved.tensors["trainable"], strict=True)
+    if run.ema is not None:
+        run.ema.load_state_dict(saved.tensors["ema"])
+    run.optimizer.load_state_dict(saved.state["optimizer"])
+    load_scheduler_state(run.scheduler, saved.state["scheduler"])
+    run.sampler.load_state_dict(saved.meta["sampler"])
+    run.guard.load_state_dict(saved.meta["guard"])
+    run.step = int(saved.meta["step"])
+    mine = rng_for_rank(saved.rng["ranks"], run.accelerator.process_index)
+    if mine is not None:
+        restore_rng(mine)
+    log.info("resumed from %s at step %d", path, run.step)
+    return True
+
+
+def log_step(run: TrainRun, metrics: dict[str, float], samples: int, seconds: float) -> None:
+    metrics = {**metrics, "samples_per_s": samples / max(seconds, 1e-9),
+               "memory_gib": peak_memory_gib(run.accelerator.device)}
+    run.tracker.log(metrics, run.step)
+    if run.accelerator.is_main_process:
+        log.info(format_step_line(run.step, metrics, run.total_steps))
+

@@ -1,0 +1,55 @@
+"""The trainable part of stage 1: flow and depth heads side by side, built for a backbone preset."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from heads.config import HeadConfig
+from heads.depth import DepthHead
+from heads.flow import MotionVectorHead
+from heads.metrics import MetricAccumulator
+from stages.sections import HeadsConfig
+from world_model.presets import BackbonePreset
+
+
+class HeadPair(nn.Module):
+    """taps num_taps x (B, C, F', H', W') + rgb (B, T, 3, H, W) -> flow (B, T, 2, H, W), log depth (B, T, H, W)."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.flow, self.depth = MotionVectorHead(config), DepthHead(config)
+
+    def forward(self, taps: list[torch.Tensor], rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        taps = [t.float() for t in taps]  # cached grids are bf16; the heads keep fp32 weights
+        return self.flow(taps, rgb), self.depth(taps, rgb)
+
+
+def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadConfig:
+    """Geometry from the backbone preset, architecture knobs from the run config."""
+    frames_per_latent, spatial, _ = preset.token_stride
+    return HeadConfig(in_channels=preset.hidden_dim, num_taps=num_taps, spatial_factor=spatial,
+                      temporal_factor=frames_per_latent, features=heads.features,
+                      temporal_levels=heads.temporal_levels, convex_upsample=heads.convex_upsample,
+                      rgb_refine=heads.rgb_refine, temporal_heads=4 if heads.features % 4 == 0 else 1)
+
+
+def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:
+    pair = HeadPair(head_config(heads, preset, num_taps))
+    for head in (pair.flow, pair.depth):
+        head.set_memory_options(frame_chunk=heads.frame_chunk)
+    return pair
+
+
+@torch.no_grad()
+def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: float) -> dict[str, float]:
+    """Dataset-level head metrics with the trivial baselines beside them (zero flow, median depth)."""
+    accumulator = MetricAccumulator(moving_threshold=moving_threshold, skip_first_frame=True, far=far)
+    was_training = model.training
+    model.eval()
+    for batch in batches:
+        flow, log_depth = model(taps_fn(batch), batch["rgb"])
+        accumulator.add_flow(flow.float(), batch["flow"], batch["flow_valid"])
+        accumulator.add_depth(log_depth.float().exp(), batch["depth"], batch["depth_valid"])
+    model.train(was_training)
+    return accumulator.compute()

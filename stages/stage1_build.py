@@ -1,0 +1,116 @@
+"""Assemble a stage-1 run from its config: features (cached or online), data, heads, optimizer.
+
+Kept apart from the loop so the benchmark and the tests can build exactly what training builds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.dataset import SimPhysicsDataset
+from heads.losses import HeadLoss
+from stages.common import (EMA, NonFiniteGuard, ResumableSampler, build_tracker, save_config, scheduler_from_config,
+                           seed_everything, seed_worker, to_dict)
+from stages.feature_cache import (CachedFeatureWindows, FeatureCache, FixedWindows, check_budget,
+                                  estimate_bytes)
+from stages.features import FeatureSource
+from stages.loop import TrainRun
+from stages.model import HeadPair, build_heads
+from stages.stage1_config import Stage1Config
+from world_model.presets import get_preset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage1:
+    """A built stage-1 run: the generic TrainRun plus what the recipe needs to compute losses."""
+
+    run: TrainRun
+    loss_fn: Callable
+    val_batches: Callable[[], list[dict]] | None
+    taps_fn: Callable[[dict], list[torch.Tensor]]
+    source: FeatureSource | None
+
+
+def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: FeatureSource, accelerator,
+            per_scene: int, repeat: int) -> CachedFeatureWindows:
+    """Fixed windows with features computed once, sharded over processes, then shared by all."""
+    windows = FixedWindows(split_base, per_scene, repeat)
+    cache = FeatureCache(config.features.cache_dir, windows, source)
+    data = config.data
+    needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
+    if accelerator.is_main_process:
+        log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
+                 len(cache.missing()), needed / 1e9)
+        check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
+    accelerator.wait_for_everyone()
+    cache.build(source, accelerator.process_index, accelerator.num_processes, accelerator.is_local_main_process)
+    accelerator.wait_for_everyone()
+    return CachedFeatureWindows(windows, cache)
+
+
+def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, Dataset | None]:
+    run, online = config.run, config.features.mode == "online"
+    train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed)
+    val_base = SimPhysicsDataset(config.data, split=run.val_split, train=False) if run.val_split else None
+    if online:
+        return train_base, (FixedWindows(val_base, 1) if val_base else None)
+    train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat)
+    val = _cached(val_base, config, source, accelerator, 1, 1) if val_base else None
+    return train, val
+
+
+def build_stage1(config: Stage1Config, accelerator) -> Stage1:
+    """Everything training needs; writes the resolved config into the run directory."""
+    seed_everything(config.run.seed)
+    run_dir = Path(config.run.output_dir)
+    if accelerator.is_main_process:
+        save_config(config, run_dir / "config.toml")
+    preset = get_preset(config.backbone.preset)
+    # Heads first, straight after seeding: their initialisation must not depend on the cache state.
+    model = build_heads(config.heads, preset, len(preset.taps(tuple(config.backbone.taps) or None)))
+    source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)
+    train_set, val_set = _datasets(config, source, accelerator)
+    if config.features.mode == "cached":
+        source.release_encoders()
+        source = None  # the cached path never touches the backbone again
+    return _assemble(config, accelerator, run_dir, model, train_set, val_set, source)
+
+
+def _assemble(config, accelerator, run_dir, model: HeadPair, train_set, val_set, source) -> Stage1:
+    optim = config.optim
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                                  weight_decay=optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
+    loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
+                        num_workers=config.run.num_workers, worker_init_fn=seed_worker)
+    total_steps = optim.total_steps(len(loader))
+    run = TrainRun(accelerator=accelerator, model=model, optimizer=optimizer,
+                   scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
+                   guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
+                   tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
+                   run_dir=run_dir, total_steps=total_steps, config=config,
+                   ema=EMA(accelerator.unwrap_model(model), decay=config.ema.decay,
+                           update_every=config.ema.update_every) if config.ema.enabled else None)
+    head_loss = HeadLoss(config.loss)
+
+    def taps_fn(batch: dict) -> list[torch.Tensor]:
+        return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
+
+    def loss_fn(batch: dict):
+        flow, log_depth = model(taps_fn(batch), batch["rgb"])
+        return head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"], batch["depth_valid"])
+
+    val_batches = None
+    if val_set is not None:
+        limit = min(len(val_set), config.run.val_max_windows)
+        val_batches = lambda: DataLoader(torch.utils.data.Subset(val_set, range(limit)), batch_size=1)  # noqa: E731
+    return Stage1(run=run, loss_fn=loss_fn, val_batches=val_batches, taps_fn=taps_fn, source=source)

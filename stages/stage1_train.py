@@ -1,0 +1,79 @@
+"""Stage-1 training: the loop, periodic validation with EMA weights, and the final export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from heads.io import save_heads
+from stages.common import save_config
+from stages.loop import batch_stream, log_step, optimizer_step, resume, save, to_device
+from stages.model import validate
+from stages.stage1_build import Stage1
+
+log = logging.getLogger(__name__)
+
+
+def ema_weights(stage: Stage1) -> contextlib.AbstractContextManager:
+    """Validation and export use the EMA weights when EMA is enabled."""
+    run = stage.run
+    return run.ema.swap_in(run.unwrapped) if run.ema is not None else contextlib.nullcontext()
+
+
+def run_validation(stage: Stage1) -> dict[str, float]:
+    """Metrics on the validation windows (main process), beside the trivial baselines."""
+    run, config = stage.run, stage.run.config
+    metrics: dict[str, float] = {}
+    if stage.val_batches is not None and run.accelerator.is_main_process:
+        device = run.accelerator.device
+        batches = (to_device(b, device) for b in stage.val_batches())
+        with ema_weights(stage):
+            metrics = validate(run.unwrapped, batches, stage.taps_fn, config.loss.moving_threshold, config.loss.depth_far)
+        run.tracker.log({f"val/{k}": v for k, v in metrics.items()}, run.step)
+    run.accelerator.wait_for_everyone()
+    return metrics
+
+
+def train(stage: Stage1) -> dict[str, float]:
+    """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last validation."""
+    run, config = stage.run, stage.run.config
+    resume(run, config.checkpoint)
+    stream, per_step = batch_stream(run), config.run.batch_size * config.optim.grad_accum * run.accelerator.num_processes
+    started, samples, metrics = time.perf_counter(), 0, {}
+    bar = tqdm(total=run.total_steps, initial=run.step, desc="stage 1", disable=not run.accelerator.is_main_process)
+    while run.step < run.total_steps:
+        step_metrics = optimizer_step(run, stream, stage.loss_fn, config.optim)
+        samples += per_step
+        bar.update(run.step - bar.n)
+        bar.set_postfix(loss=f"{step_metrics['loss']:.4f}")
+        if run.step % config.log.every_steps == 0:
+            log_step(run, step_metrics, samples, time.perf_counter() - started)
+            started, samples = time.perf_counter(), 0
+        if run.step % config.checkpoint.every_steps == 0 or run.step == run.total_steps:
+            save(run, config.checkpoint)
+        if run.step % config.run.val_every == 0 and run.step < run.total_steps:
+            run_validation(stage)
+    bar.close()
+    metrics = run_validation(stage)
+    export(stage, metrics)
+    return metrics
+
+
+def export(stage: Stage1, metrics: dict[str, float]) -> Path:
+    """OUTPUT/final/: (EMA) heads as safetensors + JSON config, the resolved config, the metrics."""
+    run = stage.run
+    final = run.run_dir / "final"
+    if run.accelerator.is_main_process:
+        with ema_weights(stage):
+            save_heads(final, run.unwrapped.flow, run.unwrapped.depth)
+        save_config(run.config, final / "config.toml")
+        payload = {"step": run.step, "skipped_steps": run.guard.state_dict(), "validation": metrics}
+        (final / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+        log.info("exported %s", final)
+    run.accelerator.wait_for_everyone()
+    return final
