@@ -110,9 +110,18 @@ class SimPhysicsDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
 
     def __getitem__(self, index: int) -> dict:
-        scene_index = index % len(self.scenes)
-        scene, entry, rng = self.scenes[scene_index], self.entries[scene_index], self._rng(index)
-        frames = window_indices(scene.num_frames, self.config.window, rng)
+        scene_index, rng = index % len(self.scenes), self._rng(index)
+        frames = window_indices(self.scenes[scene_index].num_frames, self.config.window, rng)
+        return self.load_window(scene_index, frames, rng)
+
+    def fixed_window_starts(self, scene_index: int, count: int) -> list[int]:
+        """Up to ``count`` distinct window starts spread evenly over a scene (for cached features)."""
+        slack = self.scenes[scene_index].num_frames - self.config.window.span
+        return sorted({int(round(x)) for x in np.linspace(0, slack, num=max(count, 1))})
+
+    def load_window(self, scene_index: int, frames: np.ndarray, rng: np.random.Generator | None = None) -> dict:
+        """The window of the given frame indices; ``rng`` None = no augmentation, centre crop."""
+        scene, entry = self.scenes[scene_index], self.entries[scene_index]
         first = read_rgb(scene.rgb[frames[0]])
         hw = first.shape[:2]
         rgb = [first] + [read_rgb(scene.rgb[i], hw) for i in frames[1:]]
