@@ -90,3 +90,25 @@ def analytic_scene(tmp_path: Path) -> AnalyticScene:
 @pytest.fixture()
 def analytic_csv(tmp_path: Path, analytic_scene: AnalyticScene) -> Path:
     return write_metadata(tmp_path / "meta.csv", [(f"{analytic_scene.name}/env_0/0/0", "a square slides", "train")])
+
+
+GENERATED_FRAMES = 17
+GENERATED_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def generated_dataset(tmp_path_factory) -> tuple[Path, Path]:
+    """A small PyBullet data set made by the project's own generator CLI (2 scenes per family),
+    with metadata from make_metadata.py: exactly what a user's first run produces, only smaller."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path_factory.mktemp("generated")
+    root, csv_path = out / "scenes", out / "meta.csv"
+    subprocess.run([sys.executable, str(repo / "scripts/generate_scenes.py"), "--out", str(root), "--preset", "demo",
+                    "--size", str(GENERATED_SIZE), str(GENERATED_SIZE), "--frames", str(GENERATED_FRAMES),
+                    "--scenes-per-family", "2", "--workers", "2", "--log-level", "WARNING"], check=True)
+    subprocess.run([sys.executable, str(repo / "scripts/make_metadata.py"), str(root), "--out", str(csv_path),
+                    "--holdout-families", "stack_topple"], check=True)
+    return root, csv_path

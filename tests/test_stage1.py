@@ -1,0 +1,149 @@
+"""Stage 1 end to end on generated scenes: cached = online features, exact resume after SIGKILL,
+two-process training, the NaN guard, clear errors, and the shipped configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stages.common import ConfigError, NonFiniteLossError, load_config
+from stages.stage1_config import Stage1Config
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "stages/configs/stage1_demo.toml"
+
+
+def overrides(root: Path, csv: Path, out: Path, cache: Path, **extra) -> list[str]:
+    base = {"data.root": root, "data.metadata": csv, "run.output_dir": out, "features.cache_dir": cache,
+            "data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2,
+            "features.windows_per_scene": 2, "heads.features": 16, "optim.max_steps": 6, "optim.warmup_steps": 1,
+            "checkpoint.every_steps": 2, "checkpoint.keep_last": 0, "run.val_every": 1000, "run.val_max_windows": 2,
+            "log.every_steps": 1}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_stage1(args: list[str]) -> dict:
+    from stages.stage1 import main
+
+    return main(["--config", str(DEMO), *args])
+
+
+def test_cached_features_equal_online_features(generated_dataset, tmp_path):
+    from data.dataset import SimPhysicsDataset
+    from stages.feature_cache import FeatureCache, FixedWindows
+    from stages.features import FeatureSource
+
+    root, csv = generated_dataset
+    config = load_config(Stage1Config, DEMO, overrides(root, csv, tmp_path / "run", tmp_path / "cache"))
+    source = FeatureSource(config.backbone, torch.device("cpu"), config.features.cache_dir)
+    windows = FixedWindows(SimPhysicsDataset(config.data, split="train"), per_scene=2)
+    cache = FeatureCache(config.features.cache_dir, windows, source)
+    assert cache.build(source) == len(windows.refs) and cache.missing() == []
+    for index in (0, len(windows.refs) - 1):
+        sample = windows[index]
+        online = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
+        for cached, live in zip(cache.load(index), online):
+            torch.testing.assert_close(cached.float(), live[0].to(torch.bfloat16).float(), rtol=0, atol=0)
+    assert cache.build(source) == 0, "a second build must find everything cached"
+
+
+def _train_subprocess(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    cache = tmp_path / "cache"
+    straight = _train_subprocess(overrides(root, csv, tmp_path / "straight", cache), tmp_path / "straight.log")
+    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    killed_args = overrides(root, csv, tmp_path / "killed", cache)
+    victim = _train_subprocess(killed_args, tmp_path / "killed.log")
+    marker = tmp_path / "killed" / "checkpoint-2" / "COMPLETE"
+    deadline = time.time() + 300
+    while not marker.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert marker.exists() and not (tmp_path / "killed" / "final").exists(), "the kill must land mid-run"
+    resumed = _train_subprocess(killed_args, tmp_path / "resumed.log")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    assert "resumed from" in (tmp_path / "resumed.log").read_text()
+    a = load_file(tmp_path / "straight" / "final" / "heads.safetensors")
+    b = load_file(tmp_path / "killed" / "final" / "heads.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               str(REPO / "stages/stage1.py"), "--config", str(DEMO),
+               *overrides(root, csv, tmp_path / "ddp", tmp_path / "cache", **{"optim.max_steps": 3})]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ddp" / "final" / "heads.safetensors").exists()
+    assert (tmp_path / "ddp" / "checkpoint-3" / "COMPLETE").exists()
+
+
+def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, monkeypatch):
+    from heads import losses
+
+    root, csv = generated_dataset
+    real = losses.HeadLoss.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, metrics = real(self, *args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 2 else loss), metrics
+
+    monkeypatch.setattr(losses.HeadLoss, "__call__", poisoned)
+    run_stage1(overrides(root, csv, tmp_path / "once", tmp_path / "cache", **{"optim.max_steps": 3}))
+    payload = json.loads((tmp_path / "once" / "final" / "metrics.json").read_text())
+    assert payload["skipped_steps"]["total_skipped"] == 1 and payload["step"] == 3
+
+    monkeypatch.setattr(losses.HeadLoss, "__call__", lambda self, *a, **k: (real(self, *a, **k)[0] * float("nan"), {}))
+    with pytest.raises(NonFiniteLossError, match="consecutive non-finite"):
+        run_stage1(overrides(root, csv, tmp_path / "always", tmp_path / "cache", **{"guard.max_consecutive_nonfinite": 3}))
+
+
+def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
+    from data.errors import DataFormatError
+    from world_model.loading import WeightsError
+
+    root, csv = generated_dataset
+    with pytest.raises(DataFormatError, match="does not exist"):
+        run_stage1(overrides(tmp_path / "nowhere", csv, tmp_path / "r1", tmp_path / "cache"))
+    with pytest.raises(DataFormatError, match="metadata CSV does not exist"):
+        run_stage1(overrides(root, tmp_path / "none.csv", tmp_path / "r2", tmp_path / "cache"))
+    with pytest.raises((ConfigError, ValueError), match="multiple of 32"):
+        run_stage1(overrides(root, csv, tmp_path / "r3", tmp_path / "cache", **{"data.height": 100}))
+    with pytest.raises(ConfigError, match="unknown field 'learning_rate'.*Valid names: .*lr"):
+        run_stage1(overrides(root, csv, tmp_path / "r4", tmp_path / "cache", **{"optim.learning_rate": 1}))
+    with pytest.raises((ConfigError, ValueError), match="model_dir"):
+        run_stage1(overrides(root, csv, tmp_path / "r5", tmp_path / "cache", **{"backbone.preset": "ti2v_5b"}))
+    with pytest.raises(WeightsError, match=str(tmp_path / "no_weights")):
+        run_stage1(overrides(root, csv, tmp_path / "r6", tmp_path / "cache",
+                             **{"backbone.preset": "ti2v_5b", "backbone.model_dir": tmp_path / "no_weights"}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
+def test_shipped_stage1_configs_parse(path):
+    # Real-weight recipes name their weights directory through the launcher (MODEL_DIR).
+    config = load_config(Stage1Config, path, ["backbone.model_dir=weights/Wan2.2-TI2V-5B"])
+    assert config.data.height % 32 == 0 and config.optim.lr > 0
