@@ -168,3 +168,23 @@ def test_convention_check_finds_the_replicator_signs(analytic_scene, analytic_cs
     scores = check_conventions(analytic_scene.root, analytic_csv)
     assert scores[0].name == "replicator"
     assert scores[0].error < 0.2 * scores[1].error
+
+
+def test_loaded_flow_warps_generated_scenes_the_right_way(generated_dataset):
+    """The same sign test on PyBullet scenes through the whole loader (stride 2: composed flow)."""
+    root, csv = generated_dataset
+    dataset = SimPhysicsDataset(DataConfig(root=str(root), metadata=str(csv), height=64, width=64,
+                                           window=WindowSpec(num_frames=5, stride=2)))
+    errors = {"right": 0.0, "negated": 0.0, "zero": 0.0}
+    pixels = 0
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        for t in range(1, 5):
+            moving = sample["flow_valid"][t] & (sample["flow"][t].norm(dim=0) > 0.5)
+            previous, current, flow = sample["rgb"][t - 1 : t], sample["rgb"][t : t + 1], sample["flow"][t : t + 1]
+            for name, candidate in (("right", flow), ("negated", -flow), ("zero", 0 * flow)):
+                warped, _ = backward_warp(previous, candidate)
+                errors[name] += float((warped - current).abs().mean(dim=1)[0][moving].sum())
+            pixels += int(moving.sum())
+    assert pixels > 500
+    assert errors["right"] < 0.5 * errors["negated"] and errors["right"] < 0.5 * errors["zero"], errors

@@ -20,7 +20,7 @@ from data.sampling import WindowSpec
 from data.validate import validate_dataset
 from tests.conftest import write_metadata
 
-FRAMES = 12
+FRAMES = 12  # the analytic scene; generated scenes are trimmed to the same length when copied
 SCENE = "slide_square"
 VIDEO = f"{SCENE}/env_0/0/0"
 
@@ -109,11 +109,29 @@ CASES: list[tuple[str, Callable, str, str]] = [
 ]
 
 
-@pytest.mark.parametrize("name,breaker,path_fragment,phrase", CASES, ids=[c[0] for c in CASES])
-def test_broken_copy_fails_with_a_clear_message(tmp_path, analytic_scene, analytic_csv, name, breaker, path_fragment, phrase):
+@pytest.fixture(params=["analytic", "generated"])
+def sound_copy(request, tmp_path, analytic_scene, generated_dataset) -> tuple[Path, Path]:
+    """A sound scene under the fixed name SCENE with FRAMES frames: the analytic one, or the first
+    PyBullet scene of the generated data set (its later frames dropped), plus a CSV naming it."""
     root = tmp_path / "broken"
-    shutil.copytree(analytic_scene.root, root)
-    csv = breaker(root, analytic_csv)
+    if request.param == "analytic":
+        shutil.copytree(analytic_scene.root, root)
+    else:
+        generated_root, _ = generated_dataset
+        first = sorted(p for p in generated_root.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
+        shutil.copytree(first, root / SCENE)
+        for modality in ("rgb", "motion_vectors", "distance_to_camera"):
+            for path in (root / VIDEO / modality).iterdir():
+                if int(path.stem.split("_")[1]) >= FRAMES:
+                    path.unlink()
+    return root, write_metadata(tmp_path / "meta.csv", [(VIDEO, "a scene", "train")])
+
+
+@pytest.mark.parametrize("name,breaker,path_fragment,phrase", CASES, ids=[c[0] for c in CASES])
+def test_broken_copy_fails_with_a_clear_message(sound_copy, name, breaker, path_fragment, phrase):
+    root, sound_csv = sound_copy
+    _load_all(root, sound_csv)  # sound before breaking
+    csv = breaker(root, sound_csv)
     with pytest.raises(DataFormatError) as raised:
         _load_all(root, csv)
     message = str(raised.value)

@@ -1,0 +1,107 @@
+"""Stage-1 step cost, online path (backbone every step) vs cached path (features from disk).
+
+    python scripts/bench_stage1.py [--steps 10] [section.field=value ...]
+
+Both paths run the same config (default: the demo recipe) in fresh processes, so peak memory is
+per path.  Printed per path: samples/s, the per-step breakdown (data loading, VAE/text encoding,
+backbone, heads forward+backward, optimizer), peak memory, then the step-time ratio.  On the
+cached path the backbone, VAE and text encoder must cost nothing per step: the share of step
+time spent in heads + target loading is printed and checked (>= 90 %, exit 1 otherwise).
+The 5B-geometry numbers on a GPU come from scripts/gpu_check.sh (random weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PHASES = ("data", "encode", "backbone", "heads_fwd_bwd", "optimizer")
+
+
+def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
+    """Run ``warmup + steps`` optimizer steps of one path in this process; per-step ms by phase."""
+    import torch
+    from accelerate import Accelerator
+
+    from stages.common import load_config
+    from stages.loop import batch_stream, optimizer_step
+    from stages.stage1_build import build_stage1
+    from stages.stage1_config import Stage1Config
+
+    config = load_config(Stage1Config, REPO / "stages/configs/stage1_demo.toml",
+                         [*overrides, f"features.mode={path}", "run.val_split=", "optim.max_steps=100000"])
+    started = time.perf_counter()
+    stage = build_stage1(config, Accelerator())
+    setup_s = time.perf_counter() - started
+    run, stream = stage.run, batch_stream(stage.run)
+    for i in range(warmup + steps):
+        if i == warmup:
+            run.timings.clear()
+            if stage.source is not None:
+                stage.source.timings.clear()
+            started = time.perf_counter()
+        optimizer_step(run, stream, stage.loss_fn, config.optim)
+    wall = time.perf_counter() - started
+    timings = dict(run.timings)
+    inner = dict(stage.source.timings) if stage.source is not None else {}
+    per_step = {
+        "data": timings.get("data", 0.0), "encode": inner.get("encode", 0.0), "backbone": inner.get("backbone", 0.0),
+        "heads_fwd_bwd": timings.get("forward_backward", 0.0) - sum(inner.values()),
+        "optimizer": timings.get("optimizer", 0.0),
+    }
+    samples = steps * config.run.batch_size * config.optim.grad_accum
+    device = run.accelerator.device
+    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    return {"path": path, "setup_s": setup_s, "step_ms": 1000 * wall / steps, "samples_per_s": samples / wall,
+            "phases_ms": {k: 1000 * v / steps for k, v in per_step.items()}, "peak_gib": peak,
+            "peak_kind": "cuda allocated" if device.type == "cuda" else "process max RSS"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--path", choices=("online", "cached"), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args, overrides = parser.parse_known_args(argv)
+    if args.path:
+        Path(args.result_file).write_text(json.dumps(measure(args.path, args.steps, args.warmup, overrides)))
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in ("online", "cached"):
+            out = Path(tmp) / f"{path}.json"
+            subprocess.run([sys.executable, __file__, "--path", path, "--result-file", str(out), "--steps",
+                            str(args.steps), "--warmup", str(args.warmup), *overrides], check=True, cwd=REPO)
+            results[path] = json.loads(out.read_text())
+    return report(results)
+
+
+def report(results: dict[str, dict]) -> int:
+    print(f"{'path':<8}{'step ms':>9}{'samples/s':>11}  " + "".join(f"{p:>14}" for p in PHASES) + f"{'peak GiB':>10}")
+    for path, r in results.items():
+        phases = "".join(f"{r['phases_ms'][p]:>14.1f}" for p in PHASES)
+        print(f"{path:<8}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.2f}  {phases}{r['peak_gib']:>10.2f}")
+    cached = results["cached"]
+    useful = cached["phases_ms"]["heads_fwd_bwd"] + cached["phases_ms"]["data"] + cached["phases_ms"]["optimizer"]
+    share = (cached["phases_ms"]["heads_fwd_bwd"] + cached["phases_ms"]["data"]) / max(sum(cached["phases_ms"].values()), 1e-9)
+    print(f"online/cached step-time ratio: {results['online']['step_ms'] / cached['step_ms']:.2f}x "
+          f"(peak memory: {cached['peak_kind']})")
+    print(f"cached path: {share:.1%} of step time in heads + target loading; backbone/VAE/text "
+          f"{cached['phases_ms']['backbone'] + cached['phases_ms']['encode']:.1f} ms/step; optimizer "
+          f"{cached['phases_ms']['optimizer']:.1f} ms/step (of {useful:.1f})")
+    return 0 if share >= 0.9 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
