@@ -6,14 +6,14 @@ One item is a window of ``num_frames`` frames with:
   flow_valid (T, H, W) bool; frame 0 is always invalid (its previous frame is not in the window)
   depth (T, H, W) float32 metres along the ray, 0 where invalid
   depth_valid (T, H, W) bool
-  intrinsics (4,) float32 fx, fy, cx, cy of the output frames
+  intrinsics (4,) float32 fx, fy, cx, cy of the output frames (pixel centres on integers)
+  down_cam (3,) unit gravity direction in the camera frame (x right, y down, z forward)
+  dt () seconds between consecutive window frames (stride / fps)
   steps (T,) int64 simulator step of each frame; plus 'scene', 'video', 'prompt' strings.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from data.errors import DataFormatError
 from data.flow import FlowConvention, compose_backward
 from data.layout import SceneFiles, scan_scene
 from data.metadata import ClipEntry, read_metadata
+from data.scene_meta import down_from_meta, fps_from_meta, intrinsics_from_meta, read_scene_meta
 from data.readers import DEFAULT_FAR_CLIP_M, read_depth, read_flow_file, read_rgb
 from data.sampling import WindowSpec, window_indices
 
@@ -49,6 +50,8 @@ class DataConfig:
     """Distances at or beyond this are background: masked, never used as values."""
     fov_deg: float = 60.0
     """Horizontal field of view used for intrinsics when a scene has no scene.json."""
+    fps: float = 30.0
+    """Simulator frame rate when a scene has no scene.json (window dt = stride / fps)."""
     hflip_prob: float = 0.0
     """Training-only probability of a horizontal flip (negates x-flow)."""
     random_crop: bool = True
@@ -66,20 +69,6 @@ class DataConfig:
         if self.repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {self.repeat}")
         FlowConvention(self.flow_convention)
-
-
-def scene_intrinsics(directory: Path, hw: tuple[int, int], fov_deg: float) -> torch.Tensor:
-    """(fx, fy, cx, cy) from scene.json when present, else from a horizontal field of view."""
-    meta_path = directory / "scene.json"
-    if meta_path.is_file():
-        try:
-            camera = json.loads(meta_path.read_text())["camera"]
-            return torch.tensor([camera[k] for k in ("fx", "fy", "cx", "cy")], dtype=torch.float32)
-        except (ValueError, KeyError, TypeError) as error:
-            raise DataFormatError(meta_path, f"cannot read camera fx, fy, cx, cy ({error})") from error
-    height, width = hw
-    focal = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
-    return torch.tensor([focal, focal, (width - 1) / 2.0, (height - 1) / 2.0], dtype=torch.float32)
 
 
 class SimPhysicsDataset(Dataset):
@@ -122,6 +111,7 @@ class SimPhysicsDataset(Dataset):
     def load_window(self, scene_index: int, frames: np.ndarray, rng: np.random.Generator | None = None) -> dict:
         """The window of the given frame indices; ``rng`` None = no augmentation, centre crop."""
         scene, entry = self.scenes[scene_index], self.entries[scene_index]
+        meta = read_scene_meta(scene.directory)
         first = read_rgb(scene.rgb[frames[0]])
         hw = first.shape[:2]
         rgb = [first] + [read_rgb(scene.rgb[i], hw) for i in frames[1:]]
@@ -130,7 +120,10 @@ class SimPhysicsDataset(Dataset):
         geometry = self._geometry(hw, rng)
         sample = {
             "rgb": transforms.apply_rgb(torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0, geometry),
-            "intrinsics": transforms.apply_intrinsics(scene_intrinsics(scene.directory, hw, self.config.fov_deg), geometry),
+            "intrinsics": transforms.apply_intrinsics(
+                torch.from_numpy(intrinsics_from_meta(meta, hw, self.config.fov_deg, scene.directory)), geometry),
+            "down_cam": transforms.apply_direction(torch.from_numpy(down_from_meta(meta)), geometry),
+            "dt": torch.tensor(self.config.window.stride / fps_from_meta(meta, self.config.fps)),
             "steps": torch.tensor([scene.steps[i] for i in frames], dtype=torch.int64),
             "scene": entry.scene,
             "video": entry.video,

@@ -95,3 +95,8 @@ def apply_intrinsics(intrinsics: torch.Tensor, geometry: Geometry) -> torch.Tens
     if geometry.flip:
         cx = geometry.out_hw[1] - 1 - cx
     return torch.tensor([fx * sx, fy * sy, cx, cy], dtype=torch.float32)
+
+
+def apply_direction(vector: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """A camera-frame direction (x right, y down, z forward): a horizontal flip mirrors x."""
+    return vector * torch.tensor([-1.0, 1.0, 1.0]) if geometry.flip else vector.clone()
