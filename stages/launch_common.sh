@@ -45,6 +45,14 @@ pwm_launch() {
     overrides+=("backbone.model_dir=$MODEL_DIR")
   fi
   overrides+=("data.root=$DATA_ROOT" "data.metadata=$METADATA" "run.output_dir=$OUTPUT_DIR" "features.cache_dir=$CACHE_DIR")
+  if [ "$stage" = stage2 ]; then
+    STAGE1_DIR="${STAGE1_DIR:-runs/stage1$( [ -z "$MODEL_DIR" ] && echo _demo )/final}"
+    if [ ! -f "$STAGE1_DIR/heads.json" ]; then
+      echo "stage2: no stage-1 heads in $STAGE1_DIR; run bash stages/stage1_heads.sh first or set STAGE1_DIR" >&2
+      exit 1
+    fi
+    overrides+=("objective.heads_dir=$STAGE1_DIR")
+  fi
   local launch=(--num_machines "$NUM_NODES" --num_processes "$(( NUM_GPUS * NUM_NODES ))" --mixed_precision "$MIXED_PRECISION" --dynamo_backend no)
   if [ -n "${ACCELERATE_CONFIG:-}" ]; then launch=(--config_file "$ACCELERATE_CONFIG" "${launch[@]}"); fi
   if [ $(( NUM_GPUS * NUM_NODES )) -gt 1 ]; then launch+=(--multi_gpu); fi

@@ -116,14 +116,31 @@ def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim
         if run.ema is not None:
             run.ema.update(run.unwrapped)
     run.step += 1
-    return {"loss": float(total), "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0], **metrics}
+    return {**metrics, "loss": float(total), "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0]}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what trains (all heads in stage 1; LoRA, and heads when co-trained, in stage 2):
+    the frozen 5B backbone is never re-saved."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach() for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Strict about the trainable part: every trainable tensor must be in the checkpoint, nothing else."""
+    expected = set(trainable_state(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise RuntimeError(f"{where}: checkpoint does not match the trainable parameters of this run "
+                           f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was the config changed?")
+    model.load_state_dict(state, strict=False)
 
 
 def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
     """Checkpoint on the main process (RNG of every rank gathered first: a collective)."""
     rng = capture_rng_all_ranks()
     if run.accelerator.is_main_process:
-        tensors = {"trainable": {k: v for k, v in run.unwrapped.state_dict().items()}}
+        tensors = {"trainable": trainable_state(run.unwrapped)}
         if run.ema is not None:
             tensors["ema"] = run.ema.state_dict()
         save_checkpoint(run.run_dir, run.step, tensors=tensors,
@@ -139,7 +156,7 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     if path is None:
         return False
     saved = load_checkpoint(path)
-    run.unwrapped.load_state_dict(saved.tensors["trainable"], strict=True)
+    load_trainable_state(run.unwrapped, saved.tensors["trainable"], path)
     if run.ema is not None:
         run.ema.load_state_dict(saved.tensors["ema"])
     run.optimizer.load_state_dict(saved.state["optimizer"])

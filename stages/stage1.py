@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from accelerate import Accelerator
 
     from stages.stage1_build import build_stage1
-    from stages.stage1_train import train
+    from stages.runner import train
 
     config, _ = parse_cli(Stage1Config, argv, description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import SimPhysicsDataset
 from heads.losses import HeadLoss
-from stages.common import (EMA, NonFiniteGuard, ResumableSampler, build_tracker, save_config, scheduler_from_config,
-                           seed_everything, seed_worker, to_dict)
+from stages.assemble import make_train_run
+from stages.common import save_config, seed_everything
 from stages.feature_cache import (CachedFeatureWindows, FeatureCache, FixedWindows, check_budget,
                                   estimate_bytes)
 from stages.features import FeatureSource
-from stages.loop import TrainRun
-from stages.model import HeadPair, build_heads
+from heads.io import save_heads
+from stages.loop import TrainRun, to_device
+from stages.model import HeadPair, build_heads, validate
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 
@@ -37,6 +38,17 @@ class Stage1:
     val_batches: Callable[[], list[dict]] | None
     taps_fn: Callable[[dict], list[torch.Tensor]]
     source: FeatureSource | None
+
+    def validate(self) -> dict[str, float]:
+        """Head metrics beside the trivial baselines on the validation windows."""
+        if self.val_batches is None:
+            return {}
+        device, loss = self.run.accelerator.device, self.run.config.loss
+        batches = (to_device(b, device) for b in self.val_batches())
+        return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far)
+
+    def export(self, final: Path) -> None:
+        save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)
 
 
 def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: FeatureSource, accelerator,
@@ -70,9 +82,8 @@ def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple
 def build_stage1(config: Stage1Config, accelerator) -> Stage1:
     """Everything training needs; writes the resolved config into the run directory."""
     seed_everything(config.run.seed)
-    run_dir = Path(config.run.output_dir)
     if accelerator.is_main_process:
-        save_config(config, run_dir / "config.toml")
+        save_config(config, Path(config.run.output_dir) / "config.toml")
     preset = get_preset(config.backbone.preset)
     # Heads first, straight after seeding: their initialisation must not depend on the cache state.
     model = build_heads(config.heads, preset, len(preset.taps(tuple(config.backbone.taps) or None)))
@@ -81,25 +92,12 @@ def build_stage1(config: Stage1Config, accelerator) -> Stage1:
     if config.features.mode == "cached":
         source.release_encoders()
         source = None  # the cached path never touches the backbone again
-    return _assemble(config, accelerator, run_dir, model, train_set, val_set, source)
+    return _assemble(config, accelerator, model, train_set, val_set, source)
 
 
-def _assemble(config, accelerator, run_dir, model: HeadPair, train_set, val_set, source) -> Stage1:
-    optim = config.optim
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
-                                  weight_decay=optim.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
-    loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
-                        num_workers=config.run.num_workers, worker_init_fn=seed_worker)
-    total_steps = optim.total_steps(len(loader))
-    run = TrainRun(accelerator=accelerator, model=model, optimizer=optimizer,
-                   scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
-                   guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
-                   tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
-                   run_dir=run_dir, total_steps=total_steps, config=config,
-                   ema=EMA(accelerator.unwrap_model(model), decay=config.ema.decay,
-                           update_every=config.ema.update_every) if config.ema.enabled else None)
+def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val_set, source) -> Stage1:
+    run = make_train_run(config, accelerator, model, train_set)
+    model = run.model
     head_loss = HeadLoss(config.loss)
 
     def taps_fn(batch: dict) -> list[torch.Tensor]:

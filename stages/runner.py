@@ -1,4 +1,8 @@
-"""Stage-1 training: the loop, periodic validation with EMA weights, and the final export."""
+"""Running a stage: resume, the step loop, periodic validation with EMA weights, the export.
+
+A stage object provides ``run`` (a TrainRun), ``loss_fn``, ``validate() -> dict`` (main process,
+EMA weights already swapped in) and ``export(final_dir)``; both stages share this one loop.
+"""
 
 from __future__ import annotations
 
@@ -8,47 +12,47 @@ import logging
 import time
 from pathlib import Path
 
+from typing import Any
+
 from tqdm import tqdm
 
-from heads.io import save_heads
 from stages.common import save_config
-from stages.loop import batch_stream, log_step, optimizer_step, resume, save, to_device
-from stages.model import validate
-from stages.stage1_build import Stage1
+from stages.loop import batch_stream, log_step, optimizer_step, resume, save
 
 log = logging.getLogger(__name__)
 
 
-def ema_weights(stage: Stage1) -> contextlib.AbstractContextManager:
+def ema_weights(stage: Any) -> contextlib.AbstractContextManager:
     """Validation and export use the EMA weights when EMA is enabled."""
     run = stage.run
     return run.ema.swap_in(run.unwrapped) if run.ema is not None else contextlib.nullcontext()
 
 
-def run_validation(stage: Stage1) -> dict[str, float]:
-    """Metrics on the validation windows (main process), beside the trivial baselines."""
-    run, config = stage.run, stage.run.config
+def run_validation(stage: Any) -> dict[str, float]:
+    """Metrics on the validation windows (main process, EMA weights), logged under val/."""
+    run = stage.run
     metrics: dict[str, float] = {}
-    if stage.val_batches is not None and run.accelerator.is_main_process:
-        device = run.accelerator.device
-        batches = (to_device(b, device) for b in stage.val_batches())
+    if run.accelerator.is_main_process:
         with ema_weights(stage):
-            metrics = validate(run.unwrapped, batches, stage.taps_fn, config.loss.moving_threshold, config.loss.depth_far)
-        run.tracker.log({f"val/{k}": v for k, v in metrics.items()}, run.step)
+            metrics = stage.validate()
+        if metrics:
+            run.tracker.log({f"val/{k}": v for k, v in metrics.items()}, run.step)
     run.accelerator.wait_for_everyone()
     return metrics
 
 
-def train(stage: Stage1) -> dict[str, float]:
+def train(stage: Any) -> dict[str, float]:
     """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last validation."""
     run, config = stage.run, stage.run.config
     resume(run, config.checkpoint)
     stream, per_step = batch_stream(run), config.run.batch_size * config.optim.grad_accum * run.accelerator.num_processes
     started, samples, metrics = time.perf_counter(), 0, {}
-    bar = tqdm(total=run.total_steps, initial=run.step, desc="stage 1", disable=not run.accelerator.is_main_process)
+    bar = tqdm(total=run.total_steps, initial=run.step, desc=type(stage).__name__, disable=not run.accelerator.is_main_process)
     while run.step < run.total_steps:
         step_metrics = optimizer_step(run, stream, stage.loss_fn, config.optim)
         samples += per_step
+        if step_metrics.get("skipped"):
+            continue  # no update happened: nothing new to log, save or validate
         bar.update(run.step - bar.n)
         bar.set_postfix(loss=f"{step_metrics['loss']:.4f}")
         if run.step % config.log.every_steps == 0:
@@ -64,13 +68,13 @@ def train(stage: Stage1) -> dict[str, float]:
     return metrics
 
 
-def export(stage: Stage1, metrics: dict[str, float]) -> Path:
-    """OUTPUT/final/: (EMA) heads as safetensors + JSON config, the resolved config, the metrics."""
+def export(stage: Any, metrics: dict[str, float]) -> Path:
+    """OUTPUT/final/: the stage's (EMA) weights, the resolved config and the metrics."""
     run = stage.run
     final = run.run_dir / "final"
     if run.accelerator.is_main_process:
         with ema_weights(stage):
-            save_heads(final, run.unwrapped.flow, run.unwrapped.depth)
+            stage.export(final)
         save_config(run.config, final / "config.toml")
         payload = {"step": run.step, "skipped_steps": run.guard.state_dict(), "validation": metrics}
         (final / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))

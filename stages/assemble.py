@@ -1,0 +1,43 @@
+"""Build the generic TrainRun of either stage: optimizer over what trains, sampler, loader, schedule,
+guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stages.common import (EMA, NonFiniteGuard, ResumableSampler, build_tracker, make_generator, scheduler_from_config,
+                           seed_worker, to_dict)
+from stages.loop import TrainRun
+
+
+def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
+    """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs."""
+    optim = config.optim
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("nothing to train: no parameter requires grad")
+    optimizer = torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                                  weight_decay=optim.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
+    sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
+    # Its own generator: creating a loader iterator must not draw from the global RNG, or a resumed
+    # run (which creates its iterator at a different point) would see different random numbers.
+    loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
+                        num_workers=config.run.num_workers, worker_init_fn=seed_worker,
+                        generator=make_generator(config.run.seed))
+    total_steps = optim.total_steps(len(loader))
+    run_dir = Path(config.run.output_dir)
+    ema = None
+    if config.ema.enabled:
+        ema = EMA(accelerator.unwrap_model(model), decay=config.ema.decay, update_every=config.ema.update_every)
+    return TrainRun(accelerator=accelerator, model=model, optimizer=optimizer,
+                    scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
+                    guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
+                    tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
+                    run_dir=run_dir, total_steps=total_steps, config=config, ema=ema)
