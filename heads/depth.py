@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from heads.blocks import Upsampler, parameter_summary, run_per_frame
+from heads.base import DenseHead
+from heads.blocks import run_per_frame
 from heads.config import HeadConfig
-from heads.neck import DPTNeck, check_taps
-from heads.refine import RGBRefiner, check_frames
+from heads.neck import check_taps
+from heads.refine import check_frames
 
 
-class DepthHead(nn.Module):
+class DepthHead(DenseHead):
     """Tapped grids (B, C, F', H', W') x num_taps [+ frames (B, T, 3, H, W)] -> log depth (B, T, H, W).
 
     Predicting log distance makes the L1 loss relative (scale-free across near and far scenes) and
@@ -22,24 +22,8 @@ class DepthHead(nn.Module):
     kind = "depth"
 
     def __init__(self, cfg: HeadConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        c = cfg.features
-        self.neck = DPTNeck(cfg)
-        self.branch = nn.Sequential(
-            nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c // 2, 1, 3, padding=1)
-        )
-        self.upsample = Upsampler(c, cfg.out_stride, cfg.convex_upsample, cfg.mask_scale)
         # Inputs: current RGB (3), upsampled log depth (1).
-        self.refiner = RGBRefiner(4, c, 1, cfg.rgb_channels) if cfg.rgb_refine else None
-        self.frame_chunk, self.gradient_checkpointing = 0, False
-
-    def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False) -> None:
-        """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed.
-
-        Runtime-only (not saved): results are identical, only peak memory and speed change.
-        """
-        self.frame_chunk, self.gradient_checkpointing = frame_chunk, gradient_checkpointing
+        super().__init__(cfg, out_channels=1, refiner_inputs=4)
 
     def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
         """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, H, W) log metres."""
@@ -59,7 +43,3 @@ class DepthHead(nn.Module):
         if self.refiner is None or cur is None:
             return depth
         return depth + self.refiner(torch.cat([cur, depth.detach()], dim=1), feats)
-
-    def summary(self) -> dict[str, int]:
-        """Trainable parameters per sub-module (logged)."""
-        return parameter_summary(self, type(self).__name__)

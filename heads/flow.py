@@ -8,15 +8,15 @@ target must be masked invalid (the losses and metrics drop it by default).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from heads.blocks import Upsampler, backward_warp, parameter_summary, run_per_frame
+from heads.base import DenseHead
+from heads.blocks import backward_warp, run_per_frame
 from heads.config import HeadConfig
-from heads.neck import DPTNeck, check_taps
-from heads.refine import RGBRefiner, check_frames, previous_frames
+from heads.neck import check_taps
+from heads.refine import check_frames, previous_frames
 
 
-class MotionVectorHead(nn.Module):
+class MotionVectorHead(DenseHead):
     """Tapped grids (B, C, F', H', W') x num_taps [+ frames (B, T, 3, H, W)] -> flow (B, T, 2, H, W).
 
     T = 1 + tf*(F'-1), H = sf*H', W = sf*W'. The neck predicts flow at stride s = sf/neck_scale in
@@ -27,24 +27,8 @@ class MotionVectorHead(nn.Module):
     kind = "flow"
 
     def __init__(self, cfg: HeadConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        c = cfg.features
-        self.neck = DPTNeck(cfg)
-        self.branch = nn.Sequential(
-            nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c // 2, 2, 3, padding=1)
-        )
-        self.upsample = Upsampler(c, cfg.out_stride, cfg.convex_upsample, cfg.mask_scale)
         # Inputs: prev RGB (3), current RGB (3), warped prev (3), photometric error (1), flow (2).
-        self.refiner = RGBRefiner(12, c, 2, cfg.rgb_channels) if cfg.rgb_refine else None
-        self.frame_chunk, self.gradient_checkpointing = 0, False
-
-    def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False) -> None:
-        """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed.
-
-        Runtime-only (not saved): results are identical, only peak memory and speed change.
-        """
-        self.frame_chunk, self.gradient_checkpointing = frame_chunk, gradient_checkpointing
+        super().__init__(cfg, out_channels=2, refiner_inputs=12)
 
     def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
         """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, 2, H, W) px."""
@@ -70,7 +54,3 @@ class MotionVectorHead(nn.Module):
         err = (cur - warped).abs().mean(dim=1, keepdim=True)
         inp = torch.cat([prev, cur, warped, err, base / cfg.rgb_flow_scale], dim=1)
         return flow + self.refiner(inp, feats)
-
-    def summary(self) -> dict[str, int]:
-        """Trainable parameters per sub-module (logged)."""
-        return parameter_summary(self, type(self).__name__)

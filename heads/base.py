@@ -1,0 +1,43 @@
+"""What the flow and depth heads share: neck, output branch, convex upsampler, optional RGB path."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from heads.blocks import Upsampler, parameter_summary
+from heads.config import HeadConfig
+from heads.neck import DPTNeck
+from heads.refine import RGBRefiner
+
+
+class DenseHead(nn.Module):
+    """Common skeleton; subclasses define ``forward`` and the per-frame ``_decode``.
+
+    out_channels: channels of the prediction (2 for flow, 1 for log depth);
+    refiner_inputs: channels the RGB refiner reads (frames plus the current estimate).
+    """
+
+    kind = ""
+
+    def __init__(self, cfg: HeadConfig, out_channels: int, refiner_inputs: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.features
+        self.neck = DPTNeck(cfg)
+        self.branch = nn.Sequential(
+            nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c // 2, out_channels, 3, padding=1)
+        )
+        self.upsample = Upsampler(c, cfg.out_stride, cfg.convex_upsample, cfg.mask_scale)
+        self.refiner = RGBRefiner(refiner_inputs, c, out_channels, cfg.rgb_channels) if cfg.rgb_refine else None
+        self.frame_chunk, self.gradient_checkpointing = 0, False
+
+    def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False) -> None:
+        """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed.
+
+        Runtime-only (not saved): results are identical, only peak memory and speed change.
+        """
+        self.frame_chunk, self.gradient_checkpointing = frame_chunk, gradient_checkpointing
+
+    def summary(self) -> dict[str, int]:
+        """Trainable parameters per sub-module (logged)."""
+        return parameter_summary(self, type(self).__name__)
