@@ -58,10 +58,11 @@ def probe_start(stage) -> dict[str, float]:
 
 def print_terms(start: dict[str, float], end: dict[str, float]) -> None:
     """Start vs end of every loss term on the same training windows, sigmas and noise."""
-    print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}")
+    print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}   pixels start/end")
     for key in sorted(start):
-        if key.startswith(("loss", "phys_", "flow_epe", "depth_")):
-            print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}")
+        if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
+            pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
+            print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")
 
 
 if __name__ == "__main__":

@@ -126,8 +126,7 @@ class Stage2:
                 noise = make_noise((1, *shape), seed=seed + 1000 * index + k)
                 total, metrics = self.losses(batch, torch.tensor([sigma]), noise)
                 for key, value in {"loss": total, **metrics}.items():
-                    if not key.endswith("_px"):
-                        totals[key] = totals.get(key, 0.0) + float(value)
+                    totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
         model.train(was_training)
         return {k: v / max(count, 1) for k, v in totals.items()}

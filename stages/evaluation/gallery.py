@@ -1,0 +1,173 @@
+"""Frame strips, one contact sheet per model, and a self-contained gallery.html.
+
+A strip is STRIP_FRAMES evenly spaced frames of a clip side by side, at most THUMB_PX wide each.
+Flow is drawn with the usual colour wheel (hue = direction, saturation = magnitude relative to
+the scene's 99th-percentile GT speed); distance as log-distance through viridis over the scene's
+GT range, invalid GT pixels black. The HTML embeds every image as a base64 data URI, so the file
+can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import cm
+from matplotlib.colors import hsv_to_rgb
+from PIL import Image, ImageDraw
+
+STRIP_FRAMES = 8
+THUMB_PX = 128
+LABEL_PX = 150
+MODEL_ROWS = (("generated", "generated"), ("gen_flow", "flow (heads on generated)"),
+              ("gen_depth", "depth (heads on generated)"))
+"""Contact-sheet rows after the GT row (key in the visuals dict, label)."""
+
+
+def _pick(t: int) -> np.ndarray:
+    return np.unique(np.linspace(0, t - 1, num=min(t, STRIP_FRAMES)).round().astype(int))
+
+
+def _thumbs(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> picked frames resized to at most THUMB_PX, (k, h, w, 3) uint8."""
+    picked = frames[_pick(frames.shape[0])]
+    h, w = picked.shape[1:3]
+    scale = min(1.0, THUMB_PX / max(h, w))
+    if scale == 1.0:
+        return picked
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in picked])
+
+
+def rgb_frames(rgb: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
+    return (rgb.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def flow_frames(flow: torch.Tensor, scale: float) -> np.ndarray:
+    """(T, 2, H, W) px -> (T, H, W, 3) uint8 colour wheel; |f| >= scale is fully saturated."""
+    f = torch.nan_to_num(flow.float()).numpy()
+    angle = (np.arctan2(-f[:, 1], -f[:, 0]) + np.pi) / (2 * np.pi)  # hue of the motion direction (forward)
+    magnitude = np.clip(np.hypot(f[:, 0], f[:, 1]) / max(scale, 1e-6), 0, 1)
+    hsv = np.stack([angle, magnitude, np.ones_like(angle)], axis=-1)
+    return (hsv_to_rgb(hsv) * 255).round().astype(np.uint8)
+
+
+def depth_frames(depth: torch.Tensor, lo: float, hi: float, valid: torch.Tensor | None = None) -> np.ndarray:
+    """(T, H, W) m -> (T, H, W, 3) uint8 viridis of log distance in [lo, hi] (near = bright)."""
+    d = torch.log(depth.float().clamp_min(1e-6)).numpy()
+    x = np.clip((hi - d) / max(hi - lo, 1e-6), 0, 1)
+    out = (cm.viridis(x)[..., :3] * 255).round().astype(np.uint8)
+    if valid is not None:
+        out[~valid.numpy()] = 0
+    return out
+
+
+def scene_visuals(sample: dict) -> dict:
+    """GT strips and the colour scales every model's strips of this scene reuse."""
+    flow, valid = sample["flow"], sample["flow_valid"]
+    speed = torch.linalg.vector_norm(flow, dim=1)[valid]
+    scale = float(torch.quantile(speed, 0.99)) if speed.numel() else 1.0
+    log_d = torch.log(sample["depth"][sample["depth_valid"]].clamp_min(1e-6))
+    lo, hi = (float(log_d.min()), float(log_d.max())) if log_d.numel() else (0.0, 1.0)
+    scales = {"flow": max(scale, 1.0), "depth": (lo, hi)}
+    return {"scales": scales, "gt": _thumbs(rgb_frames(sample["rgb"])),
+            "gt_flow": _thumbs(flow_frames(torch.where(valid[:, None], flow, 0.0), scales["flow"])),
+            "gt_depth": _thumbs(depth_frames(sample["depth"], lo, hi, sample["depth_valid"]))}
+
+
+def model_visuals(scene: dict, generated: torch.Tensor, flow: torch.Tensor, depth: torch.Tensor,
+                  gen_flow: torch.Tensor, gen_depth: torch.Tensor) -> dict:
+    """Strips of one model: its predictions on GT frames, the rollout and its predictions on it."""
+    s, (lo, hi) = scene["scales"]["flow"], scene["scales"]["depth"]
+    return {"flow": _thumbs(flow_frames(flow, s)), "depth": _thumbs(depth_frames(depth, lo, hi)),
+            "generated": _thumbs(rgb_frames(generated)), "gen_flow": _thumbs(flow_frames(gen_flow, s)),
+            "gen_depth": _thumbs(depth_frames(gen_depth, lo, hi))}
+
+
+def strip_image(frames: np.ndarray, gap: int = 2) -> Image.Image:
+    """(k, h, w, 3) uint8 -> one image with the frames side by side."""
+    k, h, w, _ = frames.shape
+    canvas = Image.new("RGB", (k * w + (k - 1) * gap, h), (255, 255, 255))
+    for i, frame in enumerate(frames):
+        canvas.paste(Image.fromarray(frame), (i * (w + gap), 0))
+    return canvas
+
+
+def contact_sheet(visuals: dict, model: str) -> Image.Image:
+    """Per scene: a title line, then rows GT | generated | predicted flow | predicted depth."""
+    blocks = []
+    for scene, vis in visuals.items():
+        rows = [("ground truth", vis["gt"])] + [(label, vis[model][key]) for key, label in MODEL_ROWS]
+        strips = [(label, strip_image(frames)) for label, frames in rows]
+        width = LABEL_PX + max(s.width for _, s in strips)
+        height = 18 + sum(s.height + 4 for _, s in strips)
+        block = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(block)
+        draw.text((4, 2), f"{scene}  [{model}]", fill=(0, 0, 0))
+        y = 18
+        for label, strip in strips:
+            draw.text((4, y + strip.height // 2 - 5), label, fill=(0, 0, 0))
+            block.paste(strip, (LABEL_PX, y))
+            y += strip.height + 4
+        blocks.append(block)
+    sheet = Image.new("RGB", (max(b.width for b in blocks), sum(b.height + 8 for b in blocks)), (255, 255, 255))
+    y = 0
+    for block in blocks:
+        sheet.paste(block, (0, y))
+        y += block.height + 8
+    return sheet
+
+
+def _data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def _scene_section(record: dict, vis: dict, models: list[str]) -> str:
+    rows = [("ground truth", vis["gt"]), ("GT flow", vis["gt_flow"]), ("GT depth", vis["gt_depth"])]
+    for m in models:
+        rows += [(f"{m}: flow on GT", vis[m]["flow"]), (f"{m}: depth on GT", vis[m]["depth"])]
+        rows += [(f"{m}: {label}", vis[m][key]) for key, label in MODEL_ROWS]
+    cells = "".join(f"<tr><th>{html.escape(label)}</th><td><img alt=\"{html.escape(label)}\" "
+                    f"src=\"{_data_uri(strip_image(frames))}\"></td></tr>" for label, frames in rows)
+    stats = "".join(
+        f"<li><b>{html.escape(m)}</b>: depth AbsRel {_fmt(r['perception'].get('depth_abs_rel'))}, flow EPE moving "
+        f"{_fmt(r['perception'].get('flow_epe_moving'))} px, spatiotemporal IoU "
+        f"{_fmt(r['prediction']['spatiotemporal_iou'])}, g_fit(heads) {_fmt(r['physics_heads']['g_fit'])} m/s&sup2;, "
+        f"g_fit(generated) {_fmt(r['physics_generated']['g_fit'])} m/s&sup2;</li>"
+        for m, r in record["models"].items())
+    name = html.escape(record["scene"])
+    return (f"<section class=\"scene\" id=\"{name}\"><h2>{name}</h2><p>{html.escape(record['prompt'])}</p>"
+            f"<p>GT g_fit {_fmt(record['physics_gt']['g_fit'])} m/s&sup2; (scene g "
+            f"{_fmt(record['g_scene'])})</p><ul>{stats}</ul><table>{cells}</table></section>")
+
+
+def gallery_html(payload: dict, visuals: dict) -> str:
+    sections = "\n".join(_scene_section(r, visuals[r["scene"]], payload["models"]) for r in payload["scenes"])
+    style = ("body{font-family:sans-serif;margin:1em}th{text-align:left;padding-right:1em;font-weight:normal}"
+             "section{border-top:1px solid #ccc;margin-top:1em}img{image-rendering:pixelated}")
+    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Physics evaluation gallery</title>"
+            f"<style>{style}</style></head><body><h1>Physics evaluation: split {html.escape(payload['args']['split'])}"
+            f"</h1><p>{html.escape(' '.join(payload['notes']))}</p>\n{sections}\n</body></html>\n")
+
+
+def write_all(out: Path, payload: dict, visuals: dict) -> list[str]:
+    """contact_sheet_<model>.png for each model and gallery.html; returns their names."""
+    names = []
+    for model in payload["models"]:
+        name = f"contact_sheet_{model}.png"
+        contact_sheet(visuals, model).save(out / name)
+        names.append(name)
+    (out / "gallery.html").write_text(gallery_html(payload, visuals), encoding="utf-8")
+    return names + ["gallery.html"]

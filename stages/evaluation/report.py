@@ -1,0 +1,166 @@
+"""report.md and its plots (matplotlib, Agg): per-scene bars, a metric-table figure, training curves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from stages.evaluation.perception import PERCEPTION_ROWS  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# (title, getter(scene model record) -> value, unit) of the per-scene bar charts.
+SCENE_BARS = (
+    ("depth AbsRel (heads on GT)", lambda r: r["perception"].get("depth_abs_rel"), ""),
+    ("flow EPE moving (heads on GT)", lambda r: r["perception"].get("flow_epe_moving"), "px"),
+    ("spatiotemporal IoU (rollout vs GT)", lambda r: r["prediction"]["spatiotemporal_iou"], ""),
+    ("fitted g (heads on GT)", lambda r: r["physics_heads"]["g_fit"], "m/s^2"),
+    ("fitted g (heads on rollout)", lambda r: r["physics_generated"]["g_fit"], "m/s^2"),
+    ("rest drift (heads on rollout)", lambda r: r["physics_generated"]["rest_drift"], "m/s"),
+)
+PHYSICS_ROWS = (("fitted g", "g_fit", "m/s^2"), ("|g_fit - g| / g", "g_rel_error", ""),
+                ("free-fall residual", "free_fall_residual", "m/s^2"), ("free-fall pixels", "free_fall_px", ""),
+                ("rest drift", "rest_drift", "m/s"))
+
+
+def fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def scene_bars(payload: dict, path: Path) -> None:
+    """One panel per SCENE_BARS metric, bars per scene and model (scene g as a line on g panels)."""
+    scenes = [s["scene"] for s in payload["scenes"]]
+    models = payload["models"]
+    fig, axes = plt.subplots(len(SCENE_BARS), 1, figsize=(max(6, 1.2 * len(scenes) * len(models)), 2.6 * len(SCENE_BARS)))
+    width = 0.8 / len(models)
+    for ax, (title, get, unit) in zip(axes, SCENE_BARS):
+        for m, model in enumerate(models):
+            values = [_nan(get(s["models"][model])) for s in payload["scenes"]]
+            ax.bar([i + m * width for i in range(len(scenes))], values, width, label=model)
+        if "fitted g" in title:
+            ax.axhline(payload["scenes"][0]["g_scene"], color="k", ls="--", lw=1, label="scene g")
+        ax.set_title(title + (f" [{unit}]" if unit else ""), fontsize=9)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(scenes))], scenes, fontsize=7, rotation=15)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _table_rows(payload: dict) -> list[list[str]]:
+    rows = []
+    for model in payload["models"]:
+        o = payload["overall"][model]
+        for label, ours, base, _ in PERCEPTION_ROWS:
+            rows.append([model, label, fmt(o["perception"].get(ours)), fmt(o["perception"].get(base))])
+        for key in ("spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou", "mse"):
+            rows.append([model, f"rollout {key}", fmt(o["prediction"][key]), ""])
+    return rows
+
+
+def table_figure(payload: dict, path: Path) -> None:
+    rows = _table_rows(payload)
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 0.8))
+    ax.axis("off")
+    table = ax.table(cellText=rows, colLabels=["model", "metric", "value", "baseline"], loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def training_curves(stage_dirs: dict[str, Path], path: Path) -> bool:
+    """Loss and validation curves from <stage dir>/../metrics.jsonl; False when no stage has one."""
+    runs = {}
+    for model, directory in stage_dirs.items():
+        jsonl = directory.parent / "metrics.jsonl"
+        if jsonl.is_file():
+            runs[model] = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    if not runs:
+        return False
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), squeeze=False)
+    for ax, (model, records) in zip(axes[0], runs.items()):
+        keys = sorted({k for r in records for k in r
+                       if (k == "loss" or k.startswith(("loss_", "val/"))) and isinstance(r[k], (int, float))})
+        for key in keys:
+            points = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+            if points:
+                ax.plot(*zip(*points), label=key, marker="." if len(points) < 20 else None)
+        ax.set_xlabel("step")
+        ax.set_title(f"{model} training ({directory_name(stage_dirs[model])})", fontsize=9)
+        if ax.lines:
+            ax.set_yscale("log")
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def directory_name(path: Path) -> str:
+    return str(path.parent.name or path)
+
+
+def markdown(payload: dict, curves: bool) -> str:
+    a, g = payload["args"], payload["geometry"]
+    lines = [f"# Physics evaluation: split `{a['split']}`, {len(payload['scenes'])} scene(s)", "",
+             *[f"> {note}" for note in payload["notes"]], "",
+             f"Backbone `{payload['backbone']['preset']}` ({payload['backbone']['model_dir'] or 'random weights'}), "
+             f"device {payload['device']}; windows {g['frames']} frames at stride {g['stride']}, {g['size']}x{g['size']}; "
+             f"rollouts {a['steps']} steps, cfg {a['cfg_scale']}, seeds {a['seed']}+scene index.", "",
+             "## Pass / fail (heuristics)", "", "| model | check | value | rule | result |", "|---|---|---|---|---|"]
+    for model, checks in payload["verdicts"].items():
+        lines += [f"| {model} | {name} | {fmt(v['value'])} | {v['rule']} | {'PASS' if v['pass'] else 'FAIL'} |"
+                  for name, v in checks.items()]
+    lines += ["", "## Perception on ground-truth windows (pixel-weighted over scenes)", "",
+              "| model | metric | heads | baseline |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in _table_rows(payload)]
+    lines += ["", "Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
+              "MSE is better) between the generated continuation and the ground-truth window.", "",
+              "## Physics residuals (depth + flow lifted to 3D)", "",
+              "| source | " + " | ".join(f"{label}{f' ({u})' if u else ''}" for label, _, u in PHYSICS_ROWS) + " |",
+              "|---|" + "---|" * len(PHYSICS_ROWS)]
+    sources = [("ground truth", payload["overall"]["gt"]["physics"])]
+    for model in payload["models"]:
+        sources += [(f"{model} heads on GT", payload["overall"][model]["physics_heads"]),
+                    (f"{model} heads on rollout", payload["overall"][model]["physics_generated"])]
+    lines += [f"| {name} | " + " | ".join(fmt(p.get(key)) for _, key, _ in PHYSICS_ROWS) + " |" for name, p in sources]
+    c = payload["constants"]
+    lines += ["", f"Temporal coherence: share of frames whose flow-warp L1 is <= {c['warp_l1_max']} "
+              f"(GT flow on GT frames: {fmt(payload['overall']['gt']['coherence']['coherent_frames'])}; "
+              + "; ".join(f"{m} heads on rollout: {fmt(payload['overall'][m]['coherence_generated']['coherent_frames'])}"
+                          for m in payload["models"]) + ").", "",
+              "## Per scene", "", "| scene | model | AbsRel | EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |",
+              "|---|---|---|---|---|---|---|"]
+    for s in payload["scenes"]:
+        for m, r in s["models"].items():
+            lines.append(f"| {s['scene']} | {m} | {fmt(r['perception'].get('depth_abs_rel'))} | "
+                         f"{fmt(r['perception'].get('flow_epe_moving'))} | {fmt(r['prediction']['spatiotemporal_iou'])} | "
+                         f"{fmt(r['physics_heads']['g_fit'])} | {fmt(r['physics_generated']['g_fit'])} |")
+    lines += ["", "![per scene](per_scene.png)", "", "![metrics](metrics_table.png)", ""]
+    lines += ["![training curves](training_curves.png)", ""] if curves else ["(no metrics.jsonl next to the stage exports)", ""]
+    lines += [f"Contact sheets: {', '.join(f'contact_sheet_{m}.png' for m in payload['models'])}; gallery: gallery.html.", ""]
+    return "\n".join(lines)
+
+
+def write_all(out: Path, payload: dict, stage_dirs: dict[str, Path]) -> list[str]:
+    """report.md, per_scene.png, metrics_table.png and (when available) training_curves.png."""
+    scene_bars(payload, out / "per_scene.png")
+    table_figure(payload, out / "metrics_table.png")
+    curves = training_curves(stage_dirs, out / "training_curves.png")
+    (out / "report.md").write_text(markdown(payload, curves), encoding="utf-8")
+    return ["metrics.json", "report.md", "per_scene.png", "metrics_table.png"] + (["training_curves.png"] if curves else [])
