@@ -15,4 +15,4 @@ Modules, in the order an evaluation runs them:
 from stages.evaluation.config import EvalConfig, EvaluationError
 from stages.evaluation.evaluate import METRICS_FIELDS, run_evaluation
 
-__all__ = ["EvalConfig", "EvaluationError", "METRICS_FIELDS", "run_evaluation"]
+__all__ = ["METRICS_FIELDS", "EvalConfig", "EvaluationError", "run_evaluation"]

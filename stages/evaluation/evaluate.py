@@ -22,7 +22,8 @@ from data.dataset import SimPhysicsDataset
 from data.scene_meta import read_scene_meta
 from heads.video_metrics import mean_metrics
 from stages.evaluation import checkpoints as ck
-from stages.evaluation import gallery, perception, physics_report as phys, report, rollout
+from stages.evaluation import gallery, perception, report, rollout
+from stages.evaluation import physics_report as phys
 from stages.evaluation.config import EvalConfig
 from stages.feature_cache import FixedWindows
 from stages.features import FeatureSource
@@ -42,8 +43,8 @@ OVERALL_FIELDS = ("perception", "beats_baseline", "prediction", "physics_heads",
 VERDICT_FIELDS = ("heads_beat_baselines", "physics_heads", "physics_generated", "temporal_coherence")
 """Pass/fail heuristics per model in metrics.json["verdicts"][model]: each {value, rule, pass}."""
 NOTES = (
-    "Held-out means unseen scenario families: the split's families were never seen in training "
-    "(make_metadata --holdout-families); new seeds of a seen family score like training data.",
+    ("Held-out means unseen scenario families: the split's families were never seen in training "
+     "(make_metadata --holdout-families); new seeds of a seen family score like training data."),
     "Scoring models trained on Physics-IQ-like scenes on Physics-IQ itself risks leakage.",
     "Generated rollouts are judged with the ground-truth window's camera (intrinsics, gravity direction, dt).",
 )

@@ -27,8 +27,16 @@ import math
 import numpy as np
 import torch
 
-from heads.physics import (STANDARD_GRAVITY, contact_pixels, fitted_gravity, flow_warp_consistency,
-                           free_fall_prior, kinematics, moving_pixels, rest_drift)
+from heads.physics import (
+    STANDARD_GRAVITY,
+    contact_pixels,
+    fitted_gravity,
+    flow_warp_consistency,
+    free_fall_prior,
+    kinematics,
+    moving_pixels,
+    rest_drift,
+)
 
 MIN_SPEED = 0.1
 """m/s: slower GT pixels are at rest (the physics loss's default min_speed)."""
@@ -69,7 +77,7 @@ def gt_physics(sample: dict, g: float) -> tuple[dict, dict]:
 def residuals(kin: dict, down: torch.Tensor, g: float, free: torch.Tensor, static: torch.Tensor) -> dict[str, float]:
     """g_fit, g_rel_error, free-fall residual, rest drift and pixel counts of one clip's kinematics."""
     g_fit, n = fitted_gravity(kin, down, free)
-    ff, ff_metrics = free_fall_prior(kin, down, g, moving_mask=free)
+    ff, _ = free_fall_prior(kin, down, g, moving_mask=free)
     g_fit = float(g_fit[0])
     return {"g_fit": g_fit, "g_scene": g, "g_rel_error": abs(g_fit - g) / g if not math.isnan(g_fit) else math.nan,
             "free_fall_px": int(n[0]), "free_fall_residual": float(ff) if int(n[0]) else math.nan,

@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from stages.evaluation.perception import PERCEPTION_ROWS  # noqa: E402
+from stages.evaluation.perception import PERCEPTION_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -115,24 +115,30 @@ def directory_name(path: Path) -> str:
     return str(path.parent.name or path)
 
 
+def cell(text: str) -> str:
+    """Text safe inside a markdown table cell (rules like |g_fit - g| / g contain pipes)."""
+    return str(text).replace("|", "\\|")
+
+
 def markdown(payload: dict, curves: bool) -> str:
     a, g = payload["args"], payload["geometry"]
     lines = [f"# Physics evaluation: split `{a['split']}`, {len(payload['scenes'])} scene(s)", "",
              *[f"> {note}" for note in payload["notes"]], "",
-             f"Backbone `{payload['backbone']['preset']}` ({payload['backbone']['model_dir'] or 'random weights'}), "
-             f"device {payload['device']}; windows {g['frames']} frames at stride {g['stride']}, {g['size']}x{g['size']}; "
-             f"rollouts {a['steps']} steps, cfg {a['cfg_scale']}, seeds {a['seed']}+scene index.", "",
+             (f"Backbone `{payload['backbone']['preset']}` ({payload['backbone']['model_dir'] or 'random weights'}), "
+              f"device {payload['device']}; windows {g['frames']} frames at stride {g['stride']}, "
+              f"{g['size']}x{g['size']}; rollouts {a['steps']} steps, cfg {a['cfg_scale']}, seeds {a['seed']}+scene "
+              "index."), "",
              "## Pass / fail (heuristics)", "", "| model | check | value | rule | result |", "|---|---|---|---|---|"]
     for model, checks in payload["verdicts"].items():
-        lines += [f"| {model} | {name} | {fmt(v['value'])} | {v['rule']} | {'PASS' if v['pass'] else 'FAIL'} |"
+        lines += [f"| {model} | {name} | {fmt(v['value'])} | {cell(v['rule'])} | {'PASS' if v['pass'] else 'FAIL'} |"
                   for name, v in checks.items()]
     lines += ["", "## Perception on ground-truth windows (pixel-weighted over scenes)", "",
               "| model | metric | heads | baseline |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in _table_rows(payload)]
-    lines += ["", "Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
-              "MSE is better) between the generated continuation and the ground-truth window.", "",
+    lines += ["", ("Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
+                   "MSE is better) between the generated continuation and the ground-truth window."), "",
               "## Physics residuals (depth + flow lifted to 3D)", "",
-              "| source | " + " | ".join(f"{label}{f' ({u})' if u else ''}" for label, _, u in PHYSICS_ROWS) + " |",
+              "| source | " + " | ".join(cell(f"{label}{f' ({u})' if u else ''}") for label, _, u in PHYSICS_ROWS) + " |",
               "|---|" + "---|" * len(PHYSICS_ROWS)]
     sources = [("ground truth", payload["overall"]["gt"]["physics"])]
     for model in payload["models"]:

@@ -1,0 +1,86 @@
+"""Evaluate trained heads (stage 1) and the LoRA-tuned backbone (stage 2) on held-out scenes.
+
+    python scripts/evaluate_physics.py --stage1 runs/stage1_demo/final [--stage2 runs/stage2_demo/final] \\
+        --root runs/scenes/demo --metadata metadata/demo.csv [--split test] [--model-dir DIR] \\
+        [--out runs/eval] [--steps N --frames T --size S --seed K] [--max-scenes N]
+
+For every scene of the split (windows from frame 0):
+1. perception: the heads' depth and flow on the ground-truth window (AbsRel, delta<1.25, RMSE(log),
+   EPE all/moving, outlier rate) beside zero flow / per-clip median depth, per scene and overall;
+2. prediction: a TI2V rollout from the first frame + prompt (WanVideoPipeline; base backbone, and
+   with the stage-2 LoRA fused when given, same seeds) scored against the GT video by Physics-IQ's
+   spatial / spatiotemporal / weighted spatial IoU and MSE;
+3. physics: depth + flow lifted to 3D on GT, on the heads' predictions and on the heads run over the
+   rollout: fitted g (m/s^2) vs the scene's g, free-fall residual, rest drift (m/s);
+4. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines.
+Writes metrics.json, report.md, plots, contact_sheet_<model>.png and a self-contained gallery.html.
+Defaults for frames, stride and size come from the stage-1 run's config. Without --model-dir the
+stage-1 run's backbone is used (tiny preset: random seeded weights, runs on a CPU in minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from data.errors import DataFormatError
+from stages.evaluation.config import EvalConfig, EvaluationError
+
+
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage1", required=True, help="stage-1 export directory (heads + config.toml)")
+    ap.add_argument("--stage2", default="", help="stage-2 export directory (lora.safetensors + heads/)")
+    ap.add_argument("--root", required=True, help="data root holding <scene>/env_0/0/0")
+    ap.add_argument("--metadata", required=True, help="metadata CSV with video,prompt,split")
+    ap.add_argument("--split", default="test", help="split to evaluate (default: test = held-out families)")
+    ap.add_argument("--model-dir", default="", help="local Wan2.2-TI2V-5B weights (default: the stage-1 run's)")
+    ap.add_argument("--out", default="runs/eval", help="output directory (default: runs/eval)")
+    ap.add_argument("--cache-dir", default="runs/cache", help="latent / text-context cache (default: runs/cache)")
+    ap.add_argument("--steps", type=int, default=30, help="denoising steps per rollout (default: 30)")
+    ap.add_argument("--frames", type=int, default=0, help="frames per window and rollout, 1 + 4k (default: stage 1's)")
+    ap.add_argument("--stride", type=int, default=0, help="simulator steps between frames (default: stage 1's)")
+    ap.add_argument("--size", type=int, default=0, help="square frame size, multiple of 32 (default: stage 1's)")
+    ap.add_argument("--seed", type=int, default=0, help="rollout seed of scene 0; scene i uses seed + i")
+    ap.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance scale (default: 5)")
+    ap.add_argument("--max-scenes", type=int, default=0, help="evaluate at most N scenes (default: all)")
+    ap.add_argument("--iq-downsample", type=int, default=0,
+                    help="Physics-IQ comparison downsampling (default: 4 at >= 256 px, else 1)")
+    ap.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    args = vars(ap.parse_args(argv))
+    logging.basicConfig(level=args.pop("log_level").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return EvalConfig(**args)
+
+
+def summary(payload: dict) -> str:
+    """The pass/fail lines printed at the end."""
+    lines = [(f"\nevaluated {len(payload['scenes'])} scene(s) of split {payload['args']['split']!r} "
+              f"-> {payload['args']['out']}")]
+    for model, checks in payload["verdicts"].items():
+        for name, v in checks.items():
+            value = v["value"]
+            shown = "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
+            lines.append(f"  {model:<7} {name:<22} {shown:>10}  {'PASS' if v['pass'] else 'FAIL'}  ({v['rule']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    try:
+        config = parse_args(argv)
+        from stages.evaluation import run_evaluation
+
+        payload = run_evaluation(config)
+    except (EvaluationError, DataFormatError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(summary(payload))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
