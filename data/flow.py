@@ -143,7 +143,8 @@ def compose_backward(
             valid &= _same_surface(chain, seen)
             chain = seen
         smooth, nearest = _sample(flows[i], position, "bilinear"), _sample(flows[i], position, "nearest")
-        valid &= (smooth - nearest).norm(dim=1) <= MOTION_BOUNDARY_TOLERANCE_PX
+        gap = smooth - nearest  # squared norm by hand: torch's vector norm over dim 1 is ~10x slower here
+        valid &= gap[:, 0] * gap[:, 0] + gap[:, 1] * gap[:, 1] <= MOTION_BOUNDARY_TOLERANCE_PX**2
         total = total + smooth
     valid &= inside_frame(base + total)
     return total[0].numpy(), valid[0].numpy()
