@@ -45,7 +45,7 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
     if name == "dit_forward":
         return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1})
     if name == "stage1_step":
-        return g.item_stage1_step(**common)
+        return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -60,7 +60,8 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
         command = [sys.executable, str(Path(__file__)), "--run-item", name, "--result-file", str(out),
                    "--device", args.device, "--preset", args.preset, "--frames", str(args.frames),
                    "--height", str(args.height), "--width", str(args.width), "--runs", str(args.runs),
-                   "--warmup", str(args.warmup)] + (["--quick"] if args.quick else [])
+                   "--warmup", str(args.warmup), "--head-features", str(args.head_features)]
+        command += (["--quick"] if args.quick else []) + (["--no-rgb-refine"] if args.no_rgb_refine else [])
         start = time.perf_counter()
         try:
             proc = subprocess.run(command, timeout=timeout, capture_output=True, text=True, cwd=REPO)
@@ -101,10 +102,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--runs", type=int, default=3, help="timed iterations per item (dit_forward: >= 5)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--head-features", type=int, default=128, help="stage1_step: heads' fusion width")
+    parser.add_argument("--no-rgb-refine", action="store_true", help="stage1_step: heads without the RGB path")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
     parser.add_argument("--items", nargs="+", default=list(ITEMS), choices=ITEMS)
     parser.add_argument("--item-timeout", type=float, default=150.0, help="seconds per item")
     parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="suffix of the results file name (e.g. heads-f64)")
     parser.add_argument("--run-item", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -136,9 +140,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     print_table(results)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device_name"]).strip("-").lower()
     kind = "gpu" if args.device == "cuda" else "cpu"
-    path = Path(args.out_dir) / f"{kind}-{slug}-{env['date']}.json"
+    suffix = args.tag and f"-{args.tag}"
+    path = Path(args.out_dir) / f"{kind}-{slug}-{env['date']}{suffix}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
+               "head_features": args.head_features, "rgb_refine": not args.no_rgb_refine,
                "quick": args.quick, "runs": args.runs, "warmup": args.warmup, "results": results}
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")

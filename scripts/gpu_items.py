@@ -78,9 +78,11 @@ def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, 
     return latents.to(device, dtype), context.to(device, dtype)
 
 
-def build_heads(preset: BackbonePreset, device: torch.device) -> tuple[MotionVectorHead, DepthHead]:
+def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128,
+                rgb_refine: bool = True) -> tuple[MotionVectorHead, DepthHead]:
     config = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps),
-                        spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0])
+                        spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0],
+                        features=features, rgb_refine=rgb_refine)
     return MotionVectorHead(config).to(device), DepthHead(config).to(device)
 
 
@@ -121,16 +123,17 @@ def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: Stopwatc
 
 
 def item_stage1_step(preset: str, device: torch.device, frames: int, height: int, width: int,
-                     runs: int, warmup: int) -> dict:
+                     runs: int, warmup: int, head_features: int = 128, rgb_refine: bool = True) -> dict:
     """2. Stage-1 step, online (backbone every step) vs cached (tapped features read from disk)."""
     p = get_preset(preset)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
-    flow_head, depth_head = build_heads(p, device)
+    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine)
     optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4)
     targets = head_targets(frames, height, width, device)
-    result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head)}
+    result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head),
+              "head_features": head_features, "rgb_refine": rgb_refine}
     reset_peak(device)
     watch = Stopwatch(device)
     for i in range(warmup + runs):
