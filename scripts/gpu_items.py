@@ -7,6 +7,7 @@ On CPU the same code runs the tiny preset, which is how it is tested before a GP
 
 from __future__ import annotations
 
+import resource
 import statistics
 import tempfile
 import time
@@ -54,8 +55,12 @@ class Stopwatch:
         return {f"{k}_ms": 1000.0 * v / runs for k, v in self.totals.items()}
 
 
-def peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+def peak_gib(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset.  CPU: the process's peak RSS (each item runs in its
+    own process, so this is the item's peak including model construction)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def reset_peak(device: torch.device) -> None:
