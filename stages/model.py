@@ -8,6 +8,7 @@ from torch import nn
 from heads.config import HeadConfig
 from heads.depth import DepthHead
 from heads.flow import MotionVectorHead
+from heads.io import load_heads
 from heads.metrics import MetricAccumulator
 from stages.sections import HeadsConfig
 from world_model.presets import BackbonePreset
@@ -16,9 +17,21 @@ from world_model.presets import BackbonePreset
 class HeadPair(nn.Module):
     """taps num_taps x (B, C, F', H', W') + rgb (B, T, 3, H, W) -> flow (B, T, 2, H, W), log depth (B, T, H, W)."""
 
-    def __init__(self, config: HeadConfig) -> None:
+    def __init__(self, flow: MotionVectorHead, depth: DepthHead) -> None:
         super().__init__()
-        self.flow, self.depth = MotionVectorHead(config), DepthHead(config)
+        self.flow, self.depth = flow, depth
+
+    @classmethod
+    def build(cls, config: HeadConfig) -> "HeadPair":
+        return cls(MotionVectorHead(config), DepthHead(config))
+
+    @classmethod
+    def load(cls, directory: str) -> "HeadPair":
+        """Both heads of a stage-1 (or stage-2 heads/) export, strictly."""
+        flow, depth = load_heads(directory)
+        if flow is None or depth is None:
+            raise FileNotFoundError(f"{directory}: the export must hold both a flow and a depth head")
+        return cls(flow, depth)
 
     def forward(self, taps: list[torch.Tensor], rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         taps = [t.float() for t in taps]  # cached grids are bf16; the heads keep fp32 weights
@@ -35,7 +48,7 @@ def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 
 
 def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:
-    pair = HeadPair(head_config(heads, preset, num_taps))
+    pair = HeadPair.build(head_config(heads, preset, num_taps))
     for head in (pair.flow, pair.depth):
         head.set_memory_options(frame_chunk=heads.frame_chunk)
     return pair

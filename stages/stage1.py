@@ -4,6 +4,7 @@
 
 Usually started through stages/stage1_heads.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
+A run resumes from its newest checkpoint by default; ``--resume none|latest|PATH`` chooses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from stages.cli import expand_aliases  # noqa: E402
 from stages.common import parse_cli  # noqa: E402
 from stages.stage1_config import Stage1Config  # noqa: E402
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from stages.stage1_build import build_stage1
     from stages.runner import train
 
-    config, _ = parse_cli(Stage1Config, argv, description=__doc__)
+    config, _ = parse_cli(Stage1Config, expand_aliases(sys.argv[1:] if argv is None else argv), description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     accelerator = Accelerator()
     stage = build_stage1(config, accelerator)

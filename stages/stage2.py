@@ -4,6 +4,7 @@
 
 Usually started through stages/stage2_lora.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
+A run resumes from its newest checkpoint by default; ``--resume none|latest|PATH`` chooses.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from stages.cli import expand_aliases  # noqa: E402
 from stages.common import parse_cli  # noqa: E402
 from stages.stage2_config import Stage2Config  # noqa: E402
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from stages.stage1 import print_summary
     from stages.stage2_build import build_stage2
 
-    config, _ = parse_cli(Stage2Config, argv, description=__doc__)
+    config, _ = parse_cli(Stage2Config, expand_aliases(sys.argv[1:] if argv is None else argv), description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     accelerator = Accelerator()
     stage = build_stage2(config, accelerator)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.dataset import SimPhysicsDataset
-from heads.io import load_heads, save_heads
+from heads.io import save_heads
 from heads.losses import HeadLoss
 from heads.physics import PhysicsLoss
 from stages.assemble import make_train_run
@@ -56,13 +56,7 @@ def shifted_sigmas(batch: int, shift: float, generator: torch.Generator | None =
 
 
 def load_stage1_heads(directory: str) -> HeadPair:
-    flow, depth = load_heads(directory)
-    if flow is None or depth is None:
-        raise FileNotFoundError(f"{directory}: stage-1 export must hold both a flow and a depth head")
-    pair = HeadPair.__new__(HeadPair)
-    nn.Module.__init__(pair)
-    pair.flow, pair.depth = flow, depth
-    return pair
+    return HeadPair.load(directory)
 
 
 @dataclass

@@ -159,3 +159,12 @@ def test_demo_recipe_beats_the_trivial_baselines(generated_dataset, tmp_path):
     print({k: round(v, 4) for k, v in metrics.items()})
     assert metrics["depth_abs_rel"] < 0.5 * metrics["median_depth_abs_rel"], metrics
     assert metrics["flow_epe_moving"] < metrics["zero_flow_epe_moving"], metrics
+
+
+def test_resume_alias_sets_the_checkpoint_field():
+    from stages.cli import expand_aliases
+
+    assert expand_aliases(["--resume", "none", "optim.lr=1"]) == ["checkpoint.resume=none", "optim.lr=1"]
+    assert expand_aliases(["--resume=runs/x/checkpoint-4"]) == ["checkpoint.resume=runs/x/checkpoint-4"]
+    config = load_config(Stage1Config, DEMO, expand_aliases(["--resume", "none"]))
+    assert config.checkpoint.resume == "none"
