@@ -10,8 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from stages.common import (EMA, NonFiniteGuard, ResumableSampler, build_tracker, make_generator, scheduler_from_config,
-                           seed_worker, to_dict)
+from stages.common import (
+    EMA,
+    NonFiniteGuard,
+    ResumableSampler,
+    build_tracker,
+    make_generator,
+    scheduler_from_config,
+    seed_worker,
+    to_dict,
+)
 from stages.loop import TrainRun
 
 

@@ -20,9 +20,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stages.common import (EMA, NonFiniteGuard, ResumableSampler, Tracker, capture_rng_all_ranks,
-                           format_step_line, load_checkpoint, load_scheduler_state, peak_memory_gib,
-                           resolve_resume, restore_rng, rng_for_rank, save_checkpoint)
+from stages.common import (
+    EMA,
+    NonFiniteGuard,
+    ResumableSampler,
+    Tracker,
+    capture_rng_all_ranks,
+    format_step_line,
+    load_checkpoint,
+    load_scheduler_state,
+    peak_memory_gib,
+    resolve_resume,
+    restore_rng,
+    rng_for_rank,
+    save_checkpoint,
+)
 from stages.common.sections import CheckpointConfig, OptimConfig
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from pathlib import Path
-
 from typing import Any
 
 from tqdm import tqdm

@@ -14,13 +14,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import SimPhysicsDataset
+from heads.io import save_heads
 from heads.losses import HeadLoss
 from stages.assemble import make_train_run
 from stages.common import save_config, seed_everything
-from stages.feature_cache import (CachedFeatureWindows, FeatureCache, FixedWindows, check_budget,
-                                  estimate_bytes)
+from stages.feature_cache import (
+    CachedFeatureWindows,
+    FeatureCache,
+    FixedWindows,
+    check_budget,
+    estimate_bytes,
+)
 from stages.features import FeatureSource
-from heads.io import save_heads
 from stages.loop import TrainRun, to_device
 from stages.model import HeadPair, build_heads, validate
 from stages.stage1_config import Stage1Config
