@@ -2,7 +2,7 @@
 # Stage 1: train the flow and depth heads on a frozen WAN 2.2 TI2V-5B (or the tiny demo backbone).
 #
 #   bash stages/stage1_heads.sh                       # demo: tiny backbone, generated scenes, CPU ok
-#   MODEL_DIR=/weights/Wan2.2-TI2V-5B DATA_ROOT=/data/sim_physics METADATA=metadata/sim_physics.csv \
+#   MODEL_DIR=weights/Wan2.2-TI2V-5B DATA_ROOT=data/sim_physics METADATA=metadata/sim_physics.csv \
 #     NUM_GPUS=8 bash stages/stage1_heads.sh optim.lr=5e-5
 #
 # Variables (defaults are repo-relative; nothing is absolute):
