@@ -30,7 +30,7 @@ PHASES = ("data", "encode", "backbone", "heads_fwd_bwd", "optimizer")
 def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     """Run ``warmup + steps`` optimizer steps of one path in this process; per-step ms by phase."""
     import torch
-    from accelerate import Accelerator
+    from stages.assemble import make_accelerator
 
     from stages.common import load_config
     from stages.loop import batch_stream, optimizer_step
@@ -40,19 +40,19 @@ def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     config = load_config(Stage1Config, REPO / "stages/configs/stage1_demo.toml",
                          [*overrides, f"features.mode={path}", "run.val_split=", "optim.max_steps=100000"])
     started = time.perf_counter()
-    stage = build_stage1(config, Accelerator())
+    stage = build_stage1(config, make_accelerator())
     setup_s = time.perf_counter() - started
     run, stream = stage.run, batch_stream(stage.run)
     for i in range(warmup + steps):
         if i == warmup:
-            run.timings.clear()
+            run.timer.clear()
             if stage.source is not None:
-                stage.source.timings.clear()
+                stage.source.timer.clear()
             started = time.perf_counter()
         optimizer_step(run, stream, stage.loss_fn, config.optim)
     wall = time.perf_counter() - started
-    timings = dict(run.timings)
-    inner = dict(stage.source.timings) if stage.source is not None else {}
+    timings = dict(run.timer.totals)
+    inner = dict(stage.source.timer.totals) if stage.source is not None else {}
     per_step = {
         "data": timings.get("data", 0.0), "encode": inner.get("encode", 0.0), "backbone": inner.get("backbone", 0.0),
         "heads_fwd_bwd": timings.get("forward_backward", 0.0) - sum(inner.values()),

@@ -11,9 +11,7 @@ import resource
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -22,6 +20,7 @@ from heads.config import HeadConfig
 from heads.depth import DepthHead
 from heads.flow import MotionVectorHead
 from heads.losses import depth_loss, flow_loss
+from stages.common.timing import PhaseTimer, synchronize
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder
@@ -29,30 +28,6 @@ from world_model.features import ExtractionConfig, dit_forward, make_noise, nois
 from world_model.lora import add_lora, lora_parameters
 from world_model.models import build_dit, build_vae, count_parameters
 from world_model.presets import BackbonePreset, get_preset
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Stopwatch:
-    """Accumulates synchronised wall time per phase over the timed iterations."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.totals, self.timing = device, {}, False
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        sync(self.device)
-        start = time.perf_counter()
-        yield
-        sync(self.device)
-        if self.timing:
-            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
-
-    def per_step_ms(self, runs: int) -> dict[str, float]:
-        return {f"{k}_ms": 1000.0 * v / runs for k, v in self.totals.items()}
 
 
 def peak_gib(device: torch.device) -> float:
@@ -117,7 +92,7 @@ def item_dit_forward(preset: str, device: torch.device, frames: int, height: int
                                    "mfu", "attention_backend", "max_memory_gib")}
 
 
-def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: Stopwatch) -> None:
+def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: PhaseTimer) -> None:
     with watch.phase("heads_fwd_bwd"), autocast_for(watch.device):
         loss = heads_loss(flow_head, depth_head, taps, targets)
     with watch.phase("heads_fwd_bwd"):
@@ -140,9 +115,9 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head),
               "head_features": head_features, "rgb_refine": rgb_refine}
     reset_peak(device)
-    watch = Stopwatch(device)
+    watch = PhaseTimer(device)
     for i in range(warmup + runs):
-        watch.timing = i >= warmup
+        watch.enabled = i >= warmup
         with watch.phase("backbone"):
             taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
         _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
@@ -154,9 +129,9 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
         result["cache_mb_per_sample"] = path.stat().st_size / 1e6
         del backbone, taps  # the cached path never holds the backbone
         reset_peak(device)
-        watch = Stopwatch(device)
+        watch = PhaseTimer(device)
         for i in range(warmup + runs):
-            watch.timing = i >= warmup
+            watch.enabled = i >= warmup
             with watch.phase("load_features"):
                 stored = load_file(str(path))
                 taps = [stored[str(k)].to(device, non_blocking=True) for k in range(len(stored))]
@@ -183,9 +158,9 @@ def item_stage2_step(preset: str, device: torch.device, frames: int, height: int
     targets = head_targets(frames, height, width, device)
     noise = make_noise(x0.shape, seed=0, device=device, dtype=dtype)
     reset_peak(device)
-    watch = Stopwatch(device)
+    watch = PhaseTimer(device)
     for i in range(warmup + runs):
-        watch.timing = i >= warmup
+        watch.enabled = i >= warmup
         with watch.phase("forward_backward"), autocast_for(device):
             x_t = noisy_latents(x0, 0.7, noise)
             out = dit_forward(dit, x_t, 700.0, context, taps=p.default_taps, return_output=True,
@@ -217,10 +192,10 @@ def item_vae_encode(preset: str, device: torch.device, frames: int, height: int,
     reset_peak(device)
     times = []
     for i in range(warmup + runs):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         latents = encoder.encode(video)
-        sync(device)
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return {"tiled": tiled, "latent_shape": list(latents.shape), "median_ms": 1000 * statistics.median(times),

@@ -3,6 +3,7 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,21 @@ from stages.common import (
     seed_worker,
     to_dict,
 )
+from stages.common.timing import PhaseTimer
 from stages.loop import TrainRun
+
+log = logging.getLogger(__name__)
+
+
+def make_accelerator():
+    """accelerate's Accelerator, told about CPU-only machines: without ``cpu=True`` a
+    ``--multi_gpu`` launch on CPUs initialises gloo but leaves accelerate believing it is one
+    process, so every rank trains alone on all the data and all write the same checkpoints."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
+    return accelerator
 
 
 def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
@@ -48,4 +63,5 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                     scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
                     guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
                     tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
-                    run_dir=run_dir, total_steps=total_steps, config=config, ema=ema)
+                    run_dir=run_dir, total_steps=total_steps, config=config, ema=ema,
+                    timer=PhaseTimer(accelerator.device))

@@ -2,18 +2,16 @@
 
 Latents and text contexts go through on-disk caches (world_model.cache) keyed by what determines
 them, so they are computed once per window/prompt across runs and stages.  Per-phase wall time
-is accumulated in ``timings`` for the stage-1 benchmark's step breakdown.
+is accumulated in ``timer`` for the stage-1 benchmark's step breakdown.
 """
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
+from stages.common.timing import PhaseTimer
 from stages.sections import BackboneConfig
 from world_model.backbone import FrozenBackbone
 from world_model.cache import TensorCache
@@ -31,11 +29,6 @@ def backbone_id(config: BackboneConfig) -> str:
     if not config.model_dir:
         return f"{config.preset}:random:{config.seed}"
     return f"{config.preset}:{Path(config.model_dir).resolve()}"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class FeatureSource:
@@ -57,7 +50,7 @@ class FeatureSource:
         encoder, tokenizer = self._text_parts()
         self.prompt_encoder = PromptEncoder(encoder, tokenizer, f"{self.id}:text", device=device,
                                             dtype=self.dtype, cache=TensorCache(cache / "text"))
-        self.timings: dict[str, float] = {}
+        self.timer = PhaseTimer(device)
 
     def _build_backbone(self) -> FrozenBackbone:
         c = self.config
@@ -87,17 +80,9 @@ class FeatureSource:
         encoder = lambda: build_text_encoder(self.preset, seed=c.seed, device=self.device, dtype=self.dtype)  # noqa: E731
         return encoder, build_stand_in_tokenizer(self.preset)
 
-    @contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        _sync(self.device)
-        start = time.perf_counter()
-        yield
-        _sync(self.device)
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-
     def encode(self, rgb: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """rgb (B, T, 3, H, W) in [0, 1] -> latents (B, C, T', h, w) and context (B, L, D) on device."""
-        with self._phase("encode"):
+        with self.timer.phase("encode"):
             video = rgb.permute(0, 2, 1, 3, 4) * 2.0 - 1.0
             latents = self.video_encoder.encode(video.clamp(-1.0, 1.0))
             context = self.prompt_encoder.encode(prompts)
@@ -106,7 +91,7 @@ class FeatureSource:
     def extract(self, rgb: torch.Tensor, prompts: list[str]) -> list[torch.Tensor]:
         """Tapped grids, num_taps x (B, dim, F', H', W'), for a batch of windows."""
         latents, context = self.encode(rgb, prompts)
-        with self._phase("backbone"):
+        with self.timer.phase("backbone"):
             return self.backbone.extract(latents, context, self.extraction).as_list()
 
     def release_encoders(self) -> None:

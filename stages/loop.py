@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +35,7 @@ from stages.common import (
     save_checkpoint,
 )
 from stages.common.sections import CheckpointConfig, OptimConfig
+from stages.common.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -58,7 +58,7 @@ class TrainRun:
     config: Any
     ema: EMA | None = None
     step: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
+    timer: PhaseTimer = field(default_factory=PhaseTimer)
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -91,32 +91,21 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return moved
 
 
-def _timed(run: TrainRun, name: str) -> contextlib.AbstractContextManager:
-    @contextlib.contextmanager
-    def phase():
-        start = time.perf_counter()
-        yield
-        if run.accelerator.device.type == "cuda":
-            torch.cuda.synchronize()
-        run.timings[name] = run.timings.get(name, 0.0) + time.perf_counter() - start
-    return phase()
-
-
 def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim: OptimConfig) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss skips the update."""
     acc, total, metrics = run.accelerator, torch.zeros((), device=run.accelerator.device), {}
     for micro in range(optim.grad_accum):
-        with _timed(run, "data"):
+        with run.timer.phase("data"):
             batch = to_device(next(stream), acc.device)
         sync = contextlib.nullcontext() if micro == optim.grad_accum - 1 else acc.no_sync(run.model)
-        with sync, _timed(run, "forward_backward"):
+        with sync, run.timer.phase("forward_backward"):
             with acc.autocast():
                 loss, parts = loss_fn(batch)
             acc.backward(loss / optim.grad_accum)
         total = total + loss.detach() / optim.grad_accum
         for key, value in parts.items():
             metrics[key] = metrics.get(key, 0.0) + float(value) / optim.grad_accum
-    with _timed(run, "optimizer"):
+    with run.timer.phase("optimizer"):
         if not run.guard.check(total, step=run.step):
             run.optimizer.zero_grad(set_to_none=True)
             return {"loss": float("nan"), "skipped": 1.0}

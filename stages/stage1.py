@@ -21,14 +21,13 @@ from stages.stage1_config import Stage1Config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from accelerate import Accelerator
-
     from stages.stage1_build import build_stage1
+    from stages.assemble import make_accelerator
     from stages.runner import train
 
     config, _ = parse_cli(Stage1Config, expand_aliases(sys.argv[1:] if argv is None else argv), description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     stage = build_stage1(config, accelerator)
     try:
         metrics = train(stage)

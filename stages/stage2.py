@@ -22,15 +22,14 @@ from stages.stage2_config import Stage2Config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from accelerate import Accelerator
-
+    from stages.assemble import make_accelerator
     from stages.runner import train
     from stages.stage1 import print_summary
     from stages.stage2_build import build_stage2
 
     config, _ = parse_cli(Stage2Config, expand_aliases(sys.argv[1:] if argv is None else argv), description=__doc__)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     stage = build_stage2(config, accelerator)
     start = probe_start(stage)
     try:

@@ -25,7 +25,7 @@ def _args(values: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """A 2-step stage-1 run and a 1-step stage-2 run on top of it (numbers meaningless, files real)."""
-    from accelerate import Accelerator
+    from stages.assemble import make_accelerator
 
     from stages.common import load_config
     from stages.runner import train
@@ -45,7 +45,7 @@ def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
         "features.cache_dir": out / "cache", "objective.heads_dir": out / "stage1" / "final",
         "optim.max_steps": 1, "optim.warmup_steps": 1, "checkpoint.every_steps": 100, "run.val_split": "",
         "lora.rank": 4, "lora.alpha": 8.0}))
-    train(build_stage2(config, Accelerator()))
+    train(build_stage2(config, make_accelerator()))
     return out / "stage1" / "final", out / "stage2" / "final"
 
 

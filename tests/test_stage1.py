@@ -97,7 +97,13 @@ def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "ddp" / "final" / "heads.safetensors").exists()
-    assert (tmp_path / "ddp" / "checkpoint-3" / "COMPLETE").exists()
+    # Really two processes: each step consumed one window per rank, and both ranks' RNG was saved.
+    # (A launch that silently runs two independent single-process trainings fails here.)
+    meta = json.loads((tmp_path / "ddp" / "checkpoint-3" / "meta.json").read_text())
+    assert meta["sampler"]["position"] == 3 * 2, meta["sampler"]
+    rng = torch.load(tmp_path / "ddp" / "checkpoint-3" / "rng.pt", weights_only=True)
+    assert len(rng["ranks"]) == 2
+    assert "process 1 of 2" in proc.stderr
 
 
 def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, monkeypatch):

@@ -52,11 +52,11 @@ def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str
 
 
 def build(args: list[str]):
-    from accelerate import Accelerator
+    from stages.assemble import make_accelerator
 
     from stages.stage2_build import build_stage2
 
-    return build_stage2(load_config(Stage2Config, DEMO2, args), Accelerator())
+    return build_stage2(load_config(Stage2Config, DEMO2, args), make_accelerator())
 
 
 def test_only_lora_trains_and_the_loss_terms_go_down(generated_dataset, stage1_heads, tmp_path):
