@@ -66,3 +66,14 @@ def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: fl
         accumulator.add_depth(log_depth.float().exp(), batch["depth"], batch["depth_valid"])
     model.train(was_training)
     return accumulator.compute()
+
+
+def print_validation(metrics: dict[str, float]) -> None:
+    """Validation metrics beside the trivial baselines, the way the demo ends."""
+    rows = [("flow EPE (all)", "flow_epe", "zero_flow_epe"), ("flow EPE (moving)", "flow_epe_moving", "zero_flow_epe_moving"),
+            ("flow outliers", "flow_outlier_rate", "zero_flow_outlier_rate"), ("depth AbsRel", "depth_abs_rel", "median_depth_abs_rel"),
+            ("depth delta<1.25", "depth_delta1", "median_depth_delta1"), ("depth RMSE(log)", "depth_rmse_log", "median_depth_rmse_log")]
+    print(f"\n{'validation':<20}{'heads':>10}{'baseline':>10}   (baseline: zero flow / per-clip median depth)")
+    for label, ours, base in rows:
+        if ours in metrics:
+            print(f"{label:<20}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}")

@@ -1,7 +1,8 @@
 """Running a stage: resume, the step loop, periodic validation with EMA weights, the export.
 
 A stage object provides ``run`` (a TrainRun), ``loss_fn``, ``validate() -> dict`` (main process,
-EMA weights already swapped in) and ``export(final_dir)``; both stages share this one loop.
+EMA weights already swapped in), ``export(final_dir)``, ``before_training()`` and
+``report(metrics)``; both stages share this one loop and this one entry point.
 """
 
 from __future__ import annotations
@@ -9,16 +10,35 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from stages.common import save_config
+from stages.assemble import make_accelerator
+from stages.cli import expand_aliases
+from stages.common import parse_cli, save_config
 from stages.loop import batch_stream, log_step, optimizer_step, resume, save
 
 log = logging.getLogger(__name__)
+
+
+def run_entry(config_cls: type, build: Any, argv: list[str] | None, description: str) -> dict[str, float]:
+    """parse -> build -> train -> close: the whole entry point of either stage."""
+    config, _ = parse_cli(config_cls, expand_aliases(sys.argv[1:] if argv is None else argv), description=description)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    accelerator = make_accelerator()
+    stage = build(config, accelerator)
+    stage.before_training()
+    try:
+        metrics = train(stage)
+    finally:
+        stage.run.tracker.close()
+    if accelerator.is_main_process:
+        stage.report(metrics)
+    return metrics
 
 
 def ema_weights(stage: Any) -> contextlib.AbstractContextManager:

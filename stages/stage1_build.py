@@ -27,7 +27,7 @@ from stages.feature_cache import (
 )
 from stages.features import FeatureSource
 from stages.loop import TrainRun, to_device
-from stages.model import HeadPair, build_heads, validate
+from stages.model import HeadPair, build_heads, print_validation, validate
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 
@@ -51,6 +51,12 @@ class Stage1:
         device, loss = self.run.accelerator.device, self.run.config.loss
         batches = (to_device(b, device) for b in self.val_batches())
         return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far)
+
+    def before_training(self) -> None:
+        """Nothing to record before stage 1."""
+
+    def report(self, metrics: dict[str, float]) -> None:
+        print_validation(metrics)
 
     def export(self, final: Path) -> None:
         save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)

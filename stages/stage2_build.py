@@ -8,8 +8,9 @@ turn into flow and log distance (head losses + temporal/physics terms against gr
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from stages.common import save_config, seed_everything
 from stages.feature_cache import FixedWindows
 from stages.features import FeatureSource
 from stages.loop import TrainRun, to_device
-from stages.model import HeadPair, validate
+from stages.model import HeadPair, print_validation, validate
 from stages.stage2_config import Stage2Config
 from world_model.features import dit_forward, make_noise, noisy_latents
 from world_model.lora import add_lora
@@ -71,6 +72,7 @@ class Stage2:
     physics: PhysicsLoss
     _last_step: int = -1
     _micro: int = 0
+    _start_terms: dict = field(default_factory=dict)
 
     def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Total loss and every term for one batch at given sigmas (B,) and noise."""
@@ -139,6 +141,30 @@ class Stage2:
                 return self.source.backbone.extract(latents, context, self.source.extraction).as_list()
 
         return validate(model.heads, batches, taps, loss.moving_threshold, loss.depth_far)
+
+    def before_training(self) -> None:
+        """Loss terms on fixed training windows before training (kept across resumes)."""
+        path = self.run.run_dir / "terms_start.json"
+        if path.is_file():
+            self._start_terms = json.loads(path.read_text())
+            return
+        main = self.run.accelerator.is_main_process
+        self._start_terms = self.probe_terms() if main else {}
+        if main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self._start_terms, indent=2))
+        self.run.accelerator.wait_for_everyone()
+
+    def report(self, metrics: dict[str, float]) -> None:
+        """Start vs end of every loss term (also in final/terms.json), then the validation table."""
+        start, end = self._start_terms, self.probe_terms()
+        (self.run.run_dir / "final" / "terms.json").write_text(json.dumps({"start": start, "end": end}, indent=2))
+        print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}   pixels start/end")
+        for key in sorted(start):
+            if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
+                pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
+                print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")
+        print_validation(metrics)
 
     def export(self, final: Path) -> None:
         model = self.run.unwrapped
