@@ -112,3 +112,27 @@ def generated_dataset(tmp_path_factory) -> tuple[Path, Path]:
     subprocess.run([sys.executable, str(repo / "scripts/make_metadata.py"), str(root), "--out", str(csv_path),
                     "--holdout-families", "stack_topple"], check=True)
     return root, csv_path
+
+
+def start_stage(script: str, config: Path, args: list[str], log: Path):
+    """Launch a stage entry point (e.g. 'stages/stage1.py') as its own process, output to ``log``."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(repo / script), "--config", str(config), *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=repo)
+
+
+def sigkill_when_written(process, marker: Path, timeout: float) -> None:
+    """SIGKILL ``process`` as soon as ``marker`` exists (or it ends, or time runs out)."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

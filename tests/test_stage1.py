@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from safetensors.torch import load_file
 
 from stages.common import ConfigError, NonFiniteLossError, load_config
 from stages.stage1_config import Stage1Config
+from tests.conftest import sigkill_when_written, start_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "stages/configs/stage1_demo.toml"
@@ -57,10 +56,8 @@ def test_cached_features_equal_online_features(generated_dataset, tmp_path):
     assert cache.build(source) == 0, "a second build must find everything cached"
 
 
-def _train_subprocess(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+def _train_subprocess(args: list[str], log: Path):
+    return start_stage("stages/stage1.py", DEMO, args, log)
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tmp_path):
@@ -71,11 +68,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tm
     killed_args = overrides(root, csv, tmp_path / "killed", cache)
     victim = _train_subprocess(killed_args, tmp_path / "killed.log")
     marker = tmp_path / "killed" / "checkpoint-2" / "COMPLETE"
-    deadline = time.time() + 300
-    while not marker.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    sigkill_when_written(victim, marker, timeout=300)
     assert marker.exists() and not (tmp_path / "killed" / "final").exists(), "the kill must land mid-run"
     resumed = _train_subprocess(killed_args, tmp_path / "resumed.log")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]

@@ -4,11 +4,6 @@ the same outputs, and a SIGKILLed run resumes to identical weights."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +12,7 @@ from safetensors.torch import load_file
 
 from stages.common import load_config
 from stages.stage2_config import Stage2Config
+from tests.conftest import sigkill_when_written, start_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO2 = REPO / "stages/configs/stage2_demo.toml"
@@ -130,10 +126,8 @@ def test_exported_lora_loads_through_diffsynth_with_the_same_outputs(generated_d
     torch.testing.assert_close(loaded, trained, rtol=1e-5, atol=1e-5)
 
 
-def _subprocess(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "stages/stage2.py"), "--config", str(DEMO2), *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+def _subprocess(args: list[str], log: Path):
+    return start_stage("stages/stage2.py", DEMO2, args, log)
 
 
 def test_stage2_resume_after_sigkill_is_exact(generated_dataset, stage1_heads, tmp_path):
@@ -142,11 +136,7 @@ def test_stage2_resume_after_sigkill_is_exact(generated_dataset, stage1_heads, t
     args = stage2_args(generated_dataset, stage1_heads, tmp_path / "killed")
     victim = _subprocess(args, tmp_path / "b.log")
     marker = tmp_path / "killed" / "checkpoint-2" / "COMPLETE"
-    deadline = time.time() + 400
-    while not marker.exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    sigkill_when_written(victim, marker, timeout=400)
     assert marker.exists() and not (tmp_path / "killed" / "final").exists()
     resumed = _subprocess(args, tmp_path / "c.log")
     assert resumed.wait(timeout=400) == 0, (tmp_path / "c.log").read_text()[-3000:]
