@@ -10,6 +10,10 @@ One item is a window of ``num_frames`` frames with:
   down_cam (3,) unit gravity direction in the camera frame (x right, y down, z forward)
   dt () seconds between consecutive window frames (stride / fps)
   steps (T,) int64 simulator step of each frame; plus 'scene', 'video', 'prompt' strings.
+
+Training with ``window.supervised_frames = K`` reads targets for K random frames only: flow,
+depth and their masks are (K, ...), and 'frame_index' (K,), 'frame_rgb' and 'prev_rgb'
+(K, 3, H, W) tell the heads which frames to decode (see ``load_window``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from data.layout import SceneFiles, scan_scene
 from data.metadata import ClipEntry, read_metadata
 from data.scene_meta import down_from_meta, fps_from_meta, intrinsics_from_meta, read_scene_meta
 from data.readers import DEFAULT_FAR_CLIP_M, read_depth, read_flow_file, read_rgb
-from data.sampling import WindowSpec, window_indices
+from data.sampling import WindowSpec, supervised_subset, window_indices
 
 
 @dataclass(frozen=True)
@@ -101,25 +105,46 @@ class SimPhysicsDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         scene_index, rng = index % len(self.scenes), self._rng(index)
         frames = window_indices(self.scenes[scene_index].num_frames, self.config.window, rng)
-        return self.load_window(scene_index, frames, rng)
+        select = None
+        if rng is not None and self.config.window.supervised_frames:
+            select = supervised_subset(len(frames), self.config.window.supervised_frames, self._select_rng(index))
+        return self.load_window(scene_index, frames, rng, select=select)
+
+    def _select_rng(self, index: int) -> np.random.Generator:
+        """Own stream for the frame subset, so choosing K leaves the window and crop draws unchanged."""
+        return np.random.default_rng([self.seed, self.epoch, index, 1])
 
     def fixed_window_starts(self, scene_index: int, count: int) -> list[int]:
         """Up to ``count`` distinct window starts spread evenly over a scene (for cached features)."""
         slack = self.scenes[scene_index].num_frames - self.config.window.span
         return sorted({int(round(x)) for x in np.linspace(0, slack, num=max(count, 1))})
 
-    def load_window(self, scene_index: int, frames: np.ndarray, rng: np.random.Generator | None = None) -> dict:
-        """The window of the given frame indices; ``rng`` None = no augmentation, centre crop."""
+    def load_window(self, scene_index: int, frames: np.ndarray, rng: np.random.Generator | None = None,
+                    select: np.ndarray | None = None, video: bool = True) -> dict:
+        """The window of the given frame indices; ``rng`` None = no augmentation, centre crop.
+
+        ``select`` (window-relative indices, sorted) restricts the targets to those frames and
+        adds 'frame_index', 'frame_rgb' (the frames at ``select``) and 'prev_rgb' (the frames
+        before them; frame 0 pairs with itself) for the heads.  ``video`` False drops the
+        whole-window 'rgb', which only the backbone's encoder needs.
+        """
         scene, entry = self.scenes[scene_index], self.entries[scene_index]
         meta = read_scene_meta(scene.directory)
-        first = read_rgb(scene.rgb[frames[0]])
-        hw = first.shape[:2]
-        rgb = [first] + [read_rgb(scene.rgb[i], hw) for i in frames[1:]]
-        depth, depth_valid = zip(*(read_depth(scene.depth[i], hw, self.config.far_clip_m) for i in frames))
-        flow, flow_valid = self._window_flow(scene, frames, hw)
+        at = np.arange(len(frames)) if select is None else np.asarray(select, dtype=np.int64)
+        prev = np.maximum(at - 1, 0)
+        needed = sorted(set(range(len(frames))) if video else set(at.tolist()) | set(prev.tolist()))
+        decoded = {needed[0]: read_rgb(scene.rgb[frames[needed[0]]])}
+        hw = decoded[needed[0]].shape[:2]
+        decoded.update({i: read_rgb(scene.rgb[frames[i]], hw) for i in needed[1:]})
+        depth, depth_valid = zip(*(read_depth(scene.depth[frames[i]], hw, self.config.far_clip_m) for i in at))
+        flow, flow_valid = self._window_flow(scene, frames, hw, at)
         geometry = self._geometry(hw, rng)
+
+        def rgb(indices) -> torch.Tensor:
+            stack = np.stack([decoded[int(i)] for i in indices])
+            return transforms.apply_rgb(torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255.0, geometry)
+
         sample = {
-            "rgb": transforms.apply_rgb(torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float() / 255.0, geometry),
             "intrinsics": transforms.apply_intrinsics(
                 torch.from_numpy(intrinsics_from_meta(meta, hw, self.config.fov_deg, scene.directory)), geometry),
             "down_cam": transforms.apply_direction(torch.from_numpy(down_from_meta(meta)), geometry),
@@ -129,28 +154,36 @@ class SimPhysicsDataset(Dataset):
             "video": entry.video,
             "prompt": entry.prompt,
         }
+        if video:
+            sample["rgb"] = rgb(range(len(frames)))
+        if select is not None:
+            sample.update(frame_index=torch.from_numpy(at), frame_rgb=rgb(at), prev_rgb=rgb(prev))
         sample["flow"], sample["flow_valid"] = transforms.apply_flow(torch.from_numpy(flow), torch.from_numpy(flow_valid), geometry)
         sample["depth"], sample["depth_valid"] = transforms.apply_depth(
             torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(depth_valid)), geometry
         )
         return sample
 
-    def _window_flow(self, scene: SceneFiles, frames: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Flow from each window frame back to the previous window frame, composed over the stride.
+    def _window_flow(self, scene: SceneFiles, frames: np.ndarray, hw: tuple[int, int],
+                     at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow from window frames ``at`` back to their previous window frame, composed over the stride.
 
         The distance maps of the intermediate steps are read too: composition needs them to
         detect points hidden behind another surface on the way (data.flow.compose_backward).
+        Window frame 0 has no previous frame: zero and invalid.
         """
-        flows = np.zeros((len(frames), 2, *hw), dtype=np.float32)
-        valid = np.zeros((len(frames), *hw), dtype=bool)
-        for t in range(1, len(frames)):
+        flows = np.zeros((len(at), 2, *hw), dtype=np.float32)
+        valid = np.zeros((len(at), *hw), dtype=bool)
+        for k, t in enumerate(at):
+            if t == 0:
+                continue
             steps = range(frames[t - 1] + 1, frames[t] + 1)
             one_step = [self.convention.to_internal(read_flow_file(scene.flow[i], hw)) for i in steps]
             if len(one_step) == 1:
-                flows[t], valid[t] = one_step[0], True
+                flows[k], valid[k] = one_step[0], True
                 continue
             distance, distance_valid = zip(*(read_depth(scene.depth[i], hw, self.config.far_clip_m) for i in steps))
-            flows[t], valid[t] = compose_backward(one_step, list(distance), list(distance_valid))
+            flows[k], valid[k] = compose_backward(one_step, list(distance), list(distance_valid))
         return flows, valid
 
     def _geometry(self, hw: tuple[int, int], rng: np.random.Generator | None) -> transforms.Geometry:

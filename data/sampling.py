@@ -22,12 +22,18 @@ class WindowSpec:
     """Simulator steps between consecutive window frames; flow targets are composed over it."""
     eval_anchor: str = "start"
     """Deterministic window position for evaluation: 'start' or 'center'."""
+    supervised_frames: int = 0
+    """Training only: supervise K random frames of each window per sample (0 = all frames).
+    The heads still see the whole window's features; only K frames are decoded at full
+    resolution and only their targets are read, which is where the step time goes at 480^2."""
 
     def __post_init__(self) -> None:
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if not 0 <= self.supervised_frames <= self.num_frames:
+            raise ValueError(f"supervised_frames must lie in [0, num_frames={self.num_frames}], got {self.supervised_frames}")
         if self.eval_anchor not in ("start", "center"):
             raise ValueError(f"eval_anchor must be 'start' or 'center', got {self.eval_anchor!r}")
 
@@ -56,3 +62,15 @@ def window_indices(available: int, spec: WindowSpec, rng: np.random.Generator | 
     else:
         start = 0
     return start + spec.stride * np.arange(spec.num_frames)
+
+
+def supervised_subset(num_frames: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` distinct window-relative frame indices, sorted, each frame equally likely.
+
+    Uniform coverage keeps the per-step loss an estimate of the whole-window loss (a random
+    contiguous block would under-sample both ends, where the initial state is).  Sorted, so
+    temporal terms compare frames in time order.
+    """
+    if count <= 0 or count >= num_frames:
+        return np.arange(num_frames)
+    return np.sort(rng.choice(num_frames, size=count, replace=False))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from heads.blocks import Upsampler, parameter_summary
 from heads.config import HeadConfig
-from heads.neck import DPTNeck
+from heads.neck import DPTNeck, check_taps
 from heads.refine import RGBRefiner
 
 
@@ -30,6 +31,28 @@ class DenseHead(nn.Module):
         self.upsample = Upsampler(c, cfg.out_stride, cfg.convex_upsample, cfg.mask_scale)
         self.refiner = RGBRefiner(refiner_inputs, c, out_channels, cfg.rgb_channels) if cfg.rgb_refine else None
         self.frame_chunk, self.gradient_checkpointing = 0, False
+
+    def neck_frames(self, taps: list[torch.Tensor],
+                    frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """Neck features (B, T or K, features, H/s, W/s) and the output size (B, T or K, H, W).
+
+        The neck always sees every latent frame (its temporal attention needs them); selecting
+        frames happens after it, so a selected frame's prediction equals the whole-video one.
+        """
+        cfg = self.cfg
+        b, f, h, w = check_taps(taps, cfg)
+        feats = self.neck(taps)
+        t = cfg.num_frames(f)
+        if frame_index is not None:
+            if frame_index.dim() != 2 or frame_index.shape[0] != b:
+                raise ValueError(f"frame_index must be (B={b}, K), got {tuple(frame_index.shape)}")
+            # Range-checked only on the host: on a GPU the check would stall every step on a sync.
+            if frame_index.device.type == "cpu" and frame_index.numel() and not 0 <= int(frame_index.min()) <= int(frame_index.max()) < t:
+                raise ValueError(f"frame_index must lie in [0, {t}) for {f} latent frames")
+            frame_index = frame_index.to(feats.device, torch.long)
+            feats = feats[torch.arange(b, device=feats.device)[:, None], frame_index]
+            t = frame_index.shape[1]
+        return feats, (b, t, cfg.spatial_factor * h, cfg.spatial_factor * w)
 
     def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False) -> None:
         """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed.

@@ -7,7 +7,6 @@ import torch
 from heads.base import DenseHead
 from heads.blocks import run_per_frame
 from heads.config import HeadConfig
-from heads.neck import check_taps
 from heads.refine import check_frames
 
 
@@ -25,17 +24,18 @@ class DepthHead(DenseHead):
         # Inputs: current RGB (3), upsampled log depth (1).
         super().__init__(cfg, out_channels=1, refiner_inputs=4)
 
-    def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
-        """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, H, W) log metres."""
-        cfg = self.cfg
-        b, f, h, w = check_taps(taps, cfg)
-        t, hh, ww = cfg.num_frames(f), cfg.spatial_factor * h, cfg.spatial_factor * w
-        feats = self.neck(taps).flatten(0, 1)
+    def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None,
+                frame_index: torch.Tensor | None = None) -> torch.Tensor:
+        """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, H, W) log metres.
+
+        With ``frame_index`` (B, K) only those frames are decoded: frames (B, K, 3, H, W) -> (B, K, H, W).
+        """
+        feats, size = self.neck_frames(taps, frame_index)
         cur = None
         if self.refiner is not None:
-            cur = check_frames(frames, (b, t, hh, ww)).to(feats.dtype).flatten(0, 1)
-        depth = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats, cur)
-        return depth.reshape(b, t, hh, ww)
+            cur = check_frames(frames, size).to(feats.dtype).flatten(0, 1)
+        depth = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats.flatten(0, 1), cur)
+        return depth.reshape(size)
 
     def _decode(self, feats: torch.Tensor, cur: torch.Tensor | None) -> torch.Tensor:
         """Per-frame decoder: feats (N, features, H/s, W/s), RGB (N, 3, H, W) or None -> (N, 1, H, W)."""

@@ -12,7 +12,6 @@ import torch
 from heads.base import DenseHead
 from heads.blocks import backward_warp, run_per_frame
 from heads.config import HeadConfig
-from heads.neck import check_taps
 from heads.refine import check_frames, previous_frames
 
 
@@ -30,18 +29,21 @@ class MotionVectorHead(DenseHead):
         # Inputs: prev RGB (3), current RGB (3), warped prev (3), photometric error (1), flow (2).
         super().__init__(cfg, out_channels=2, refiner_inputs=12)
 
-    def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None) -> torch.Tensor:
-        """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, 2, H, W) px."""
-        cfg = self.cfg
-        b, f, h, w = check_taps(taps, cfg)
-        t, hh, ww = cfg.num_frames(f), cfg.spatial_factor * h, cfg.spatial_factor * w
-        feats = self.neck(taps).flatten(0, 1)  # (B*T, features, H/s, W/s)
+    def forward(self, taps: list[torch.Tensor], frames: torch.Tensor | None = None,
+                frame_index: torch.Tensor | None = None, prev_frames: torch.Tensor | None = None) -> torch.Tensor:
+        """taps: num_taps x (B, C, F', H', W'); frames: (B, T, 3, H, W) in [0, 1] -> (B, T, 2, H, W) px.
+
+        With ``frame_index`` (B, K) only those video frames are decoded -> (B, K, 2, H, W); then
+        ``frames`` and ``prev_frames`` are (B, K, 3, H, W): the frames at the index and before it.
+        """
+        feats, size = self.neck_frames(taps, frame_index)
         cur = prev = None
         if self.refiner is not None:
-            frames = check_frames(frames, (b, t, hh, ww)).to(feats.dtype)
-            cur, prev = frames.flatten(0, 1), previous_frames(frames).flatten(0, 1)
-        flow = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats, cur, prev)
-        return flow.reshape(b, t, 2, hh, ww)
+            frames = check_frames(frames, size).to(feats.dtype)
+            prev = previous_frames(frames) if frame_index is None else check_frames(prev_frames, size, "prev_frames")
+            cur, prev = frames.flatten(0, 1), prev.to(feats.dtype).flatten(0, 1)
+        flow = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats.flatten(0, 1), cur, prev)
+        return flow.reshape(*size[:2], 2, *size[2:])
 
     def _decode(self, feats: torch.Tensor, cur: torch.Tensor | None, prev: torch.Tensor | None) -> torch.Tensor:
         """Per-frame decoder: feats (N, features, H/s, W/s), RGB (N, 3, H, W) or None -> (N, 2, H, W)."""

@@ -27,12 +27,19 @@ def _zero_loss(pred: torch.Tensor) -> torch.Tensor:
     return pred.sum() * 0.0
 
 
-def flow_valid_mask(target: torch.Tensor, mask: torch.Tensor | None, skip_first_frame: bool = True) -> torch.Tensor:
-    """Valid pixels of a flow target. target: (B, T, 2, H, W); mask: (B, T, H, W) bool or None."""
+def flow_valid_mask(target: torch.Tensor, mask: torch.Tensor | None, skip_first_frame: bool = True,
+                    frame_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid pixels of a flow target. target: (B, T, 2, H, W); mask: (B, T, H, W) bool or None.
+
+    ``frame_index`` (B, T): the window frame each target frame is, when only some are given;
+    the skipped first frame is then window frame 0, wherever it sits (or nowhere).
+    """
     valid = torch.isfinite(target).all(dim=2)
     if mask is not None:
         valid = valid & mask.bool()
-    if skip_first_frame:
+    if skip_first_frame and frame_index is not None:
+        valid = valid & (frame_index != 0).to(valid.device)[:, :, None, None]
+    elif skip_first_frame:
         valid = valid.clone()
         valid[:, 0] = False  # frame 0 has no previous frame
     return valid
@@ -45,14 +52,15 @@ def flow_loss(
     moving_weight: float = 5.0,
     moving_threshold: float = 0.5,
     skip_first_frame: bool = True,
+    frame_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
-    """Weighted mean endpoint error over valid pixels.
+    """Weighted mean endpoint error over valid pixels (``frame_index``: see `flow_valid_mask`).
 
     pred, target: (B, T, 2, H, W) backward flow in px; mask: (B, T, H, W) bool (None = all valid).
     Pixels whose target moves more than `moving_threshold` px get weight `moving_weight`, others 1:
     most pixels are static in these scenes, so an unweighted loss rewards predicting zero.
     """
-    valid = flow_valid_mask(target, mask, skip_first_frame)
+    valid = flow_valid_mask(target, mask, skip_first_frame, frame_index)
     tgt = torch.where(valid[:, :, None], target, torch.zeros_like(target))
     epe = _safe_norm(torch.where(valid[:, :, None], pred - tgt, torch.zeros_like(pred)), dim=2)
     moving = valid & (_safe_norm(tgt, dim=2) > moving_threshold)
@@ -222,13 +230,16 @@ class HeadLoss:
         depth_pred_log: torch.Tensor | None = None,
         depth_target: torch.Tensor | None = None,
         depth_mask: torch.Tensor | None = None,
+        frame_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Metrics]:
-        """Shapes as in `flow_loss` / `depth_loss`. Returns (total, metrics incl. each part)."""
+        """Shapes as in `flow_loss` / `depth_loss`; ``frame_index`` (B, K) when only K window
+        frames are supervised. Returns (total, metrics incl. each part)."""
         c = self.cfg
         terms: list[torch.Tensor] = []
         metrics: Metrics = {}
         if flow_pred is not None and flow_target is not None:
-            lf, mf = flow_loss(flow_pred, flow_target, flow_mask, c.moving_weight, c.moving_threshold, c.skip_first_frame)
+            lf, mf = flow_loss(flow_pred, flow_target, flow_mask, c.moving_weight, c.moving_threshold, c.skip_first_frame,
+                               frame_index)
             terms.append(c.flow_weight * lf)
             metrics.update(mf, loss_flow=lf.detach())
         if depth_pred_log is not None and depth_target is not None:

@@ -63,14 +63,14 @@ def previous_frames(frames: torch.Tensor) -> torch.Tensor:
     return torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
 
 
-def check_frames(frames: torch.Tensor | None, shape: tuple[int, int, int, int]) -> torch.Tensor:
+def check_frames(frames: torch.Tensor | None, shape: tuple[int, int, int, int], name: str = "frames") -> torch.Tensor:
     """Validate RGB frames for the refinement path: (B, T, 3, H, W) in [0, 1]."""
     b, t, h, w = shape
     if frames is None:
         raise ValueError(
-            "this head was built with rgb_refine=True and needs frames (B, T, 3, H, W) in [0, 1]; "
+            f"this head was built with rgb_refine=True and needs {name} (B, T, 3, H, W) in [0, 1]; "
             "pass them, or build the head with rgb_refine=False"
         )
     if tuple(frames.shape) != (b, t, 3, h, w):
-        raise ValueError(f"frames must have shape {(b, t, 3, h, w)} to match the taps, got {tuple(frames.shape)}")
+        raise ValueError(f"{name} must have shape {(b, t, 3, h, w)} to match the taps, got {tuple(frames.shape)}")
     return frames

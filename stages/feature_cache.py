@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.dataset import SimPhysicsDataset
+from data.sampling import supervised_subset
 from stages.features import FeatureSource
 from world_model.cache import TensorCache, sha256_key
 
@@ -36,23 +37,40 @@ class WindowRef:
 
 
 class FixedWindows(Dataset):
-    """Fixed windows of a data set, repeated ``repeat`` times per epoch, without augmentation."""
+    """Fixed windows of a data set, repeated ``repeat`` times per epoch, without augmentation.
 
-    def __init__(self, base: SimPhysicsDataset, per_scene: int, repeat: int = 1) -> None:
-        self.base, self.repeat = base, repeat
+    ``supervised_frames`` K > 0 (training) draws K frames per item to supervise, from
+    (seed, epoch, index) like every other training draw; ``video`` False leaves out the
+    whole-window RGB, which only the backbone needs (the cached path never runs it).
+    """
+
+    def __init__(self, base: SimPhysicsDataset, per_scene: int, repeat: int = 1, supervised_frames: int = 0,
+                 seed: int = 0, video: bool = True) -> None:
+        self.base, self.repeat, self.supervised_frames, self.seed, self.video = base, repeat, supervised_frames, seed, video
+        self.epoch = 0
         self.refs = [WindowRef(s, start) for s in range(len(base.scenes)) for start in base.fixed_window_starts(s, per_scene)]
 
     def frames(self, ref: WindowRef) -> np.ndarray:
         spec = self.base.config.window
         return ref.start + spec.stride * np.arange(spec.num_frames)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.refs) * self.repeat
 
     def __getitem__(self, index: int) -> dict:
-        window = index % len(self.refs)
+        select = None
+        if self.supervised_frames:
+            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            select = supervised_subset(self.base.config.window.num_frames, self.supervised_frames, rng)
+        return self.load(index % len(self.refs), select=select, video=self.video)
+
+    def load(self, window: int, select: np.ndarray | None = None, video: bool = True) -> dict:
+        """Window ``window`` (an index into ``refs``), all targets unless ``select`` is given."""
         ref = self.refs[window]
-        sample = self.base.load_window(ref.scene_index, self.frames(ref))
+        sample = self.base.load_window(ref.scene_index, self.frames(ref), select=select, video=video)
         sample["window"] = window
         return sample
 
@@ -102,7 +120,7 @@ class FeatureCache:
         """Extract features of the missing windows assigned to this rank; returns how many it wrote."""
         todo = [i for i in self.missing() if i % world == rank]
         for i in tqdm(todo, desc=f"feature cache (rank {rank})", disable=not show_progress or not todo):
-            sample = self.windows[i]
+            sample = self.windows.load(i)
             taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
             tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
             self.store.put(self.keys[i], tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())})
@@ -124,6 +142,9 @@ class CachedFeatureWindows(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.windows.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict:
         sample = self.windows[index]

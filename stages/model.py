@@ -33,9 +33,19 @@ class HeadPair(nn.Module):
             raise FileNotFoundError(f"{directory}: the export must hold both a flow and a depth head")
         return cls(flow, depth)
 
-    def forward(self, taps: list[torch.Tensor], rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, taps: list[torch.Tensor], rgb: torch.Tensor | None, frame_index: torch.Tensor | None = None,
+                prev_rgb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``frame_index`` (B, K): rgb / prev_rgb are the frames at / before it, outputs have K frames."""
         taps = [t.float() for t in taps]  # cached grids are bf16; the heads keep fp32 weights
-        return self.flow(taps, rgb), self.depth(taps, rgb)
+        return self.flow(taps, rgb, frame_index, prev_rgb), self.depth(taps, rgb, frame_index)
+
+
+def head_inputs(batch: dict) -> tuple[torch.Tensor | None, ...]:
+    """HeadPair's arguments after the taps for a data batch: only the supervised frames when it
+    names them ('frame_index'), else the whole window.  Called through the (DDP-)wrapped model."""
+    if "frame_index" in batch:
+        return batch["frame_rgb"], batch["frame_index"], batch["prev_rgb"]
+    return (batch["rgb"],)
 
 
 def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadConfig:

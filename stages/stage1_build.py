@@ -27,7 +27,7 @@ from stages.feature_cache import (
 )
 from stages.features import FeatureSource
 from stages.loop import TrainRun, to_device
-from stages.model import HeadPair, build_heads, print_validation, validate
+from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 
@@ -63,9 +63,15 @@ class Stage1:
 
 
 def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: FeatureSource, accelerator,
-            per_scene: int, repeat: int) -> CachedFeatureWindows:
-    """Fixed windows with features computed once, sharded over processes, then shared by all."""
-    windows = FixedWindows(split_base, per_scene, repeat)
+            per_scene: int, repeat: int, train: bool) -> CachedFeatureWindows:
+    """Fixed windows with features computed once, sharded over processes, then shared by all.
+
+    Training windows supervise ``window.supervised_frames`` random frames each and skip the
+    whole-window RGB (only the backbone, which the cached path never runs, reads it).
+    """
+    supervised = config.data.window.supervised_frames if train else 0
+    windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
+                           video=not (train and supervised))
     cache = FeatureCache(config.features.cache_dir, windows, source)
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
@@ -85,8 +91,9 @@ def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple
     val_base = SimPhysicsDataset(config.data, split=run.val_split, train=False) if run.val_split else None
     if online:
         return train_base, (FixedWindows(val_base, 1) if val_base else None)
-    train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat)
-    val = _cached(val_base, config, source, accelerator, 1, 1) if val_base else None
+    train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat,
+                    train=True)
+    val = _cached(val_base, config, source, accelerator, 1, 1, train=False) if val_base else None
     return train, val
 
 
@@ -115,8 +122,9 @@ def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val
         return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
 
     def loss_fn(batch: dict):
-        flow, log_depth = model(taps_fn(batch), batch["rgb"])
-        return head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"], batch["depth_valid"])
+        flow, log_depth = model(taps_fn(batch), *head_inputs(batch))
+        return head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"], batch["depth_valid"],
+                         frame_index=batch.get("frame_index"))
 
     val_batches = None
     if val_set is not None:

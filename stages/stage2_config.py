@@ -98,3 +98,6 @@ class Stage2Config:
     def __post_init__(self) -> None:
         _require(self.features.mode == "online",
                  "stage 2 adapts the backbone, so its features change every step: features.mode must be 'online'")
+        _require(self.data.window.supervised_frames == 0,
+                 "stage 2's temporal and physics terms need every frame of a window: "
+                 "data.window.supervised_frames must be 0")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -60,12 +61,14 @@ def _train_subprocess(args: list[str], log: Path):
     return start_stage("stages/stage1.py", DEMO, args, log)
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tmp_path):
+@pytest.mark.parametrize("subset", [{}, {"data.window.supervised_frames": 3}], ids=["all-frames", "3-frames"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tmp_path, subset):
+    """With a frame subset, the per-epoch subset draws must resume exactly too."""
     root, csv = generated_dataset
     cache = tmp_path / "cache"
-    straight = _train_subprocess(overrides(root, csv, tmp_path / "straight", cache), tmp_path / "straight.log")
+    straight = _train_subprocess(overrides(root, csv, tmp_path / "straight", cache, **subset), tmp_path / "straight.log")
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    killed_args = overrides(root, csv, tmp_path / "killed", cache)
+    killed_args = overrides(root, csv, tmp_path / "killed", cache, **subset)
     victim = _train_subprocess(killed_args, tmp_path / "killed.log")
     marker = tmp_path / "killed" / "checkpoint-2" / "COMPLETE"
     sigkill_when_written(victim, marker, timeout=300)
@@ -78,6 +81,15 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tm
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    metrics = run_stage1(overrides(root, csv, tmp_path / "online", tmp_path / "cache", **{
+        "features.mode": "online", "data.window.supervised_frames": 2, "optim.max_steps": 2}))
+    assert np.isfinite(metrics["flow_epe"]) and np.isfinite(metrics["depth_abs_rel"]), metrics
+    lines = (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()
+    assert any('"loss"' in line for line in lines)
 
 
 def test_two_process_cpu_run_trains(generated_dataset, tmp_path):

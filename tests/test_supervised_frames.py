@@ -1,0 +1,123 @@
+"""Supervising K frames per window (data.window.supervised_frames): the K-frame sample and the
+K-frame head outputs must be exactly the whole-window ones at those frames, the subset must
+cover frames uniformly, and window frame 0 (not the subset's first frame) is the flow frame
+without a previous frame."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.dataset import DataConfig, SimPhysicsDataset
+from data.sampling import WindowSpec, supervised_subset
+from heads import DepthHead, HeadConfig, MotionVectorHead, flow_loss
+from heads.losses import flow_valid_mask
+
+TARGETS = ("flow", "flow_valid", "depth", "depth_valid")
+
+
+def _config(scene, csv: Path, frames: int = 5, supervised: int = 0, **kw) -> DataConfig:
+    return DataConfig(root=str(scene.root), metadata=str(csv), height=64, width=64,
+                      window=WindowSpec(num_frames=frames, stride=2, supervised_frames=supervised), **kw)
+
+
+def test_subset_is_sorted_distinct_and_covers_frames_uniformly():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(49)
+    for _ in range(4000):
+        pick = supervised_subset(49, 8, rng)
+        assert len(set(pick.tolist())) == 8 and np.all(np.diff(pick) > 0)
+        counts[pick] += 1
+    expected = 4000 * 8 / 49
+    # A random contiguous block would give the end frames 1/6 of the middle's share.
+    assert np.abs(counts / expected - 1).max() < 0.15, counts
+    assert supervised_subset(5, 0, rng).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_supervised_frames_is_range_checked():
+    with pytest.raises(ValueError, match="supervised_frames"):
+        WindowSpec(num_frames=5, supervised_frames=6)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_subset_sample_equals_the_whole_window_at_those_frames(analytic_scene, analytic_csv, augment):
+    extra = {"hflip_prob": 0.5} if augment else {}
+    whole = SimPhysicsDataset(_config(analytic_scene, analytic_csv, **extra), train=True, seed=4)
+    part = SimPhysicsDataset(_config(analytic_scene, analytic_csv, supervised=3, **extra), train=True, seed=4)
+    seen = set()
+    for epoch in range(4):
+        whole.set_epoch(epoch), part.set_epoch(epoch)
+        full, sub = whole[0], part[0]
+        idx = sub["frame_index"]
+        seen.add(tuple(idx.tolist()))
+        assert torch.equal(full["steps"], sub["steps"]), "choosing frames must not move the window"
+        for key in TARGETS:
+            assert torch.equal(sub[key], full[key][idx]), key
+        assert torch.equal(sub["frame_rgb"], full["rgb"][idx])
+        assert torch.equal(sub["prev_rgb"], full["rgb"][(idx - 1).clamp_min(0)])
+    assert len(seen) > 1, "the subset is redrawn every epoch"
+
+
+def test_cached_training_windows_skip_the_whole_window_rgb(analytic_scene, analytic_csv):
+    from stages.feature_cache import FixedWindows
+
+    base = SimPhysicsDataset(_config(analytic_scene, analytic_csv, frames=5))
+    windows = FixedWindows(base, per_scene=1, repeat=2, supervised_frames=2, seed=1, video=False)
+    sample = windows[1]
+    assert "rgb" not in sample and sample["frame_rgb"].shape == (2, 3, 64, 64)
+    full = windows.load(0)
+    for key in TARGETS:
+        assert torch.equal(sample[key], full[key][sample["frame_index"]]), key
+    again = FixedWindows(base, per_scene=1, repeat=2, supervised_frames=2, seed=1, video=False)
+    assert torch.equal(again[1]["frame_index"], sample["frame_index"]), "a function of (seed, epoch, index)"
+
+
+def _woken(head: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # wake the zero-initialised layers
+    return head
+
+
+@pytest.mark.parametrize("head_cls", [MotionVectorHead, DepthHead])
+def test_selected_frames_equal_the_whole_video_prediction(head_cls):
+    torch.manual_seed(0)
+    cfg = HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2)
+    head = _woken(head_cls(cfg)).eval()
+    g = torch.Generator().manual_seed(1)
+    taps = [torch.randn(2, 32, 3, 2, 2, generator=g) for _ in range(4)]
+    frames = torch.rand(2, 9, 3, 64, 64, generator=g)
+    index = torch.tensor([[0, 4, 5], [2, 3, 8]])
+    rows = torch.arange(2)[:, None]
+    full = head(taps, frames)
+    extra = [frames[rows, (index - 1).clamp_min(0)]] if head_cls is MotionVectorHead else []
+    part = head(taps, frames[rows, index], index, *extra)
+    torch.testing.assert_close(part, full[rows, index], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="frame_index must lie in"):
+        head(taps, frames[rows, index], index + 6, *extra)
+
+
+def test_flow_loss_skips_window_frame_zero_wherever_it_sits():
+    target = torch.ones(1, 3, 2, 4, 4)
+    index = torch.tensor([[3, 5, 7]])
+    assert flow_valid_mask(target, None, True, index).all(), "no window frame 0 in the subset"
+    valid = flow_valid_mask(target, None, True, torch.tensor([[0, 2, 4]]))
+    assert not valid[:, 0].any() and valid[:, 1:].all()
+    target = target * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1, 1)  # EPE of frame k: (k+1)*sqrt(2)
+    pred = torch.zeros_like(target)
+    assert flow_loss(pred, target, None, moving_weight=1.0, frame_index=index)[0].item() == pytest.approx(2 * 2**0.5)
+    assert flow_loss(pred, target, None, moving_weight=1.0)[0].item() == pytest.approx(2.5 * 2**0.5)
+
+
+def test_stage2_refuses_a_frame_subset():
+    from stages.stage2_config import Stage2Config
+
+    base = Stage2Config()
+    window = dataclasses.replace(base.data.window, supervised_frames=8)
+    with pytest.raises(ValueError, match="supervised_frames must be 0"):
+        Stage2Config(data=dataclasses.replace(base.data, window=window))
