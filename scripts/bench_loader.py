@@ -4,7 +4,8 @@
     python scripts/bench_loader.py --root R --metadata M  # real data
 
 A 49-frame window at stride 2 touches 49 PNGs, ~97 motion-vector files and ~97 distance
-files (composition needs the intermediate steps).  MB/s counts the bytes of the files a
+files (composition needs the intermediate steps); supervising K frames (the cached path's
+data.window.supervised_frames) touches about 2K PNGs and 2K of each.  MB/s counts the bytes of the files a
 window touches; 'decoded MB/s' counts the arrays it produces.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import argparse
+import dataclasses
 import subprocess
 import tempfile
 import time
@@ -40,26 +42,35 @@ def _generate_full_scene(out: Path) -> tuple[Path, Path]:
 
 
 def _touched_bytes(dataset: SimPhysicsDataset, sample: dict) -> int:
+    """Bytes of the files one sample read: its RGB frames, and per supervised frame the flow and
+    distance files of every simulator step back to the previous window frame."""
     scene = {e.video: s for e, s in zip(dataset.entries, dataset.scenes)}[sample["video"]]
     index = {step: i for i, step in enumerate(scene.steps)}
-    first, last = index[int(sample["steps"][0])], index[int(sample["steps"][-1])]
     frames = [index[int(s)] for s in sample["steps"]]
-    total = sum(scene.rgb[i].stat().st_size for i in frames)
-    total += sum(scene.flow[i].stat().st_size + scene.depth[i].stat().st_size for i in range(first + 1, last + 1))
-    return total + scene.depth[first].stat().st_size
+    supervised = sample["frame_index"].tolist() if "frame_index" in sample else range(len(frames))
+    rgb = set(range(len(frames))) if "rgb" in sample else {j for t in supervised for j in (t, max(t - 1, 0))}
+    total = sum(scene.rgb[frames[j]].stat().st_size for j in rgb)
+    for t in supervised:
+        total += scene.depth[frames[t]].stat().st_size
+        if t > 0:
+            steps = range(frames[t - 1] + 1, frames[t] + 1)
+            total += sum(scene.flow[i].stat().st_size for i in steps)
+            total += sum(scene.depth[i].stat().st_size for i in steps[:-1]) if len(steps) > 1 else 0
+    return total
 
 
 def _decoded_bytes(sample: dict) -> int:
     return sum(v.numel() * v.element_size() for v in sample.values() if isinstance(v, torch.Tensor))
 
 
-def bench(dataset: SimPhysicsDataset, samples: int, workers: int) -> dict[str, float]:
+def bench(dataset, samples: int, workers: int) -> dict[str, float]:
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                         sampler=[i % len(dataset) for i in range(samples)])
+    base = getattr(dataset, "base", dataset)
     touched = decoded = 0
     start = time.perf_counter()
     for sample in loader:
-        touched += _touched_bytes(dataset, sample)
+        touched += _touched_bytes(base, sample)
         decoded += _decoded_bytes(sample)
     seconds = time.perf_counter() - start
     return {"samples_per_s": samples / seconds, "file_mb_per_s": touched / seconds / 1e6,
@@ -75,18 +86,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=480)
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to try")
+    parser.add_argument("--supervised-frames", type=int, nargs="+", default=[0, 8],
+                        help="frames supervised per window: 0 = all (random training windows, the online "
+                             "path's loader); K > 0 = the cached path's loader (fixed windows, K frames)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root, csv = (Path(args.root), Path(args.metadata)) if args.root else _generate_full_scene(Path(tmp))
         config = DataConfig(root=str(root), metadata=str(csv), height=args.size, width=args.size,
                             window=WindowSpec(num_frames=args.frames, stride=args.stride))
-        dataset = SimPhysicsDataset(config, train=True, seed=0)
-        for workers in args.workers:
-            result = bench(dataset, args.samples, workers)
-            print(f"{args.frames}x{args.size}^2 stride {args.stride}, workers={workers}: "
-                  f"{result['samples_per_s']:.2f} samples/s, {result['file_mb_per_s']:.0f} MB/s of files, "
-                  f"{result['decoded_mb_per_s']:.0f} MB/s decoded ({args.samples} samples in {result['seconds']:.1f} s)")
+        rates = {}
+        for supervised in args.supervised_frames:
+            dataset = _dataset(config, supervised)
+            for workers in args.workers:
+                result = bench(dataset, args.samples, workers)
+                rates[(supervised, workers)] = result["samples_per_s"]
+                print(f"{args.frames}x{args.size}^2 stride {args.stride}, supervised frames {supervised or 'all'}, "
+                      f"workers={workers}: {result['samples_per_s']:.2f} samples/s, {result['file_mb_per_s']:.0f} MB/s "
+                      f"of files, {result['decoded_mb_per_s']:.0f} MB/s decoded ({args.samples} samples in "
+                      f"{result['seconds']:.1f} s)")
+        for (supervised, workers), rate in rates.items():
+            if supervised and (0, workers) in rates:
+                print(f"workers={workers}: {supervised} supervised frames load {rate / rates[(0, workers)]:.1f}x "
+                      "the windows/s of all frames")
 
+
+def _dataset(config: DataConfig, supervised: int):
+    """All frames: random training windows (online path).  K frames: what the cached path loads."""
+    from stages.feature_cache import FixedWindows
+
+    if not supervised:
+        return SimPhysicsDataset(config, train=True, seed=0)
+    window = dataclasses.replace(config.window, supervised_frames=supervised)
+    base = SimPhysicsDataset(dataclasses.replace(config, window=window))
+    return FixedWindows(base, per_scene=4, repeat=4, supervised_frames=supervised, video=False)
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@
 Items (each in its own process with its own time limit, so an OOM or a hang costs one item):
   dit_forward        DiT forward at 49x480^2 (2,925 tokens), median ms, TFLOP/s, MFU vs bf16 peak
   stage1_step        feature extraction + heads fwd/bwd + optimizer, online vs cached path
+                     (--supervised-frames K: decode K frames per step; --profile: top ops)
   stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
   stage2_step_no_gc  the same without checkpointing
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
@@ -45,7 +46,8 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
     if name == "dit_forward":
         return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1})
     if name == "stage1_step":
-        return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine)
+        return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine,
+                                  supervised_frames=args.supervised_frames, profile=args.profile)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -60,8 +62,10 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
         command = [sys.executable, str(Path(__file__)), "--run-item", name, "--result-file", str(out),
                    "--device", args.device, "--preset", args.preset, "--frames", str(args.frames),
                    "--height", str(args.height), "--width", str(args.width), "--runs", str(args.runs),
-                   "--warmup", str(args.warmup), "--head-features", str(args.head_features)]
-        command += (["--quick"] if args.quick else []) + (["--no-rgb-refine"] if args.no_rgb_refine else [])
+                   "--warmup", str(args.warmup), "--head-features", str(args.head_features),
+                   "--supervised-frames", str(args.supervised_frames)]
+        flags = {"--quick": args.quick, "--no-rgb-refine": args.no_rgb_refine, "--profile": args.profile}
+        command += [flag for flag, on in flags.items() if on]
         start = time.perf_counter()
         try:
             proc = subprocess.run(command, timeout=timeout, capture_output=True, text=True, cwd=REPO)
@@ -84,7 +88,8 @@ def environment(device: str) -> dict:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "step_ms", "median_ms",
+    keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
+            "speedup_prefetched", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib")
     for name, result in results.items():
         shown = [f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
@@ -104,6 +109,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--head-features", type=int, default=128, help="stage1_step: heads' fusion width")
     parser.add_argument("--no-rgb-refine", action="store_true", help="stage1_step: heads without the RGB path")
+    parser.add_argument("--supervised-frames", type=int, default=0,
+                        help="stage1_step: decode K random frames per step (data.window.supervised_frames)")
+    parser.add_argument("--profile", action="store_true", help="stage1_step: top ops of one cached step")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
     parser.add_argument("--items", nargs="+", default=list(ITEMS), choices=ITEMS)
     parser.add_argument("--item-timeout", type=float, default=150.0, help="seconds per item")
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
                "head_features": args.head_features, "rgb_refine": not args.no_rgb_refine,
+               "supervised_frames": args.supervised_frames,
                "quick": args.quick, "runs": args.runs, "warmup": args.warmup, "results": results}
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")

@@ -21,8 +21,9 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
     if name == "dit_forward":
         assert result["tokens"] == 3 * 2 * 2 and result["median_s"] > 0 and result["flops"] > 0
     elif name == "stage1_step":
-        assert result["online_backbone_ms"] > 0 and result["cached_load_features_ms"] > 0
+        assert result["online_backbone_ms"] > 0 and result["cached_read_features_ms"] > 0
         assert result["speedup"] == pytest.approx(result["online_step_ms"] / result["cached_step_ms"])
+        assert result["speedup_prefetched"] > result["speedup"], "reading ahead can only shorten the step"
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")
@@ -30,6 +31,15 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
     else:
         assert result["tiled"] is (name == "vae_encode_tiled")
         assert result["latent_shape"] == [1, 48, 3, 4, 4]
+
+
+def test_stage1_item_decodes_a_frame_subset_and_profiles(cpu_args):
+    args = type(cpu_args)(**{**vars(cpu_args), "supervised_frames": 3, "profile": True})
+    result = gpu_check.run_item("stage1_step", args)
+    assert result["supervised_frames"] == 3 and result["cached_step_ms"] > 0
+    profile = result["cached_profile"]
+    assert len(profile) == 15 and profile[0]["self_ms"] >= profile[-1]["self_ms"] > 0
+    assert any("conv" in row["op"] for row in profile), [row["op"] for row in profile]
 
 
 def test_driver_writes_the_results_file(tmp_path):
