@@ -121,3 +121,29 @@ def test_stage2_refuses_a_frame_subset():
     window = dataclasses.replace(base.data.window, supervised_frames=8)
     with pytest.raises(ValueError, match="supervised_frames must be 0"):
         Stage2Config(data=dataclasses.replace(base.data, window=window))
+
+
+def test_counted_head_cost_is_the_neck_plus_k_frame_decodes():
+    """The neck runs on every latent frame whatever K is; each decoded frame adds the same cost,
+    so K = T costs exactly what 'all frames' costs and the cost is affine in K."""
+    from heads.cost import head_step_cost
+
+    cfg = HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2)
+    grid = (3, 2, 2)  # 9 frames of 64x64
+    costs = {k: head_step_cost(cfg, grid, k) for k in (0, 1, 2, 3, 9)}
+    per_frame = costs[2].flops - costs[1].flops
+    assert per_frame > 0 and costs[3].flops - costs[2].flops == pytest.approx(per_frame)
+    assert costs[9].flops == pytest.approx(costs[0].flops) and costs[9].saved_gib == pytest.approx(costs[0].saved_gib, rel=1e-4)
+    assert costs[1].flops - per_frame > 0, "the neck costs something of its own"
+    assert 0 < costs[0].refiner_flops < costs[0].flops
+    assert head_step_cost(HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2, rgb_refine=False),
+                          grid, 2).refiner_flops == 0
+
+
+def test_head_cost_script_reports_the_5b_geometry():
+    from scripts.head_cost import main
+
+    rows = {r["supervised_frames"]: r for r in main(["--supervised-frames", "0", "8"])}
+    # TI2V-5B, 49x480^2: all frames cannot reach 10x even at equal efficiency; 8 frames can.
+    assert rows[0]["flop_bound_ratio"] < 10 < rows[8]["flop_bound_ratio"]
+    assert rows[8]["saved_gib"] < rows[0]["saved_gib"] / 4

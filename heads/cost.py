@@ -1,0 +1,59 @@
+"""What one training step of the heads costs, counted rather than timed.
+
+FLOPs come from torch's FlopCounterMode and activation memory from the tensors autograd saves,
+both on the ``meta`` device: no memory is spent, so the TI2V-5B geometry (49 x 480^2 outputs,
+28 GiB of fp32 activations) is counted on a laptop in seconds.  Timings depend on the card;
+these numbers do not, so they say which part of a step is worth optimising before a GPU is lent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from heads.config import HeadConfig
+from heads.depth import DepthHead
+from heads.flow import MotionVectorHead
+
+
+@dataclass(frozen=True)
+class HeadStepCost:
+    """Forward + backward of both heads on one window, K supervised frames (0 = all)."""
+
+    supervised_frames: int
+    flops: float
+    """Forward + backward FLOPs (a multiply-add counts 2), convolutions and matmuls."""
+    saved_gib: float
+    """Activations autograd keeps for the backward pass (fp32 heads), GiB."""
+    refiner_flops: float
+    """The part spent in the full-resolution RGB refiners."""
+
+
+def head_step_cost(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervised_frames: int = 0) -> HeadStepCost:
+    """Count one step of a flow + depth head pair for a (F', H', W') token grid."""
+    f, h, w = latent_grid
+    frames, size = cfg.num_frames(f), (cfg.spatial_factor * h, cfg.spatial_factor * w)
+    k = supervised_frames or frames
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    counter = FlopCounterMode(display=False, depth=None)
+    with torch.device("meta"):
+        flow, depth = MotionVectorHead(cfg), DepthHead(cfg)
+        taps = [torch.empty(1, cfg.in_channels, f, h, w) for _ in range(cfg.num_taps)]
+        rgb = torch.empty(1, k, 3, *size)
+        index = torch.arange(k, device="meta")[None] if supervised_frames else None
+        with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = flow(taps, rgb, index, rgb if supervised_frames else None).sum() + depth(taps, rgb, index).sum()
+            loss.backward()
+    counts = counter.get_flop_counts()
+    refiner = sum(sum(counts.get(f"{name}.refiner", {}).values()) for name in ("MotionVectorHead", "DepthHead"))
+    return HeadStepCost(supervised_frames, float(counter.get_total_flops()), saved[0] / 2**30, float(refiner))
+
+
+__all__ = ["HeadStepCost", "head_step_cost"]
