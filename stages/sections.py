@@ -8,14 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stages.common.sections import require
 from world_model.presets import PRESETS
 
 DTYPES = ("fp32", "bf16")
 
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass
@@ -42,10 +39,10 @@ class BackboneConfig:
     """Encode videos with diffsynth's spatial tiling (bounds VAE memory at high resolution)."""
 
     def __post_init__(self) -> None:
-        _require(self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        _require(0.0 <= self.timestep <= 1000.0, f"timestep must lie in [0, 1000], got {self.timestep}")
-        _require(self.preset == "tiny" or bool(self.model_dir),
+        require(self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require(0.0 <= self.timestep <= 1000.0, f"timestep must lie in [0, 1000], got {self.timestep}")
+        require(self.preset == "tiny" or bool(self.model_dir),
                  f"preset {self.preset!r} needs backbone.model_dir (a local weights directory); "
                  "only 'tiny' runs with random weights")
 
@@ -65,9 +62,9 @@ class FeatureConfig:
     """Refuse to build a feature cache larger than this (the estimate is printed up front)."""
 
     def __post_init__(self) -> None:
-        _require(self.mode in ("cached", "online"), f"mode must be 'cached' or 'online', got {self.mode!r}")
-        _require(self.windows_per_scene >= 1, f"windows_per_scene must be >= 1, got {self.windows_per_scene}")
-        _require(self.max_cache_gb > 0, f"max_cache_gb must be > 0, got {self.max_cache_gb}")
+        require(self.mode in ("cached", "online"), f"mode must be 'cached' or 'online', got {self.mode!r}")
+        require(self.windows_per_scene >= 1, f"windows_per_scene must be >= 1, got {self.windows_per_scene}")
+        require(self.max_cache_gb > 0, f"max_cache_gb must be > 0, got {self.max_cache_gb}")
 
 
 @dataclass
@@ -86,9 +83,9 @@ class HeadsConfig:
     """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
 
     def __post_init__(self) -> None:
-        _require(self.features >= 8, f"features must be >= 8, got {self.features}")
-        _require(self.temporal_levels >= 0, f"temporal_levels must be >= 0, got {self.temporal_levels}")
-        _require(self.frame_chunk >= 0, f"frame_chunk must be >= 0, got {self.frame_chunk}")
+        require(self.features >= 8, f"features must be >= 8, got {self.features}")
+        require(self.temporal_levels >= 0, f"temporal_levels must be >= 0, got {self.temporal_levels}")
+        require(self.frame_chunk >= 0, f"frame_chunk must be >= 0, got {self.frame_chunk}")
 
 
 @dataclass
@@ -113,7 +110,7 @@ class RunConfig:
     """Upper bound on validation windows per validation (deterministic: the first ones)."""
 
     def __post_init__(self) -> None:
-        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        _require(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
-        _require(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
-        _require(bool(self.output_dir), "output_dir must not be empty")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        require(self.val_every >= 1, f"val_every must be >= 1, got {self.val_every}")
+        require(bool(self.output_dir), "output_dir must not be empty")

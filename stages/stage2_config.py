@@ -8,13 +8,8 @@ from data.dataset import DataConfig
 from heads.losses import LossConfig
 from heads.physics import PhysicsLossConfig
 from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
-from stages.sections import BackboneConfig, FeatureConfig, RunConfig
+from stages.sections import BackboneConfig, FeatureConfig, RunConfig, require
 from world_model.lora import DEFAULT_LORA_TARGETS
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass
@@ -33,9 +28,9 @@ class LoraConfig:
     """Recompute DiT blocks in backward (the 5B LoRA step then fits in well under 40 GB)."""
 
     def __post_init__(self) -> None:
-        _require(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
-        _require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
-        _require(bool(self.targets), "targets must name at least one module")
+        require(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        require(bool(self.targets), "targets must name at least one module")
 
 
 @dataclass
@@ -55,9 +50,9 @@ class ObjectiveConfig:
     """Seed of the fixed (sigma, noise) pairs used by validation, so validations are comparable."""
 
     def __post_init__(self) -> None:
-        _require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
-        _require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
-        _require(bool(self.heads_dir), "heads_dir must name the stage-1 final/ directory")
+        require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
+        require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
+        require(bool(self.heads_dir), "heads_dir must name the stage-1 final/ directory")
 
 
 def _stage2_optim() -> OptimConfig:
@@ -96,8 +91,8 @@ class Stage2Config:
     """Tracking backend and cadence."""
 
     def __post_init__(self) -> None:
-        _require(self.features.mode == "online",
+        require(self.features.mode == "online",
                  "stage 2 adapts the backbone, so its features change every step: features.mode must be 'online'")
-        _require(self.data.window.supervised_frames == 0,
+        require(self.data.window.supervised_frames == 0,
                  "stage 2's temporal and physics terms need every frame of a window: "
                  "data.window.supervised_frames must be 0")

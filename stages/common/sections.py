@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Config validation: a ValueError with the message (the config loader adds the section name)."""
     if not condition:
         raise ValueError(message)
 
@@ -51,24 +52,24 @@ class OptimConfig:
     """Passes over the (repeated) dataset; used only when max_steps is None."""
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive finite number, got {self.lr}")
-        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two values in [0, 1), got {self.betas}")
-        _require(self.eps > 0, f"eps must be > 0, got {self.eps}")
-        _require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
-        _require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
-        _require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        _require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        _require(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1 or None, got {self.max_steps}")
-        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive finite number, got {self.lr}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"betas must be two values in [0, 1), got {self.betas}")
+        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        require(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        require(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        require(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        require(self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1 or None, got {self.max_steps}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None:
-            _require(self.warmup_steps <= self.max_steps, f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+            require(self.warmup_steps <= self.max_steps, f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
 
     def total_steps(self, batches_per_epoch: int) -> int:
         """Optimizer steps of the whole run: max_steps if set, else epochs x ceil(batches / grad_accum)."""
         if self.max_steps is not None:
             return self.max_steps
-        _require(batches_per_epoch >= 1, f"the data loader is empty ({batches_per_epoch} batches per epoch)")
+        require(batches_per_epoch >= 1, f"the data loader is empty ({batches_per_epoch} batches per epoch)")
         return self.epochs * math.ceil(batches_per_epoch / self.grad_accum)
 
 
@@ -87,9 +88,9 @@ class CheckpointConfig:
     (start fresh), or the path of a checkpoint folder to resume from."""
 
     def __post_init__(self) -> None:
-        _require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
-        _require(self.keep_last >= 0, f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
-        _require(bool(self.resume.strip()), "resume must be 'none', 'latest' or a checkpoint path, got an empty string")
+        require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
+        require(self.keep_last >= 0, f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
+        require(bool(self.resume.strip()), "resume must be 'none', 'latest' or a checkpoint path, got an empty string")
 
 
 LOG_BACKENDS = ("none", "tensorboard", "wandb")
@@ -112,8 +113,8 @@ class LogConfig:
     """Run name for the tracker; empty uses the run directory's name."""
 
     def __post_init__(self) -> None:
-        _require(self.backend in LOG_BACKENDS, f"backend must be one of {LOG_BACKENDS}, got {self.backend!r}")
-        _require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
+        require(self.backend in LOG_BACKENDS, f"backend must be one of {LOG_BACKENDS}, got {self.backend!r}")
+        require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
 
 
 @dataclass
@@ -130,8 +131,8 @@ class EMAConfig:
     """Update the EMA every this many optimizer steps (decay applies per update, not per step)."""
 
     def __post_init__(self) -> None:
-        _require(0 <= self.decay < 1, f"decay must be in [0, 1), got {self.decay}")
-        _require(self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}")
+        require(0 <= self.decay < 1, f"decay must be in [0, 1), got {self.decay}")
+        require(self.update_every >= 1, f"update_every must be >= 1, got {self.update_every}")
 
 
 @dataclass
@@ -142,4 +143,4 @@ class GuardConfig:
     """Abort training with NonFiniteLossError after this many consecutive skipped (non-finite) steps."""
 
     def __post_init__(self) -> None:
-        _require(self.max_consecutive_nonfinite >= 1, f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite}")
+        require(self.max_consecutive_nonfinite >= 1, f"max_consecutive_nonfinite must be >= 1, got {self.max_consecutive_nonfinite}")
