@@ -29,7 +29,9 @@ class DenseHead(nn.Module):
             nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c // 2, out_channels, 3, padding=1)
         )
         self.upsample = Upsampler(c, cfg.out_stride, cfg.convex_upsample, cfg.mask_scale)
-        self.refiner = RGBRefiner(refiner_inputs, c, out_channels, cfg.rgb_channels) if cfg.rgb_refine else None
+        self.refiner = None
+        if cfg.rgb_refine:
+            self.refiner = RGBRefiner(refiner_inputs, c, out_channels, cfg.rgb_channels, cfg.rgb_refine_stride)
         self.frame_chunk, self.gradient_checkpointing = 0, False
 
     def neck_frames(self, taps: list[torch.Tensor],

@@ -63,9 +63,15 @@ class HeadConfig:
     """Add the light full-resolution RGB-guided U-Net refinement (frames t-1, t for flow; t for
     depth). DESIGN section 4: at tiny scale this path is what made flow generalise."""
 
+    rgb_refine_stride: int = 1
+    """Resolution the RGB path works at: 1 = full, 2 = half (frames average-pooled, the residual
+    upsampled bilinearly). Half resolution cuts its cost ~4x, and it is ~85 % of a full-frame
+    heads step at 49x480^2 (scripts/head_cost.py), at the price of detail finer than 2 px."""
+
     rgb_channels: tuple[int, ...] | None = None
-    """U-Net widths from full resolution down to the neck stride (log2(out_stride)+1 entries).
-    None -> (16, 32, 48, 64, 96, ...) cut to that length: ~0.24 M parameters at stride 8."""
+    """U-Net widths from the RGB path's resolution down to the neck stride
+    (log2(out_stride / rgb_refine_stride) + 1 entries). None -> (16, 32, 48, 64, 96, ...) cut to
+    that length: ~0.24 M parameters for stride 8 at full resolution."""
 
     rgb_flow_scale: float = 8.0
     """Flow (px) is divided by this before entering the RGB path, to keep its inputs O(1)."""
@@ -83,7 +89,8 @@ class HeadConfig:
             raise ValueError(f"tap_channels has {len(self.tap_channels)} entries for num_taps={self.num_taps}")
         if self.rgb_refine and len(self.rgb_channels) != self._rgb_levels:
             raise ValueError(
-                f"rgb_channels needs log2(out_stride={self.out_stride})+1 = {self._rgb_levels} entries, "
+                f"rgb_channels needs log2(out_stride={self.out_stride} / rgb_refine_stride="
+                f"{self.rgb_refine_stride})+1 = {self._rgb_levels} entries, "
                 f"got {len(self.rgb_channels)}"
             )
 
@@ -92,6 +99,9 @@ class HeadConfig:
             raise ValueError("in_channels, num_taps and features must be positive")
         if not (_is_pow2(self.neck_scale) and _is_pow2(self.spatial_factor)):
             raise ValueError("neck_scale and spatial_factor must be powers of two")
+        if not _is_pow2(self.rgb_refine_stride) or self.rgb_refine_stride > self.out_stride:
+            raise ValueError(f"rgb_refine_stride must be a power of two <= out_stride={self.out_stride}, "
+                             f"got {self.rgb_refine_stride}")
         if self.spatial_factor % self.neck_scale:
             raise ValueError(f"neck_scale {self.neck_scale} must divide spatial_factor {self.spatial_factor}")
         if self.temporal_factor < 1:
@@ -103,7 +113,7 @@ class HeadConfig:
 
     @property
     def _rgb_levels(self) -> int:
-        return int(math.log2(self.out_stride)) + 1
+        return int(math.log2(self.out_stride // self.rgb_refine_stride)) + 1
 
     @property
     def out_stride(self) -> int:

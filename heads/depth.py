@@ -42,4 +42,5 @@ class DepthHead(DenseHead):
         depth = self.upsample(self.branch(feats), feats, value_scale=1.0)
         if self.refiner is None or cur is None:
             return depth
-        return depth + self.refiner(torch.cat([cur, depth.detach()], dim=1), feats)
+        inp = self.refiner.pool(torch.cat([cur, depth.detach()], dim=1))
+        return depth + self.refiner(inp, feats)

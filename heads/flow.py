@@ -52,7 +52,9 @@ class MotionVectorHead(DenseHead):
         if self.refiner is None or cur is None or prev is None:
             return flow
         base = flow.detach()  # the refiner corrects the estimate; it need not steer it (RAFT detaches too)
-        warped = backward_warp(prev, base)
+        r = self.refiner.stride
+        prev, cur, base = self.refiner.pool(prev), self.refiner.pool(cur), self.refiner.pool(base) / r
+        warped = backward_warp(prev, base)  # flow in the refiner's own pixels
         err = (cur - warped).abs().mean(dim=1, keepdim=True)
-        inp = torch.cat([prev, cur, warped, err, base / cfg.rgb_flow_scale], dim=1)
+        inp = torch.cat([prev, cur, warped, err, base / cfg.rgb_flow_scale * r], dim=1)
         return flow + self.refiner(inp, feats)

@@ -19,13 +19,17 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class RGBRefiner(nn.Module):
-    """U-Net: full-res inputs + stride-s guide features -> full-res residual (zero at init).
+    """U-Net: inputs at stride r + stride-s guide features -> full-res residual (zero at init).
 
-    widths[j] is the width at stride 2**j; len(widths) = log2(s) + 1 where s is the guide's stride.
+    widths[j] is the width at stride r * 2**j; len(widths) = log2(s / r) + 1 where s is the
+    guide's stride and r = ``stride`` (1 = full resolution).  Callers bring their full-resolution
+    inputs to stride r with ``pool``; the residual comes back at full resolution.
     """
 
-    def __init__(self, in_channels: int, guide_channels: int, out_channels: int, widths: tuple[int, ...]) -> None:
+    def __init__(self, in_channels: int, guide_channels: int, out_channels: int, widths: tuple[int, ...],
+                 stride: int = 1) -> None:
         super().__init__()
+        self.stride = stride
         self.down = nn.ModuleList()
         prev = in_channels
         for j, wd in enumerate(widths):
@@ -41,8 +45,12 @@ class RGBRefiner(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Full resolution -> the refiner's stride (area average; identity at stride 1)."""
+        return F.avg_pool2d(x, self.stride) if self.stride > 1 else x
+
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
-        """x: (N, in, H, W); guide: (N, guide_channels, H/s, W/s) -> (N, out, H, W)."""
+        """x: (N, in, H/r, W/r); guide: (N, guide_channels, H/s, W/s) -> (N, out, H, W)."""
         skips = []
         for j, block in enumerate(self.down):
             x = block(x)
@@ -55,7 +63,10 @@ class RGBRefiner(nn.Module):
         for j in reversed(range(len(self.up))):
             x = F.interpolate(x, size=skips[j].shape[-2:], mode="bilinear", align_corners=False)
             x = self.up[j](torch.cat([x, skips[j]], dim=1))
-        return self.out(x)
+        out = self.out(x)
+        if self.stride > 1:
+            out = F.interpolate(out, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        return out
 
 
 def previous_frames(frames: torch.Tensor) -> torch.Tensor:

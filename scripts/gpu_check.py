@@ -47,7 +47,8 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
         return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1})
     if name == "stage1_step":
         return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine,
-                                  supervised_frames=args.supervised_frames, profile=args.profile)
+                                  supervised_frames=args.supervised_frames, profile=args.profile,
+                                  rgb_refine_stride=args.rgb_refine_stride)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -63,7 +64,7 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
                    "--device", args.device, "--preset", args.preset, "--frames", str(args.frames),
                    "--height", str(args.height), "--width", str(args.width), "--runs", str(args.runs),
                    "--warmup", str(args.warmup), "--head-features", str(args.head_features),
-                   "--supervised-frames", str(args.supervised_frames)]
+                   "--supervised-frames", str(args.supervised_frames), "--rgb-refine-stride", str(args.rgb_refine_stride)]
         flags = {"--quick": args.quick, "--no-rgb-refine": args.no_rgb_refine, "--profile": args.profile}
         command += [flag for flag, on in flags.items() if on]
         start = time.perf_counter()
@@ -112,6 +113,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--supervised-frames", type=int, default=0,
                         help="stage1_step: decode K random frames per step (data.window.supervised_frames)")
     parser.add_argument("--profile", action="store_true", help="stage1_step: top ops of one cached step")
+    parser.add_argument("--rgb-refine-stride", type=int, default=1, help="stage1_step: RGB path at full (1) or half (2) res")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
     parser.add_argument("--items", nargs="+", default=list(ITEMS), choices=ITEMS)
     parser.add_argument("--item-timeout", type=float, default=150.0, help="seconds per item")
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
                "head_features": args.head_features, "rgb_refine": not args.no_rgb_refine,
-               "supervised_frames": args.supervised_frames,
+               "supervised_frames": args.supervised_frames, "rgb_refine_stride": args.rgb_refine_stride,
                "quick": args.quick, "runs": args.runs, "warmup": args.warmup, "results": results}
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")

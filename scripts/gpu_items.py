@@ -61,10 +61,10 @@ def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, 
 
 
 def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128,
-                rgb_refine: bool = True) -> tuple[MotionVectorHead, DepthHead]:
+                rgb_refine: bool = True, rgb_refine_stride: int = 1) -> tuple[MotionVectorHead, DepthHead]:
     config = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps),
                         spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0],
-                        features=features, rgb_refine=rgb_refine)
+                        features=features, rgb_refine=rgb_refine, rgb_refine_stride=rgb_refine_stride)
     return MotionVectorHead(config).to(device), DepthHead(config).to(device)
 
 
@@ -131,7 +131,7 @@ def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: PhaseTim
 
 def item_stage1_step(preset: str, device: torch.device, frames: int, height: int, width: int,
                      runs: int, warmup: int, head_features: int = 128, rgb_refine: bool = True,
-                     supervised_frames: int = 0, profile: bool = False) -> dict:
+                     supervised_frames: int = 0, profile: bool = False, rgb_refine_stride: int = 1) -> dict:
     """2. Stage-1 step, online (backbone every step) vs cached (tapped features read from disk).
 
     ``supervised_frames`` K > 0 decodes K frames per step in both paths (the recipe's
@@ -141,12 +141,13 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
-    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine)
+    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine, rgb_refine_stride)
     optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
                                   fused=True if device.type == "cuda" else None)
     targets = head_targets(frames, height, width, device, supervised_frames)
     result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head),
-              "head_features": head_features, "rgb_refine": rgb_refine, "supervised_frames": supervised_frames}
+              "head_features": head_features, "rgb_refine": rgb_refine, "rgb_refine_stride": rgb_refine_stride,
+              "supervised_frames": supervised_frames}
     reset_peak(device)
     watch = PhaseTimer(device)
     for i in range(warmup + runs):

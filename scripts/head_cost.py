@@ -32,15 +32,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--supervised-frames", type=int, nargs="+", default=[0, 16, 8, 4])
     parser.add_argument("--features", type=int, default=128)
     parser.add_argument("--no-rgb-refine", action="store_true")
+    parser.add_argument("--rgb-refine-stride", type=int, default=1, help="1 = full resolution, 2 = half")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     grid = preset.token_grid(args.frames, *args.size)
     frames_per_latent, spatial, _ = preset.token_stride
     cfg = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps), spatial_factor=spatial,
-                     temporal_factor=frames_per_latent, features=args.features, rgb_refine=not args.no_rgb_refine)
+                     temporal_factor=frames_per_latent, features=args.features, rgb_refine=not args.no_rgb_refine,
+                     rgb_refine_stride=args.rgb_refine_stride)
     dit = dit_forward_flops(preset, args.frames, *args.size)
     print(f"{args.preset} {args.frames}x{args.size[0]}x{args.size[1]}: DiT forward {dit / 1e12:.2f} TFLOP; heads "
-          f"features={args.features}, rgb_refine={cfg.rgb_refine}")
+          f"features={args.features}, rgb_refine={cfg.rgb_refine} (stride {cfg.rgb_refine_stride})")
     print(f"{'frames':>8}{'heads TFLOP':>13}{'refiner':>9}{'saved GiB':>11}{'FLOP-bound online/cached':>26}")
     rows = []
     for k in args.supervised_frames:

@@ -79,6 +79,8 @@ class HeadsConfig:
     """RAFT-style convex upsampling of the final x8 (else bilinear)."""
     rgb_refine: bool = True
     """Light full-resolution RGB-guided refinement (what makes flow generalise at small scale)."""
+    rgb_refine_stride: int = 1
+    """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper; see HeadConfig)."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
 

@@ -179,10 +179,12 @@ def _square_clip(t: int = 5, size: int = 32, step: int = 2) -> tuple[torch.Tenso
     return frames[None], flow[None]
 
 
-def test_flow_head_with_rgb_path_overfits_a_translated_square() -> None:
+@pytest.mark.parametrize("stride,widths", [(1, (8, 16, 16)), (2, (16, 16))], ids=["full-res", "half-res"])
+def test_flow_head_with_rgb_path_overfits_a_translated_square(stride: int, widths: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     # 5 frames of 32x32 (grid 2x2 at 16 px/token) keep this at ~0.1 s/step on two CPU cores.
-    cfg = tiny_cfg(num_taps=2, features=16, temporal_levels=1, spatial_factor=16, rgb_channels=(8, 16, 16))
+    cfg = tiny_cfg(num_taps=2, features=16, temporal_levels=1, spatial_factor=16, rgb_channels=widths,
+                   rgb_refine_stride=stride)
     head = MotionVectorHead(cfg)
     taps = taps_for(cfg, f=2)
     frames, target = _square_clip()
@@ -214,3 +216,23 @@ def test_frame_chunking_and_checkpointing_do_not_change_results(head_cls) -> Non
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_half_resolution_rgb_path_is_full_size_and_starts_as_the_identity() -> None:
+    """Its residual is zero at init (so stride changes nothing until trained) and full size after."""
+    torch.manual_seed(0)
+    half = MotionVectorHead(tiny_cfg(rgb_refine_stride=2))
+    plain = MotionVectorHead(tiny_cfg(rgb_refine=False))
+    plain.load_state_dict({k: v for k, v in half.state_dict().items() if not k.startswith("refiner.")})
+    taps, frames = taps_for(half.cfg, b=1), frames_for(half.cfg, 1, 3, 2, 2)
+    torch.testing.assert_close(half(taps, frames), plain(taps))
+    with torch.no_grad():
+        half.refiner.out.bias.fill_(0.5)
+    assert torch.allclose(half(taps, frames) - plain(taps), torch.tensor(0.5))
+    assert half.refiner.down[0][0][0].in_channels == 12 and len(half.refiner.down) == 3  # strides 2, 4, 8
+
+
+def test_rgb_refine_stride_must_be_a_power_of_two_within_the_neck_stride() -> None:
+    for bad in (3, 16):
+        with pytest.raises(ValueError, match="rgb_refine_stride"):
+            tiny_cfg(rgb_refine_stride=bad)
