@@ -128,14 +128,11 @@ class SimPhysicsDataset(Dataset):
         before them; frame 0 pairs with itself) for the heads.  ``video`` False drops the
         whole-window 'rgb', which only the backbone's encoder needs.
         """
-        scene, entry = self.scenes[scene_index], self.entries[scene_index]
-        meta = read_scene_meta(scene.directory)
+        scene = self.scenes[scene_index]
         at = np.arange(len(frames)) if select is None else np.asarray(select, dtype=np.int64)
         prev = np.maximum(at - 1, 0)
         needed = sorted(set(range(len(frames))) if video else set(at.tolist()) | set(prev.tolist()))
-        decoded = {needed[0]: read_rgb(scene.rgb[frames[needed[0]]])}
-        hw = decoded[needed[0]].shape[:2]
-        decoded.update({i: read_rgb(scene.rgb[frames[i]], hw) for i in needed[1:]})
+        decoded, hw = self._decode_rgb(scene, frames, needed)
         depth, depth_valid = zip(*(read_depth(scene.depth[frames[i]], hw, self.config.far_clip_m) for i in at))
         flow, flow_valid = self._window_flow(scene, frames, hw, at)
         geometry = self._geometry(hw, rng)
@@ -144,16 +141,7 @@ class SimPhysicsDataset(Dataset):
             stack = np.stack([decoded[int(i)] for i in indices])
             return transforms.apply_rgb(torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255.0, geometry)
 
-        sample = {
-            "intrinsics": transforms.apply_intrinsics(
-                torch.from_numpy(intrinsics_from_meta(meta, hw, self.config.fov_deg, scene.directory)), geometry),
-            "down_cam": transforms.apply_direction(torch.from_numpy(down_from_meta(meta)), geometry),
-            "dt": torch.tensor(self.config.window.stride / fps_from_meta(meta, self.config.fps)),
-            "steps": torch.tensor([scene.steps[i] for i in frames], dtype=torch.int64),
-            "scene": entry.scene,
-            "video": entry.video,
-            "prompt": entry.prompt,
-        }
+        sample = self._scene_fields(scene_index, frames, hw, geometry)
         if video:
             sample["rgb"] = rgb(range(len(frames)))
         if select is not None:
@@ -163,6 +151,30 @@ class SimPhysicsDataset(Dataset):
             torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(depth_valid)), geometry
         )
         return sample
+
+    @staticmethod
+    def _decode_rgb(scene: SceneFiles, frames: np.ndarray, needed: list[int]) -> tuple[dict[int, np.ndarray], tuple[int, int]]:
+        """PNGs of the window frames ``needed``; the first one fixes the size the others must have."""
+        decoded = {needed[0]: read_rgb(scene.rgb[frames[needed[0]]])}
+        hw = decoded[needed[0]].shape[:2]
+        decoded.update({i: read_rgb(scene.rgb[frames[i]], hw) for i in needed[1:]})
+        return decoded, hw
+
+    def _scene_fields(self, scene_index: int, frames: np.ndarray, hw: tuple[int, int],
+                      geometry: transforms.Geometry) -> dict:
+        """Camera, gravity, timing and names of a window (scene.json, else the config's fallbacks)."""
+        scene, entry = self.scenes[scene_index], self.entries[scene_index]
+        meta = read_scene_meta(scene.directory)
+        intrinsics = intrinsics_from_meta(meta, hw, self.config.fov_deg, scene.directory)
+        return {
+            "intrinsics": transforms.apply_intrinsics(torch.from_numpy(intrinsics), geometry),
+            "down_cam": transforms.apply_direction(torch.from_numpy(down_from_meta(meta)), geometry),
+            "dt": torch.tensor(self.config.window.stride / fps_from_meta(meta, self.config.fps)),
+            "steps": torch.tensor([scene.steps[i] for i in frames], dtype=torch.int64),
+            "scene": entry.scene,
+            "video": entry.video,
+            "prompt": entry.prompt,
+        }
 
     def _window_flow(self, scene: SceneFiles, frames: np.ndarray, hw: tuple[int, int],
                      at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
