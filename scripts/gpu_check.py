@@ -7,6 +7,8 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
   dit_forward        DiT forward at 49x480^2 (2,925 tokens), median ms, TFLOP/s, MFU vs bf16 peak
   stage1_step        feature extraction + heads fwd/bwd + optimizer, online vs cached path
                      (--supervised-frames K: decode K frames per step; --profile: top ops)
+  stage1_variants    the heads step for each speed knob (frames decoded, RGB path resolution)
+                     beside one backbone forward: online/cached per variant
   stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
   stage2_step_no_gc  the same without checkpointing
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ITEMS = ("dit_forward", "stage1_step", "stage2_step_gc", "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
+ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage2_step_gc", "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
 
 
@@ -49,6 +51,8 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
         return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine,
                                   supervised_frames=args.supervised_frames, profile=args.profile,
                                   rgb_refine_stride=args.rgb_refine_stride)
+    if name == "stage1_variants":
+        return g.item_stage1_variants(**common, head_features=args.head_features)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -97,6 +101,10 @@ def print_table(results: dict[str, dict]) -> None:
                  for k in keys if result.get(k) is not None]
         detail = result.get("error", "") if result["status"] != "ok" else ", ".join(shown)
         print(f"{name:<18} {result['status']:<8} {detail}")
+        for variant in result.get("variants", []):
+            print(f"{'':<20}{variant['name']:<28} heads {variant['heads_fwd_bwd_ms']:7.1f} ms, cached step "
+                  f"{variant['cached_step_ms']:7.1f} ms, online {variant['online_step_ms']:7.1f} ms, "
+                  f"online/cached {variant['speedup']:.2f}x, peak {variant['peak_gib']:.1f} GiB")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

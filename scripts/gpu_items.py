@@ -196,6 +196,59 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     return result
 
 
+HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride; 0 = no RGB path)
+    ("all frames, full-res RGB", 0, 1), ("8 frames, full-res RGB", 8, 1), ("all frames, half-res RGB", 0, 2),
+    ("8 frames, half-res RGB", 8, 2), ("all frames, no RGB", 0, 0),
+)
+
+
+def item_stage1_variants(preset: str, device: torch.device, frames: int, height: int, width: int,
+                         runs: int, warmup: int, head_features: int = 128) -> dict:
+    """2b. The stage-1 speed knobs side by side: one backbone forward and one feature copy are
+    timed once, then each heads variant's step; online = backbone + heads + optimizer, cached =
+    host-to-device copy of the features + heads + optimizer (reading them is the loader's job)."""
+    p = get_preset(preset)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
+    latents, context = random_inputs(p, frames, height, width, device, dtype)
+    watch = PhaseTimer(device)
+    for i in range(warmup + runs):
+        watch.enabled = i >= warmup
+        with watch.phase("backbone"):
+            taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
+    host = [t.to(torch.bfloat16).cpu() for t in taps]
+    host = [t.pin_memory() for t in host] if device.type == "cuda" else host
+    del backbone, taps
+    for i in range(warmup + runs):
+        watch.enabled = i >= warmup
+        with watch.phase("h2d_features"):
+            taps = [t.to(device, non_blocking=True) for t in host]
+    fixed = watch.per_step_ms(runs)
+    result = {**fixed, "variants": []}
+    for name, supervised, stride in HEAD_VARIANTS:
+        result["variants"].append({"name": name, **_variant_step(p, device, frames, height, width, runs, warmup,
+                                                                  head_features, supervised, stride, taps, fixed)})
+    return result
+
+
+def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
+                  warmup: int, features: int, supervised: int, stride: int, taps, fixed: dict) -> dict:
+    flow_head, depth_head = build_heads(p, device, features, stride > 0, max(stride, 1))
+    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
+                                  fused=True if device.type == "cuda" else None)
+    targets = head_targets(frames, height, width, device, supervised)
+    reset_peak(device)
+    watch = PhaseTimer(device)
+    for i in range(warmup + runs):
+        watch.enabled = i >= warmup
+        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+    heads = watch.per_step_ms(runs)
+    step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
+    online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
+    return {"supervised_frames": supervised, "rgb_refine_stride": stride, **heads, "online_step_ms": online,
+            "cached_step_ms": cached, "speedup": online / cached, "peak_gib": peak_gib(device)}
+
+
 def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
                      runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32) -> dict:
     """3. Stage-2 LoRA step: flow-matching loss + head losses through the adapted DiT."""
