@@ -98,9 +98,10 @@ def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -
 
 def kernel_profile(step, device: torch.device, top: int = 15) -> dict:
     """Where one call of ``step`` spends its time: the ``top`` ops by self device time (CPU time
-    on a CPU), the device's busy time summed over all ops, the wall time and the op count.  Busy
-    time far below wall time means the step is bound by launching kernels, not by running them
-    (then CUDA graphs or torch.compile, not leaner kernels, are the fix)."""
+    on a CPU), the device's busy time summed over all ops, the (profiled, so inflated) wall time
+    and the op count.  Busy time far below the unprofiled step time means the step is bound by
+    launching kernels, not by running them (then CUDA graphs or torch.compile, not leaner
+    kernels, are the fix)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -110,12 +111,16 @@ def kernel_profile(step, device: torch.device, top: int = 15) -> dict:
         step()
         synchronize(device)
     wall_ms = 1000.0 * (time.perf_counter() - start)
-    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    attrs = ("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ("self_cpu_time_total",)
+
+    def self_us(event) -> float:  # the device attribute's name changed across torch versions
+        return next((float(getattr(event, a)) for a in attrs if hasattr(event, a)), 0.0)
+
     events = prof.key_averages()
-    rows = sorted(events, key=lambda e: getattr(e, attr, 0.0), reverse=True)[:top]
-    return {"wall_ms": wall_ms, "busy_ms": sum(getattr(e, attr, 0.0) for e in events) / 1000.0,
+    rows = sorted(events, key=self_us, reverse=True)[:top]
+    return {"wall_ms": wall_ms, "busy_ms": sum(self_us(e) for e in events) / 1000.0,
             "ops": sum(e.count for e in events),
-            "top": [{"op": e.key, "self_ms": getattr(e, attr, 0.0) / 1000.0, "calls": e.count} for e in rows]}
+            "top": [{"op": e.key, "self_ms": self_us(e) / 1000.0, "calls": e.count} for e in rows]}
 
 
 def item_dit_forward(preset: str, device: torch.device, frames: int, height: int, width: int,
