@@ -99,11 +99,11 @@ class HeadConfig:
             raise ValueError("in_channels, num_taps and features must be positive")
         if not (_is_pow2(self.neck_scale) and _is_pow2(self.spatial_factor)):
             raise ValueError("neck_scale and spatial_factor must be powers of two")
+        if self.spatial_factor % self.neck_scale:
+            raise ValueError(f"neck_scale {self.neck_scale} must divide spatial_factor {self.spatial_factor}")
         if not _is_pow2(self.rgb_refine_stride) or self.rgb_refine_stride > self.out_stride:
             raise ValueError(f"rgb_refine_stride must be a power of two <= out_stride={self.out_stride}, "
                              f"got {self.rgb_refine_stride}")
-        if self.spatial_factor % self.neck_scale:
-            raise ValueError(f"neck_scale {self.neck_scale} must divide spatial_factor {self.spatial_factor}")
         if self.temporal_factor < 1:
             raise ValueError("temporal_factor must be >= 1")
         if not 0 <= self.temporal_levels <= self.num_taps:

@@ -28,7 +28,7 @@ class HeadStepCost:
     saved_gib: float
     """Activations autograd keeps for the backward pass (fp32 heads), GiB."""
     refiner_flops: float
-    """The part spent in the full-resolution RGB refiners."""
+    """The part spent in the RGB refiners (full or half resolution, as configured)."""
 
 
 def head_step_cost(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervised_frames: int = 0) -> HeadStepCost:
