@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.blocks import Upsampler, parameter_summary
+from heads.blocks import Upsampler, parameter_summary, run_per_frame
 from heads.config import HeadConfig
 from heads.neck import DPTNeck, check_taps
 from heads.refine import RGBRefiner
@@ -32,7 +32,7 @@ class DenseHead(nn.Module):
         self.refiner = None
         if cfg.rgb_refine:
             self.refiner = RGBRefiner(refiner_inputs, c, out_channels, cfg.rgb_channels, cfg.rgb_refine_stride)
-        self.frame_chunk, self.gradient_checkpointing = 0, False
+        self.frame_chunk, self.gradient_checkpointing, self.channels_last = 0, False, False
 
     def neck_frames(self, taps: list[torch.Tensor],
                     frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -56,12 +56,23 @@ class DenseHead(nn.Module):
             t = frame_index.shape[1]
         return feats, (b, t, cfg.spatial_factor * h, cfg.spatial_factor * w)
 
-    def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False) -> None:
-        """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed.
+    def set_memory_options(self, frame_chunk: int = 0, gradient_checkpointing: bool = False,
+                           channels_last: bool = False) -> None:
+        """Decode full resolution `frame_chunk` frames at a time (0 = all), optionally checkpointed,
+        optionally in channels-last layout (cuDNN's fast path for bf16 convolutions with few channels).
 
-        Runtime-only (not saved): results are identical, only peak memory and speed change.
+        Runtime-only (not saved): results are the same up to float rounding; only peak memory and
+        speed change.
         """
-        self.frame_chunk, self.gradient_checkpointing = frame_chunk, gradient_checkpointing
+        self.frame_chunk, self.gradient_checkpointing, self.channels_last = frame_chunk, gradient_checkpointing, channels_last
+        self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def decode_frames(self, feats: torch.Tensor, *rgb: torch.Tensor | None) -> torch.Tensor:
+        """The per-frame ``_decode`` over (N, ...) frames, with the memory options applied."""
+        if self.channels_last:
+            feats = feats.contiguous(memory_format=torch.channels_last)
+            rgb = tuple(None if x is None else x.contiguous(memory_format=torch.channels_last) for x in rgb)
+        return run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats, *rgb)
 
     def summary(self) -> dict[str, int]:
         """Trainable parameters per sub-module (logged)."""

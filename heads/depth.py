@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from heads.base import DenseHead
-from heads.blocks import run_per_frame
 from heads.config import HeadConfig
 from heads.refine import check_frames
 
@@ -34,7 +33,7 @@ class DepthHead(DenseHead):
         cur = None
         if self.refiner is not None:
             cur = check_frames(frames, size).to(feats.dtype).flatten(0, 1)
-        depth = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats.flatten(0, 1), cur)
+        depth = self.decode_frames(feats.flatten(0, 1), cur)
         return depth.reshape(size)
 
     def _decode(self, feats: torch.Tensor, cur: torch.Tensor | None) -> torch.Tensor:

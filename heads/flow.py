@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from heads.base import DenseHead
-from heads.blocks import backward_warp, run_per_frame
+from heads.blocks import backward_warp
 from heads.config import HeadConfig
 from heads.refine import check_frames, previous_frames
 
@@ -42,7 +42,7 @@ class MotionVectorHead(DenseHead):
             frames = check_frames(frames, size).to(feats.dtype)
             prev = previous_frames(frames) if frame_index is None else check_frames(prev_frames, size, "prev_frames")
             cur, prev = frames.flatten(0, 1), prev.to(feats.dtype).flatten(0, 1)
-        flow = run_per_frame(self._decode, self.frame_chunk, self.gradient_checkpointing, feats.flatten(0, 1), cur, prev)
+        flow = self.decode_frames(feats.flatten(0, 1), cur, prev)
         return flow.reshape(*size[:2], 2, *size[2:])
 
     def _decode(self, feats: torch.Tensor, cur: torch.Tensor | None, prev: torch.Tensor | None) -> torch.Tensor:

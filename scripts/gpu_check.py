@@ -102,7 +102,7 @@ def print_table(results: dict[str, dict]) -> None:
         detail = result.get("error", "") if result["status"] != "ok" else ", ".join(shown)
         print(f"{name:<18} {result['status']:<8} {detail}")
         for variant in result.get("variants", []):
-            print(f"{'':<20}{variant['name']:<28} heads {variant['heads_fwd_bwd_ms']:7.1f} ms, cached step "
+            print(f"{'':<20}{variant['name']:<40} heads {variant['heads_fwd_bwd_ms']:7.1f} ms, cached step "
                   f"{variant['cached_step_ms']:7.1f} ms, online {variant['online_step_ms']:7.1f} ms, "
                   f"online/cached {variant['speedup']:.2f}x, peak {variant['peak_gib']:.1f} GiB")
 

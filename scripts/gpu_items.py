@@ -201,9 +201,10 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     return result
 
 
-HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride; 0 = no RGB path)
-    ("all frames, full-res RGB", 0, 1), ("8 frames, full-res RGB", 8, 1), ("all frames, half-res RGB", 0, 2),
-    ("8 frames, half-res RGB", 8, 2), ("all frames, no RGB", 0, 0),
+HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride (0 = no RGB path), channels-last decoder)
+    ("all frames, full-res RGB", 0, 1, False), ("all frames, full-res RGB, channels-last", 0, 1, True),
+    ("8 frames, full-res RGB", 8, 1, False), ("all frames, half-res RGB", 0, 2, False),
+    ("8 frames, half-res RGB", 8, 2, False), ("all frames, no RGB", 0, 0, False),
 )
 
 
@@ -230,15 +231,18 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
             taps = [t.to(device, non_blocking=True) for t in host]
     fixed = watch.per_step_ms(runs)
     result = {**fixed, "variants": []}
-    for name, supervised, stride in HEAD_VARIANTS:
+    for name, *knobs in HEAD_VARIANTS:
         result["variants"].append({"name": name, **_variant_step(p, device, frames, height, width, runs, warmup,
-                                                                  head_features, supervised, stride, taps, fixed)})
+                                                                  head_features, *knobs, taps=taps, fixed=fixed)})
     return result
 
 
 def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
-                  warmup: int, features: int, supervised: int, stride: int, taps, fixed: dict) -> dict:
+                  warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
+                  fixed: dict) -> dict:
     flow_head, depth_head = build_heads(p, device, features, stride > 0, max(stride, 1))
+    for head in (flow_head, depth_head):
+        head.set_memory_options(channels_last=channels_last)
     optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
                                   fused=True if device.type == "cuda" else None)
     targets = head_targets(frames, height, width, device, supervised)
@@ -250,7 +254,7 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
     heads = watch.per_step_ms(runs)
     step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
     online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
-    return {"supervised_frames": supervised, "rgb_refine_stride": stride, **heads, "online_step_ms": online,
+    return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last, **heads, "online_step_ms": online,
             "cached_step_ms": cached, "speedup": online / cached, "peak_gib": peak_gib(device)}
 
 

@@ -60,7 +60,7 @@ def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:
     pair = HeadPair.build(head_config(heads, preset, num_taps))
     for head in (pair.flow, pair.depth):
-        head.set_memory_options(frame_chunk=heads.frame_chunk)
+        head.set_memory_options(frame_chunk=heads.frame_chunk, channels_last=heads.channels_last)
     return pair
 
 

@@ -83,6 +83,9 @@ class HeadsConfig:
     """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper; see HeadConfig)."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
+    channels_last: bool = False
+    """Run the full-resolution decoder in channels-last layout (a speed option for bf16 on GPUs;
+    same results up to rounding). Compare with scripts/gpu_check.sh --items stage1_variants."""
 
     def __post_init__(self) -> None:
         require(self.features >= 8, f"features must be >= 8, got {self.features}")

@@ -26,13 +26,14 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert result["speedup_prefetched"] > result["speedup"], "reading ahead can only shorten the step"
     elif name == "stage1_variants":
         variants = {v["name"]: v for v in result["variants"]}
-        assert len(variants) == 5 and result["backbone_ms"] > 0 and result["h2d_features_ms"] >= 0
+        assert len(variants) == 6 and result["backbone_ms"] > 0 and result["h2d_features_ms"] >= 0
         for v in variants.values():
             assert v["speedup"] == pytest.approx(v["online_step_ms"] / v["cached_step_ms"])
         # Fewer decoded frames can only shrink the heads' share of a step (CPU timing noise aside,
         # 8 of 9 frames is close to all, so only the bookkeeping is checked here).
         assert variants["8 frames, full-res RGB"]["supervised_frames"] == 8
         assert variants["all frames, no RGB"]["rgb_refine_stride"] == 0
+        assert [v["name"] for v in variants.values() if v["channels_last"]] == ["all frames, full-res RGB, channels-last"]
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")

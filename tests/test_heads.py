@@ -200,7 +200,8 @@ def test_flow_head_with_rgb_path_overfits_a_translated_square(stride: int, width
 
 
 @pytest.mark.parametrize("head_cls", [MotionVectorHead, DepthHead])
-def test_frame_chunking_and_checkpointing_do_not_change_results(head_cls) -> None:
+def test_memory_options_do_not_change_results(head_cls) -> None:
+    """Frame chunking, checkpointing and the channels-last layout change speed and memory only."""
     torch.manual_seed(0)
     cfg = tiny_cfg()
     head = head_cls(cfg).train()
@@ -216,6 +217,13 @@ def test_frame_chunking_and_checkpointing_do_not_change_results(head_cls) -> Non
     torch.testing.assert_close(out, ref)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    head.set_memory_options(channels_last=True)
+    assert head.refiner.out.weight.is_contiguous(memory_format=torch.channels_last)
+    out = head(taps, frames)
+    grads = torch.autograd.grad(out.square().mean(), list(head.parameters()))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_half_resolution_rgb_path_is_full_size_and_starts_as_the_identity() -> None:
