@@ -9,6 +9,8 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
                      (--supervised-frames K: decode K frames per step; --profile: top ops)
   stage1_variants    the heads step for each speed knob (frames decoded, RGB path resolution)
                      beside one backbone forward: online/cached per variant
+  stage1_compiled    the default heads step under torch.compile (compile time, step, difference
+                     from eager); minutes of compiling, so only when named in --items
   stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
   stage2_step_no_gc  the same without checkpointing
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
@@ -32,7 +34,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage2_step_gc", "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
+ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage1_compiled", "stage2_step_gc", "stage2_step_no_gc",
+         "vae_encode_tiled", "vae_encode")
+DEFAULT_ITEMS = tuple(i for i in ITEMS if i != "stage1_compiled")  # compiling takes minutes: asked for by name
+MIN_TIMEOUT_S = {"stage1_compiled": 420.0}
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
 
 
@@ -53,6 +58,9 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
                                   rgb_refine_stride=args.rgb_refine_stride)
     if name == "stage1_variants":
         return g.item_stage1_variants(**common, head_features=args.head_features)
+    if name == "stage1_compiled":
+        backend = "inductor" if device.type == "cuda" else "aot_eager"  # CPU: check the wiring, not the speed
+        return g.item_stage1_compiled(**common, head_features=args.head_features, backend=backend)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -94,7 +102,7 @@ def environment(device: str) -> dict:
 
 def print_table(results: dict[str, dict]) -> None:
     keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
-            "speedup_prefetched", "step_ms", "median_ms",
+            "speedup_prefetched", "compile_s", "heads_fwd_bwd_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib")
     for name, result in results.items():
         shown = [f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
@@ -123,7 +131,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="stage1_step: top ops of one cached step")
     parser.add_argument("--rgb-refine-stride", type=int, default=1, help="stage1_step: RGB path at full (1) or half (2) res")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
-    parser.add_argument("--items", nargs="+", default=list(ITEMS), choices=ITEMS)
+    parser.add_argument("--items", nargs="+", default=list(DEFAULT_ITEMS), choices=ITEMS,
+                        help="default: all but stage1_compiled")
     parser.add_argument("--item-timeout", type=float, default=150.0, help="seconds per item")
     parser.add_argument("--out-dir", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--tag", default="", help="suffix of the results file name (e.g. heads-f64)")
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> Path | None:
           f"{args.frames}x{args.height}x{args.width}", flush=True)
     results = {}
     for name in args.items:
-        results[name] = _child(name, args, args.item_timeout)
+        results[name] = _child(name, args, max(args.item_timeout, MIN_TIMEOUT_S.get(name, 0.0)))
         print(f"  {name}: {results[name]['status']} ({results[name].get('wall_s', 0):.0f} s)", flush=True)
     print_table(results)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device_name"]).strip("-").lower()

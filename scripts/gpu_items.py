@@ -237,6 +237,39 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
     return result
 
 
+def item_stage1_compiled(preset: str, device: torch.device, frames: int, height: int, width: int,
+                         runs: int, warmup: int, head_features: int = 128, backend: str = "inductor") -> dict:
+    """2c. The default heads step with both heads under torch.compile: the one-off compile time,
+    the steady-state step, and the largest output difference from eager (fusing the many small
+    ops is the fix if the profile shows the eager step bound by kernel launches)."""
+    p = get_preset(preset)
+    gen = torch.Generator().manual_seed(2)
+    taps = [torch.randn(1, p.hidden_dim, *p.token_grid(frames, height, width), generator=gen).to(device)
+            for _ in p.default_taps]
+    targets = head_targets(frames, height, width, device)
+    flow_head, depth_head = build_heads(p, device, head_features)
+    with torch.no_grad(), autocast_for(device):
+        eager = [flow_head(taps, targets["rgb"]), depth_head(taps, targets["rgb"])]
+    flow_c, depth_c = torch.compile(flow_head, backend=backend), torch.compile(depth_head, backend=backend)
+    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
+                                  fused=True if device.type == "cuda" else None)
+    with torch.no_grad(), autocast_for(device):
+        diff = max((a.float() - b(taps, targets["rgb"]).float()).abs().max().item()
+                   for a, b in zip(eager, (flow_c, depth_c)))
+    synchronize(device)
+    start = time.perf_counter()
+    _heads_step(flow_c, depth_c, optimizer, taps, targets, PhaseTimer(device))
+    synchronize(device)
+    compile_s = time.perf_counter() - start
+    reset_peak(device)
+    watch = PhaseTimer(device)
+    for i in range(warmup + runs):
+        watch.enabled = i >= warmup
+        _heads_step(flow_c, depth_c, optimizer, taps, targets, watch)
+    return {"backend": backend, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **watch.per_step_ms(runs),
+            "peak_gib": peak_gib(device)}
+
+
 def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
                   warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
                   fixed: dict) -> dict:

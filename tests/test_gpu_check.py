@@ -34,6 +34,9 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert variants["8 frames, full-res RGB"]["supervised_frames"] == 8
         assert variants["all frames, no RGB"]["rgb_refine_stride"] == 0
         assert [v["name"] for v in variants.values() if v["channels_last"]] == ["all frames, full-res RGB, channels-last"]
+    elif name == "stage1_compiled":
+        assert result["backend"] == "aot_eager" and result["heads_fwd_bwd_ms"] > 0 and result["compile_s"] > 0
+        assert result["max_abs_diff_vs_eager"] < 1e-4
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")
@@ -52,6 +55,11 @@ def test_stage1_item_decodes_a_frame_subset_and_profiles(cpu_args):
     assert len(top) == 15 and top[0]["self_ms"] >= top[-1]["self_ms"] > 0
     assert any("conv" in row["op"] for row in top), [row["op"] for row in top]
     assert 0 < profile["busy_ms"] and profile["wall_ms"] > 0 and profile["ops"] > 100
+
+
+def test_compiling_runs_only_when_named(cpu_args):
+    assert "stage1_compiled" not in cpu_args.items and "stage1_variants" in cpu_args.items
+    assert gpu_check.parse(["--device", "cpu", "--items", "stage1_compiled"]).items == ["stage1_compiled"]
 
 
 def test_driver_writes_the_results_file(tmp_path):
