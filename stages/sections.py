@@ -80,7 +80,8 @@ class HeadsConfig:
     rgb_refine: bool = True
     """Light full-resolution RGB-guided refinement (what makes flow generalise at small scale)."""
     rgb_refine_stride: int = 1
-    """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper; see HeadConfig)."""
+    """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper, but it lost the flow gain on
+    small objects in the demo; README, speed knobs)."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
     channels_last: bool = False
