@@ -47,8 +47,10 @@ class FlowConvention:
 
     def to_internal(self, file_flow: np.ndarray) -> np.ndarray:
         """(H, W, 2) file channels 0,1 -> (2, H, W) internal backward flow."""
-        sign = np.asarray(CONVENTIONS[self.name], dtype=np.float32)
-        return np.ascontiguousarray((file_flow * sign).transpose(2, 0, 1))
+        out = np.empty((2, *file_flow.shape[:2]), dtype=np.float32)
+        for axis, sign in enumerate(CONVENTIONS[self.name]):  # one pass per channel, no (H, W, 2) temporary
+            np.multiply(file_flow[:, :, axis], np.float32(sign), out=out[axis])
+        return out
 
 
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
