@@ -146,14 +146,16 @@ class SimPhysicsDataset(Dataset):
             sample["rgb"] = rgb(range(len(frames)))
         if select is not None:
             sample.update(frame_index=torch.from_numpy(at), frame_rgb=rgb(at), prev_rgb=rgb(prev))
-        sample["flow"], sample["flow_valid"] = transforms.apply_flow(torch.from_numpy(flow), torch.from_numpy(flow_valid), geometry)
+        sample["flow"], sample["flow_valid"] = transforms.apply_flow(
+            torch.from_numpy(flow), torch.from_numpy(flow_valid), geometry)
         sample["depth"], sample["depth_valid"] = transforms.apply_depth(
             torch.from_numpy(np.stack(depth)), torch.from_numpy(np.stack(depth_valid)), geometry
         )
         return sample
 
     @staticmethod
-    def _decode_rgb(scene: SceneFiles, frames: np.ndarray, needed: list[int]) -> tuple[dict[int, np.ndarray], tuple[int, int]]:
+    def _decode_rgb(scene: SceneFiles, frames: np.ndarray,
+                    needed: list[int]) -> tuple[dict[int, np.ndarray], tuple[int, int]]:
         """PNGs of the window frames ``needed``; the first one fixes the size the others must have."""
         decoded = {needed[0]: read_rgb(scene.rgb[frames[needed[0]]])}
         hw = decoded[needed[0]].shape[:2]

@@ -34,7 +34,8 @@ class WindowSpec:
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
         if not 0 <= self.supervised_frames <= self.num_frames:
-            raise ValueError(f"supervised_frames must lie in [0, num_frames={self.num_frames}], got {self.supervised_frames}")
+            raise ValueError(f"supervised_frames must lie in [0, num_frames={self.num_frames}], "
+                             f"got {self.supervised_frames}")
         if self.eval_anchor not in ("start", "center"):
             raise ValueError(f"eval_anchor must be 'start' or 'center', got {self.eval_anchor!r}")
 

@@ -49,7 +49,8 @@ class DenseHead(nn.Module):
             if frame_index.dim() != 2 or frame_index.shape[0] != b:
                 raise ValueError(f"frame_index must be (B={b}, K), got {tuple(frame_index.shape)}")
             # Range-checked only on the host: on a GPU the check would stall every step on a sync.
-            if frame_index.device.type == "cpu" and frame_index.numel() and not 0 <= int(frame_index.min()) <= int(frame_index.max()) < t:
+            on_host = frame_index.device.type == "cpu" and frame_index.numel() > 0
+            if on_host and not 0 <= int(frame_index.min()) <= int(frame_index.max()) < t:
                 raise ValueError(f"frame_index must lie in [0, {t}) for {f} latent frames")
             frame_index = frame_index.to(feats.device, torch.long)
             feats = feats[torch.arange(b, device=feats.device)[:, None], frame_index]
@@ -64,7 +65,8 @@ class DenseHead(nn.Module):
         Runtime-only (not saved): results are the same up to float rounding; only peak memory and
         speed change.
         """
-        self.frame_chunk, self.gradient_checkpointing, self.channels_last = frame_chunk, gradient_checkpointing, channels_last
+        self.frame_chunk, self.gradient_checkpointing = frame_chunk, gradient_checkpointing
+        self.channels_last = channels_last
         self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     def decode_frames(self, feats: torch.Tensor, *rgb: torch.Tensor | None) -> torch.Tensor:
