@@ -32,7 +32,7 @@ from data.layout import SceneFiles, scan_scene
 from data.metadata import ClipEntry, read_metadata
 from data.scene_meta import down_from_meta, fps_from_meta, intrinsics_from_meta, read_scene_meta
 from data.readers import DEFAULT_FAR_CLIP_M, read_depth, read_flow_file, read_rgb
-from data.sampling import WindowSpec, supervised_subset, window_indices
+from data.sampling import WindowSpec, training_subset, window_indices
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,9 @@ class SimPhysicsDataset(Dataset):
         scene_index, rng = index % len(self.scenes), self._rng(index)
         frames = window_indices(self.scenes[scene_index].num_frames, self.config.window, rng)
         select = None
-        if rng is not None and self.config.window.supervised_frames:
-            select = supervised_subset(len(frames), self.config.window.supervised_frames, self._select_rng(index))
+        if rng is not None:
+            select = training_subset(len(frames), self.config.window.supervised_frames, self.seed, self.epoch, index)
         return self.load_window(scene_index, frames, rng, select=select)
-
-    def _select_rng(self, index: int) -> np.random.Generator:
-        """Own stream for the frame subset, so choosing K leaves the window and crop draws unchanged."""
-        return np.random.default_rng([self.seed, self.epoch, index, 1])
 
     def fixed_window_starts(self, scene_index: int, count: int) -> list[int]:
         """Up to ``count`` distinct window starts spread evenly over a scene (for cached features)."""

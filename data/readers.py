@@ -55,8 +55,8 @@ def read_flow_file(path: Path, expected_hw: tuple[int, int] | None = None) -> np
         raise DataFormatError(path, f"motion vectors must be (H, W, 4); got shape {array.shape}")
     _check_float(path, array)
     _check_hw(path, array.shape[:2], expected_hw)
-    # A view when the file is float32 already (the loaded array is ours): the caller's
-    # conversion makes the one copy a window needs.
+    # A read-only view of the memory-mapped file when it is float32 already: the caller's
+    # conversion (FlowConvention.to_internal) makes the one copy a window needs.
     flow = array[:, :, :2] if array.dtype == np.float32 else array[:, :, :2].astype(np.float32)
     if not np.isfinite(flow).all():
         bad = int((~np.isfinite(flow)).any(axis=2).sum())

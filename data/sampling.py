@@ -76,3 +76,12 @@ def supervised_subset(num_frames: int, count: int, rng: np.random.Generator) -> 
     if count <= 0 or count >= num_frames:
         return np.arange(num_frames)
     return np.sort(rng.choice(num_frames, size=count, replace=False))
+
+
+def training_subset(num_frames: int, count: int, seed: int, epoch: int, index: int) -> np.ndarray | None:
+    """The supervised frames of training item ``index`` (None = all), a function of (seed, epoch,
+    index) like every training draw, from a stream of its own so that choosing frames leaves the
+    window and crop draws unchanged."""
+    if not count:
+        return None
+    return supervised_subset(num_frames, count, np.random.default_rng([seed, epoch, index, 1]))

@@ -31,17 +31,17 @@ def flow_valid_mask(target: torch.Tensor, mask: torch.Tensor | None, skip_first_
                     frame_index: torch.Tensor | None = None) -> torch.Tensor:
     """Valid pixels of a flow target. target: (B, T, 2, H, W); mask: (B, T, H, W) bool or None.
 
-    ``frame_index`` (B, T): the window frame each target frame is, when only some are given;
-    the skipped first frame is then window frame 0, wherever it sits (or nowhere).
+    ``frame_index`` (B, T): the window frame each target frame is, when only some are given
+    (None: all frames in order). The skipped frame is window frame 0, which has no previous
+    frame, wherever it sits (or nowhere).
     """
     valid = torch.isfinite(target).all(dim=2)
     if mask is not None:
         valid = valid & mask.bool()
-    if skip_first_frame and frame_index is not None:
+    if skip_first_frame:
+        if frame_index is None:
+            frame_index = torch.arange(target.shape[1], device=valid.device)[None]
         valid = valid & (frame_index != 0).to(valid.device)[:, :, None, None]
-    elif skip_first_frame:
-        valid = valid.clone()
-        valid[:, 0] = False  # frame 0 has no previous frame
     return valid
 
 

@@ -5,8 +5,8 @@
 
 A 49-frame window at stride 2 touches 49 PNGs, ~97 motion-vector files and ~97 distance
 files (composition needs the intermediate steps); supervising K frames (the cached path's
-data.window.supervised_frames) touches about 2K PNGs and 2K of each.  MB/s counts the bytes of the files a
-window touches; 'decoded MB/s' counts the arrays it produces.
+data.window.supervised_frames) touches about 2K PNGs and 2K of each.  MB/s counts the bytes
+of the files a window touches; 'decoded MB/s' counts the arrays it produces.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import argparse
-import dataclasses
 import subprocess
 import tempfile
 import time
@@ -55,7 +54,7 @@ def _touched_bytes(dataset: SimPhysicsDataset, sample: dict) -> int:
         if t > 0:
             steps = range(frames[t - 1] + 1, frames[t] + 1)
             total += sum(scene.flow[i].stat().st_size for i in steps)
-            total += sum(scene.depth[i].stat().st_size for i in steps[:-1]) if len(steps) > 1 else 0
+            total += sum(scene.depth[i].stat().st_size for i in steps[:-1])  # composition's intermediate steps
     return total
 
 
@@ -116,9 +115,7 @@ def _dataset(config: DataConfig, supervised: int):
 
     if not supervised:
         return SimPhysicsDataset(config, train=True, seed=0)
-    window = dataclasses.replace(config.window, supervised_frames=supervised)
-    base = SimPhysicsDataset(dataclasses.replace(config, window=window))
-    return FixedWindows(base, per_scene=4, repeat=4, supervised_frames=supervised, video=False)
+    return FixedWindows(SimPhysicsDataset(config), per_scene=4, repeat=4, supervised_frames=supervised, video=False)
 
 if __name__ == "__main__":
     main()

@@ -87,6 +87,17 @@ def head_targets(frames: int, height: int, width: int, device: torch.device,
     return targets
 
 
+def heads_optimizer(flow_head, depth_head, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over both heads as training builds it (fused on CUDA)."""
+    return torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
+                             fused=True if device.type == "cuda" else None)
+
+
+def pinned(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Page-locked host copies on CUDA machines (what the training loader's pin thread makes)."""
+    return [t.pin_memory() for t in tensors] if device.type == "cuda" else tensors
+
+
 def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
     taps = [t.float() for t in taps]
     index = targets.get("frame_index")
@@ -155,8 +166,7 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
     flow_head, depth_head = build_heads(p, device, head_features, rgb_refine, rgb_refine_stride)
-    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
-                                  fused=True if device.type == "cuda" else None)
+    optimizer = heads_optimizer(flow_head, depth_head, device)
     targets = head_targets(frames, height, width, device, supervised_frames)
     result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head),
               "head_features": head_features, "rgb_refine": rgb_refine, "rgb_refine_stride": rgb_refine_stride,
@@ -182,7 +192,7 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
             with watch.phase("read_features"):  # in training: DataLoader workers + pin thread, ahead of time
                 stored = load_file(str(path))
                 host = [stored[str(k)] for k in range(len(stored))]
-                host = [t.pin_memory() for t in host] if device.type == "cuda" else host
+                host = pinned(host, device)
             with watch.phase("h2d_features"):
                 taps = [t.to(device, non_blocking=True) for t in host]
             _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
@@ -223,7 +233,7 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
         with watch.phase("backbone"):
             taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
     host = [t.to(torch.bfloat16).cpu() for t in taps]
-    host = [t.pin_memory() for t in host] if device.type == "cuda" else host
+    host = pinned(host, device)
     del backbone, taps
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
@@ -239,7 +249,8 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
 
 def item_stage1_compiled(preset: str, device: torch.device, frames: int, height: int, width: int,
                          runs: int, warmup: int, head_features: int = 128, backend: str = "inductor") -> dict:
-    """2c. The default heads step with both heads under torch.compile: the one-off compile time,
+    """2c. The default heads step with both heads under torch.compile: the one-off compile time of
+    the training step (the no-grad comparison before it compiles a graph of its own, not counted),
     the steady-state step, and the largest output difference from eager (fusing the many small
     ops is the fix if the profile shows the eager step bound by kernel launches)."""
     p = get_preset(preset)
@@ -251,8 +262,7 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     with torch.no_grad(), autocast_for(device):
         eager = [flow_head(taps, targets["rgb"]), depth_head(taps, targets["rgb"])]
     flow_c, depth_c = torch.compile(flow_head, backend=backend), torch.compile(depth_head, backend=backend)
-    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
-                                  fused=True if device.type == "cuda" else None)
+    optimizer = heads_optimizer(flow_head, depth_head, device)
     with torch.no_grad(), autocast_for(device):
         diff = max((a.float() - b(taps, targets["rgb"]).float()).abs().max().item()
                    for a, b in zip(eager, (flow_c, depth_c)))
@@ -276,8 +286,7 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
     flow_head, depth_head = build_heads(p, device, features, stride > 0, max(stride, 1))
     for head in (flow_head, depth_head):
         head.set_memory_options(channels_last=channels_last)
-    optimizer = torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
-                                  fused=True if device.type == "cuda" else None)
+    optimizer = heads_optimizer(flow_head, depth_head, device)
     targets = head_targets(frames, height, width, device, supervised)
     reset_peak(device)
     watch = PhaseTimer(device)

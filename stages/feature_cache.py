@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.dataset import SimPhysicsDataset
-from data.sampling import supervised_subset
+from data.sampling import training_subset
 from stages.features import FeatureSource
 from world_model.cache import TensorCache, sha256_key
 
@@ -61,10 +61,8 @@ class FixedWindows(Dataset):
         return len(self.refs) * self.repeat
 
     def __getitem__(self, index: int) -> dict:
-        select = None
-        if self.supervised_frames:
-            rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-            select = supervised_subset(self.base.config.window.num_frames, self.supervised_frames, rng)
+        select = training_subset(self.base.config.window.num_frames, self.supervised_frames, self.seed,
+                                 self.epoch, index)
         return self.load(index % len(self.refs), select=select, video=self.video)
 
     def load(self, window: int, select: np.ndarray | None = None, video: bool = True) -> dict:

@@ -66,12 +66,12 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
             per_scene: int, repeat: int, train: bool) -> CachedFeatureWindows:
     """Fixed windows with features computed once, sharded over processes, then shared by all.
 
-    Training windows supervise ``window.supervised_frames`` random frames each and skip the
-    whole-window RGB (only the backbone, which the cached path never runs, reads it).
+    With ``window.supervised_frames`` K > 0, training windows supervise K random frames each and
+    skip the whole-window RGB (only the backbone, which the cached path never runs, reads it).
     """
     supervised = config.data.window.supervised_frames if train else 0
     windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
-                           video=not (train and supervised))
+                           video=not supervised)
     cache = FeatureCache(config.features.cache_dir, windows, source)
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
