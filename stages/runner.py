@@ -20,6 +20,7 @@ from tqdm import tqdm
 from stages.assemble import make_accelerator
 from stages.cli import expand_aliases
 from stages.common import parse_cli, save_config
+from stages.common.console import configure_logging
 from stages.loop import batch_stream, log_step, optimizer_step, resume, save
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 def run_entry(config_cls: type, build: Any, argv: list[str] | None, description: str) -> dict[str, float]:
     """parse -> build -> train -> close: the whole entry point of either stage."""
     config, _ = parse_cli(config_cls, expand_aliases(sys.argv[1:] if argv is None else argv), description=description)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     accelerator = make_accelerator()
     stage = build(config, accelerator)
     stage.before_training()

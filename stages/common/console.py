@@ -1,0 +1,34 @@
+"""Console logging for the training entry points: readable beside tqdm, and not silenced by imports.
+
+modelscope (which ``import diffsynth`` pulls in) sets every plain ``StreamHandler`` on the root
+logger to ERROR when torch.distributed is already initialised, to quiet its own rank>0 output.
+In a multi-process run that import happens after accelerate set up the process group, so every
+step line, checkpoint and resume message vanished.  Our handler is a subclass, which that reset
+skips, and it writes through ``tqdm.write`` so log lines land above the progress bar, not in it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from tqdm import tqdm
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TqdmHandler(logging.StreamHandler):
+    """A stderr handler that prints through tqdm, keeping any active progress bar intact."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never take the run down
+            self.handleError(record)
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Replace the root handlers with one TqdmHandler at ``level``."""
+    handler = TqdmHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
