@@ -4,6 +4,7 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from stages import zero
 from stages.common import (
     EMA,
     NonFiniteGuard,
@@ -30,10 +32,14 @@ log = logging.getLogger(__name__)
 def make_accelerator():
     """accelerate's Accelerator, told about CPU-only machines: without ``cpu=True`` a
     ``--multi_gpu`` launch on CPUs initialises gloo but leaves accelerate believing it is one
-    process, so every rank trains alone on all the data and all write the same checkpoints."""
+    process, so every rank trains alone on all the data and all write the same checkpoints.
+    ``cpu=True`` would also silently turn a DeepSpeed launch into DDP, so DeepSpeed keeps it off
+    (one process on CPUs; see stages.zero.check_launch)."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    zero.check_launch(cuda, int(os.environ.get("WORLD_SIZE", "1")))
+    accelerator = Accelerator(cpu=not cuda and not zero.requested())
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
     return accelerator
 
@@ -47,6 +53,7 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     # Fused AdamW on CUDA: one kernel for all parameters instead of a few per tensor.
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
                                   weight_decay=optim.weight_decay, fused=True if accelerator.device.type == "cuda" else None)
+    zero_autocast = zero.configure(accelerator, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = accelerator.prepare(model, optimizer)
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
     sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
@@ -66,4 +73,5 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                     guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
                     tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
                     run_dir=run_dir, total_steps=total_steps, config=config, ema=ema,
-                    timer=PhaseTimer(accelerator.device))
+                    timer=PhaseTimer(accelerator.device), zero=zero.is_deepspeed(accelerator),
+                    zero_autocast=zero_autocast)

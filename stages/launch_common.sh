@@ -54,8 +54,10 @@ pwm_launch() {
     overrides+=("objective.heads_dir=$STAGE1_DIR")
   fi
   local launch=(--num_machines "$NUM_NODES" --num_processes "$(( NUM_GPUS * NUM_NODES ))" --mixed_precision "$MIXED_PRECISION" --dynamo_backend no)
-  if [ -n "${ACCELERATE_CONFIG:-}" ]; then launch=(--config_file "$ACCELERATE_CONFIG" "${launch[@]}"); fi
-  if [ $(( NUM_GPUS * NUM_NODES )) -gt 1 ]; then launch+=(--multi_gpu); fi
+  # A config file names the distributed type itself (e.g. DeepSpeed); --multi_gpu would override
+  # it and silently launch plain DDP instead.
+  if [ -n "${ACCELERATE_CONFIG:-}" ]; then launch=(--config_file "$ACCELERATE_CONFIG" "${launch[@]}")
+  elif [ $(( NUM_GPUS * NUM_NODES )) -gt 1 ]; then launch+=(--multi_gpu); fi
   if [ "$NUM_NODES" -gt 1 ]; then
     launch+=(--machine_rank "${MACHINE_RANK:?}" --main_process_ip "${MAIN_PROCESS_IP:?}" --main_process_port "${MAIN_PROCESS_PORT:-29500}")
   fi

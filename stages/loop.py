@@ -19,11 +19,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from stages import zero
 from stages.common import (
     EMA,
     NonFiniteGuard,
     ResumableSampler,
     Tracker,
+    all_ranks,
     capture_rng_all_ranks,
     format_step_line,
     load_checkpoint,
@@ -59,6 +61,10 @@ class TrainRun:
     ema: EMA | None = None
     step: int = 0
     timer: PhaseTimer = field(default_factory=PhaseTimer)
+    zero: bool = False
+    """DeepSpeed ZeRO-1/2: ``model`` is the engine, which clips, steps and clears (stages.zero)."""
+    zero_autocast: torch.dtype | None = None
+    """Under DeepSpeed the loop autocasts itself (accelerate does not): bf16, or None for fp32."""
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -95,29 +101,70 @@ def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim
     """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss skips the update."""
     acc, total, metrics = run.accelerator, torch.zeros((), device=run.accelerator.device), {}
     for micro in range(optim.grad_accum):
+        last = micro == optim.grad_accum - 1
         with run.timer.phase("data"):
             batch = to_device(next(stream), acc.device)
-        sync = contextlib.nullcontext() if micro == optim.grad_accum - 1 else acc.no_sync(run.model)
-        with sync, run.timer.phase("forward_backward"):
-            with acc.autocast():
+        with accumulation(run, last), run.timer.phase("forward_backward"):
+            with zero.autocast(acc.device, run.zero_autocast) if run.zero else acc.autocast():
                 loss, parts = loss_fn(batch)
-            acc.backward(loss / optim.grad_accum)
-        total = total + loss.detach() / optim.grad_accum
+            total = total + loss.detach() / optim.grad_accum
+            if run.zero and last and not bool(torch.isfinite(total)):
+                loss = zero.poison(loss)
+            backward(run, loss / optim.grad_accum)
         for key, value in parts.items():
             metrics[key] = metrics.get(key, 0.0) + float(value) / optim.grad_accum
     with run.timer.phase("optimizer"):
         if not run.guard.check(total, step=run.step):
-            run.optimizer.zero_grad(set_to_none=True)
+            discard_gradients(run)
             return {"loss": float("nan"), "skipped": 1.0}
-        params = [p for p in run.model.parameters() if p.requires_grad]
-        norm = acc.clip_grad_norm_(params, optim.grad_clip) if optim.grad_clip > 0 else torch.zeros(())
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
+        norm = apply_gradients(run, optim)
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update(run.unwrapped)
     run.step += 1
-    return {**metrics, "loss": float(total), "grad_norm": float(norm), "lr": run.scheduler.get_last_lr()[0]}
+    if norm is not None:
+        metrics["grad_norm"] = norm
+    return {**metrics, "loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
+
+
+def accumulation(run: TrainRun, last: bool) -> contextlib.AbstractContextManager:
+    """Gradients are synchronised on the last micro-batch only: DDP skips its all-reduce before it,
+    and the DeepSpeed engine is told where its accumulation boundary is."""
+    if run.zero:
+        run.model.set_gradient_accumulation_boundary(last)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if last else run.accelerator.no_sync(run.model)
+
+
+def backward(run: TrainRun, loss: torch.Tensor) -> None:
+    if run.zero:
+        # The loss is already divided by grad_accum; the engine must not divide it again.
+        run.model.backward(loss, scale_wrt_gas=False)
+    else:
+        run.accelerator.backward(loss)
+
+
+def apply_gradients(run: TrainRun, optim: OptimConfig) -> float | None:
+    """Clip, update and clear; returns the gradient norm before clipping (None when not computed)."""
+    if run.zero:
+        run.model.step()  # clips (gradient_clipping = optim.grad_clip), updates and clears
+        norm = run.model.get_global_grad_norm()
+        run.optimizer.step()  # accelerate's DeepSpeed wrapper: a no-op that tells the LR scheduler a step was taken
+    else:
+        params = [p for p in run.model.parameters() if p.requires_grad]
+        norm = run.accelerator.clip_grad_norm_(params, optim.grad_clip) if optim.grad_clip > 0 else None
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return None if norm is None else float(norm)
+
+
+def discard_gradients(run: TrainRun) -> None:
+    """Drop a skipped step's gradients (DeepSpeed: its overflow check skips the poisoned step)."""
+    if run.zero:
+        run.model.step()
+        zero.check_skipped(run.model)
+    else:
+        run.optimizer.zero_grad(set_to_none=True)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -140,12 +187,13 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
 def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
     """Checkpoint on the main process (RNG of every rank gathered first: a collective)."""
     rng = capture_rng_all_ranks()
+    optimizer = all_ranks(zero.optimizer_state(run.optimizer)) if run.zero else run.optimizer.state_dict()
     if run.accelerator.is_main_process:
         tensors = {"trainable": trainable_state(run.unwrapped)}
         if run.ema is not None:
             tensors["ema"] = run.ema.state_dict()
         save_checkpoint(run.run_dir, run.step, tensors=tensors,
-                        state={"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict()},
+                        state={"optimizer": optimizer, "scheduler": run.scheduler.state_dict()},
                         meta={"step": run.step, "sampler": run.sampler.state_dict(), "guard": run.guard.state_dict()},
                         rng={"ranks": rng}, config=run.config, keep_last=ckpt.keep_last)
     run.accelerator.wait_for_everyone()
@@ -160,7 +208,10 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], path)
     if run.ema is not None:
         run.ema.load_state_dict(saved.tensors["ema"])
-    run.optimizer.load_state_dict(saved.state["optimizer"])
+    if run.zero:
+        zero.load_optimizer_state(run.optimizer, saved.state["optimizer"], run.accelerator.process_index)
+    else:
+        run.optimizer.load_state_dict(saved.state["optimizer"])
     load_scheduler_state(run.scheduler, saved.state["scheduler"])
     run.sampler.load_state_dict(saved.meta["sampler"])
     run.guard.load_state_dict(saved.meta["guard"])

@@ -18,7 +18,7 @@
 #   NUM_GPUS           processes per node        (GPUs visible, else 1)
 #   NUM_NODES          nodes (1); multi-node also MACHINE_RANK, MAIN_PROCESS_IP, MAIN_PROCESS_PORT
 #   MIXED_PRECISION    no | bf16 | fp16          (bf16 with GPUs, else no)
-#   ACCELERATE_CONFIG  optional accelerate config (stages/configs/accelerate_zero2.yaml or _zero3.yaml)
+#   ACCELERATE_CONFIG  optional accelerate config (e.g. stages/configs/accelerate_zero2.yaml)
 # Any arguments are config overrides passed through (section.field=value); --help lists them all.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

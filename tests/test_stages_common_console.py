@@ -53,4 +53,5 @@ def test_log_lines_do_not_break_a_progress_bar(capsys):
         line = next(row for row in err.replace("\r", "\n").splitlines() if "between updates" in row)
         assert "bar" not in line, "the log line was written into the progress bar's line"
     finally:
-        logging.basicConfig(force=True)
+        for handler in [h for h in logging.getLogger().handlers if type(h).__name__ == "TqdmHandler"]:
+            logging.getLogger().removeHandler(handler)

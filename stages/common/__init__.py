@@ -16,7 +16,7 @@ from stages.common.config import ConfigError, load_config, parse_cli, split_cli
 from stages.common.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
 from stages.common.ema import EMA
 from stages.common.guard import NonFiniteGuard, NonFiniteLossError
-from stages.common.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
+from stages.common.rng import all_ranks, capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
 from stages.common.sampler import ResumableSampler
 from stages.common.schedule import WarmupCosine, load_scheduler_state, scheduler_from_config, warmup_cosine
 from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
@@ -24,7 +24,7 @@ from stages.common.seed import make_generator, seed_everything, seed_worker, set
 from stages.common.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
 
 __all__ = [
-    "EMA", "Checkpoint", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",
+    "EMA", "Checkpoint", "all_ranks", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",
     "NonFiniteGuard", "NonFiniteLossError", "OptimConfig", "ResumableSampler", "Tracker", "WarmupCosine",
     "build_tracker", "capture_rng", "capture_rng_all_ranks", "field_docs", "format_step_line", "help_text",
     "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_config", "load_scheduler_state", "make_generator",

@@ -28,7 +28,13 @@ class TqdmHandler(logging.StreamHandler):
 
 
 def configure_logging(level: int | str = logging.INFO) -> None:
-    """Replace the root handlers with one TqdmHandler at ``level``."""
+    """One TqdmHandler on the root logger at ``level``, in place of plain stream handlers (other
+    handlers, such as pytest's capture, stay)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler or isinstance(handler, TqdmHandler):
+            root.removeHandler(handler)
     handler = TqdmHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    root.addHandler(handler)
+    root.setLevel(level)

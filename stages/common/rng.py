@@ -68,7 +68,12 @@ def capture_rng_all_ranks() -> list[dict[str, Any]]:
 
     Collective: call it on every rank. Use the result as `save_checkpoint(..., rng={"ranks": ...})`.
     """
-    local = capture_rng()
+    return all_ranks(capture_rng())
+
+
+def all_ranks(local: Any) -> list[Any]:
+    """``local`` of every rank, in rank order, on all ranks (collective). Tensors must be on the CPU:
+    a gathered CUDA tensor would land on the sender's device index."""
     if not (dist.is_available() and dist.is_initialized()):
         return [local]
     gathered: list[Any] = [None] * dist.get_world_size()

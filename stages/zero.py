@@ -1,0 +1,146 @@
+"""DeepSpeed ZeRO-1/2 under the shared training loop: configuration, stepping, and checkpoint state.
+
+accelerate's DeepSpeed path steps the optimizer inside ``backward`` at every micro-batch unless it
+is told where the accumulation boundary is, needs the micro-batch size up front, and DeepSpeed's
+optimizer ``state_dict`` holds Python objects (a loss scaler, an enum, slice mappings) that a
+``weights_only`` load refuses.  This module fixes all three once:
+
+- ``configure`` writes the recipe's micro-batch, accumulation and clipping into the DeepSpeed
+  config before ``prepare``, so the YAML need not repeat them (and cannot contradict them), and
+  keeps the DDP path's precision (fp32 weights, bf16 autocast);
+- the loop marks the boundary itself and calls ``engine.step()`` after its own NaN guard;
+- ``optimizer_state`` / ``load_optimizer_state`` keep only tensors and primitives, one entry per
+  rank (each rank owns a partition), and put the live loss scaler back on load.
+
+ZeRO-3 is refused: it partitions the parameters themselves, while EMA, validation and the
+checkpoints read whole trainable tensors on each rank.  The trainable part here (heads, LoRA) is
+small, and the frozen 5B backbone fits each GPU in bf16, so ZeRO-3 would buy nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_OBJECT_KEYS = ("loss_scaler", "param_slice_mappings")  # live objects: rebuilt, not saved
+
+
+def is_deepspeed(accelerator: Any) -> bool:
+    return str(accelerator.distributed_type).endswith("DEEPSPEED")
+
+
+def requested() -> bool:
+    """Whether ``accelerate launch`` was given a DeepSpeed config (it exports this variable)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def check_launch(cuda: bool, world_size: int) -> None:
+    """accelerate sets up multi-process DeepSpeed only on GPUs; on CPUs each rank would believe it
+    trains alone (same data, same checkpoints), so refuse instead of training wrongly."""
+    if requested() and not cuda and world_size > 1:
+        raise RuntimeError(f"DeepSpeed without GPUs runs one process only, but {world_size} were launched; "
+                           "drop ACCELERATE_CONFIG to train with DDP over gloo, or launch one process")
+
+
+def configure(accelerator: Any, batch_size: int, grad_accum: int, grad_clip: float) -> torch.dtype | None:
+    """Put the recipe's batch geometry and clipping into the DeepSpeed config (before ``prepare``)
+    and return the autocast dtype the loop must use (None: full precision).
+
+    Precision stays what it is without DeepSpeed: fp32 weights under bf16 autocast.  DeepSpeed's
+    own bf16 mode would cast the weights to bf16, so validation, EMA and the exported weights would
+    differ from the DDP path, and fp32 inputs would meet bf16 layers outside the training step.
+    ZeRO still shards the gradients and the AdamW state, which is what it is here for."""
+    if not is_deepspeed(accelerator):
+        return None
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    stage = int(ds.get("zero_optimization", {}).get("stage", 0))
+    if stage not in (1, 2):
+        raise ValueError(f"DeepSpeed ZeRO stage {stage} is not supported: use stages/configs/accelerate_zero2.yaml "
+                         "(ZeRO-3 partitions the trainable weights that EMA, validation and checkpoints read whole)")
+    if _enabled(ds, "fp16"):
+        raise ValueError("DeepSpeed with fp16 is not supported: launch with --mixed_precision bf16 (or no)")
+    dtype = torch.bfloat16 if _enabled(ds, "bf16") else None
+    ds["bf16"] = {"enabled": False}
+    ds["train_micro_batch_size_per_gpu"] = batch_size
+    ds["gradient_accumulation_steps"] = grad_accum
+    ds["train_batch_size"] = batch_size * grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = grad_clip
+    log.info("DeepSpeed ZeRO-%d: micro-batch %d, accumulation %d, clip %g, fp32 weights, autocast %s",
+             stage, batch_size, grad_accum, grad_clip, dtype)
+    return dtype
+
+
+def _enabled(ds: dict, section: str) -> bool:
+    return str(ds.get(section, {}).get("enabled", False)).lower() in ("true", "auto")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def zero_optimizer(optimizer: Any) -> Any:
+    """DeepSpeed's ZeRO optimizer behind accelerate's wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _primitive_attrs(obj: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(obj).items() if isinstance(v, (bool, int, float))}
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def optimizer_state(optimizer: Any) -> dict[str, Any]:
+    """This rank's ZeRO partition state as CPU tensors and primitives (loads with weights_only=True)."""
+    zero = zero_optimizer(optimizer)
+    state = zero.state_dict()
+    clean = {k: _to_cpu(v) for k, v in state.items() if k not in _OBJECT_KEYS}
+    clean["zero_stage"] = int(state["zero_stage"])
+    clean["loss_scaler_attrs"] = _primitive_attrs(state["loss_scaler"])
+    return clean
+
+
+def load_optimizer_state(optimizer: Any, per_rank: list[dict[str, Any]], rank: int) -> None:
+    """Restore every partition's state saved by ``optimizer_state`` (same number of ranks), including
+    the fp32 master weights, which are more precise than the bf16 module weights."""
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    zero = zero_optimizer(optimizer)
+    counts = zero.partition_count
+    partitions = int(counts[0] if isinstance(counts, (list, tuple)) else counts)
+    if len(per_rank) != partitions:
+        raise RuntimeError(f"the checkpoint's ZeRO optimizer state has {len(per_rank)} partitions but this run has "
+                           f"{partitions}: resume with the same number of processes")
+    restored = []
+    for saved in per_rank:
+        state = {k: v for k, v in saved.items() if k != "loss_scaler_attrs"}
+        state["zero_stage"] = ZeroStageEnum(saved["zero_stage"])
+        state["loss_scaler"] = zero.loss_scaler
+        restored.append(state)
+    for key, value in per_rank[rank]["loss_scaler_attrs"].items():
+        setattr(zero.loss_scaler, key, value)
+    zero.load_state_dict(restored, load_optimizer_states=True, load_from_fp32_weights=True)
+
+
+def poison(loss: torch.Tensor) -> torch.Tensor:
+    """A loss whose gradients are all NaN: DeepSpeed's own overflow check then skips the step and
+    clears the accumulated gradients, which is the only clean way to drop a ZeRO step."""
+    return loss * float("nan")
+
+
+def check_skipped(engine: Any) -> None:
+    if not getattr(engine.optimizer, "overflow", False):
+        raise RuntimeError("DeepSpeed applied an optimizer step although the loss was non-finite")

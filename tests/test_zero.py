@@ -1,0 +1,143 @@
+"""DeepSpeed ZeRO-2 through the shipped config and the real launcher (one CPU process: accelerate
+sets up multi-process DeepSpeed only on GPUs): same weights as the DDP path, exact resume, the
+NaN guard, and the configurations that are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_stage1 import DEMO, overrides
+
+REPO = Path(__file__).resolve().parents[1]
+ZERO2 = REPO / "stages/configs/accelerate_zero2.yaml"
+STEPS = {"optim.max_steps": 4, "optim.grad_accum": 2, "checkpoint.every_steps": 2}
+
+
+def launcher(tmp_path: Path, dataset, out: Path, args: list[str], num_gpus: int = 1,
+             config: Path | None = ZERO2) -> subprocess.CompletedProcess:
+    """stage1_heads.sh as a user runs it; one thread, so runs compare without summation-order noise
+    (AdamW turns noise in near-zero gradients into lr-sized weight differences)."""
+    root, csv = dataset
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_ROOT": str(root), "METADATA": str(csv), "OUTPUT_DIR": str(out),
+           "CACHE_DIR": str(tmp_path / "cache"), "NUM_GPUS": str(num_gpus), "MIXED_PRECISION": "no",
+           "ACCELERATE_CONFIG": str(config or "")}
+    return subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=600)
+
+
+def tensors(run: Path, step: int, group: str) -> dict[str, torch.Tensor]:
+    return load_file(run / f"checkpoint-{step}" / f"{group}.safetensors")
+
+
+def test_zero2_matches_the_ddp_path_and_resumes_exactly(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    args = overrides(root, csv, tmp_path / "ds", tmp_path / "cache", **STEPS)
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "ds", args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DeepSpeed ZeRO-2: micro-batch 1, accumulation 2" in proc.stderr, "the run must really go through DeepSpeed"
+
+    # Same arithmetic as the DDP path: accumulation boundary, loss scale, clipping and schedule.
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "ddp",
+                    overrides(root, csv, tmp_path / "ddp", tmp_path / "cache", **STEPS), config=None)
+    assert proc.returncode == 0 and "DeepSpeed" not in proc.stderr, proc.stderr[-3000:]
+    ds, ddp = tensors(tmp_path / "ds", 4, "trainable"), tensors(tmp_path / "ddp", 4, "trainable")
+    assert ds.keys() == ddp.keys()
+    for key in ds:
+        torch.testing.assert_close(ds[key], ddp[key], rtol=1e-4, atol=1e-5, msg=key)
+    moved = max(float((tensors(tmp_path / "ds", 2, "trainable")[k] - ds[k]).abs().max()) for k in ds)
+    assert moved > 1e-4, "the weights must change between checkpoints for the comparison to mean anything"
+
+    # Killed after checkpoint-2: the ZeRO partition state (fp32 master, AdamW moments) restores exactly.
+    shutil.copytree(tmp_path / "ds", tmp_path / "resumed", ignore=shutil.ignore_patterns("checkpoint-4", "final"))
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "resumed", overrides(root, csv, tmp_path / "resumed",
+                                                                               tmp_path / "cache", **STEPS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr
+    for group in ("trainable", "ema"):
+        a, b = tensors(tmp_path / "ds", 4, group), tensors(tmp_path / "resumed", 4, group)
+        for key in a:
+            assert torch.equal(a[key], b[key]), (group, key)
+
+
+NAN_ON_SECOND_LOSS = """
+import sys
+from heads import losses
+real, calls = losses.HeadLoss.__call__, {"n": 0}
+def poisoned(self, *args, **kwargs):
+    calls["n"] += 1
+    loss, metrics = real(self, *args, **kwargs)
+    return (loss * float("nan") if calls["n"] == 2 else loss), metrics
+losses.HeadLoss.__call__ = poisoned
+from stages.stage1 import main
+main()
+"""
+
+
+def test_zero2_skips_a_non_finite_step_under_bf16_autocast(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    script = tmp_path / "nan_stage1.py"
+    script.write_text(NAN_ON_SECOND_LOSS)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO2), "--num_processes", "1",
+               "--mixed_precision", "bf16", "--dynamo_backend", "no", str(script), "--config", str(DEMO),
+               *overrides(root, csv, tmp_path / "nan", tmp_path / "cache", **{"optim.max_steps": 3})]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "autocast torch.bfloat16" in proc.stderr
+    payload = json.loads((tmp_path / "nan" / "final" / "metrics.json").read_text())
+    # DeepSpeed itself dropped the poisoned step (stages.zero.check_skipped raises otherwise).
+    assert payload["skipped_steps"]["total_skipped"] == 1 and payload["step"] == 3
+    heads = load_file(tmp_path / "nan" / "final" / "heads.safetensors")
+    assert all(torch.isfinite(t).all() for t in heads.values())
+    assert all(t.dtype == torch.float32 for t in heads.values()), "weights stay fp32 under autocast"
+
+
+def test_launcher_hands_the_config_to_deepspeed_for_several_processes(generated_dataset, tmp_path):
+    """--multi_gpu once overrode the config file and ran plain DDP; on CPUs DeepSpeed then refuses
+    two processes with a clear message, which proves the launch went to DeepSpeed."""
+    root, csv = generated_dataset
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "two",
+                    overrides(root, csv, tmp_path / "two", tmp_path / "cache"), num_gpus=2)
+    assert proc.returncode != 0
+    assert "DeepSpeed without GPUs runs one process only, but 2 were launched" in proc.stderr, proc.stderr[-3000:]
+
+
+def fake_accelerator(ds_config: dict, processes: int = 4) -> SimpleNamespace:
+    plugin = SimpleNamespace(deepspeed_config=ds_config)
+    return SimpleNamespace(distributed_type="DistributedType.DEEPSPEED", num_processes=processes,
+                           state=SimpleNamespace(deepspeed_plugin=plugin))
+
+
+def test_configure_writes_the_recipe_and_keeps_fp32_weights():
+    from stages import zero
+
+    ds = {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}, "gradient_accumulation_steps": 1,
+          "train_micro_batch_size_per_gpu": "auto"}
+    assert zero.configure(fake_accelerator(ds), batch_size=2, grad_accum=8, grad_clip=0.5) == torch.bfloat16
+    assert ds["bf16"] == {"enabled": False}
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"],
+            ds["gradient_clipping"]) == (2, 8, 64, 0.5)
+    plain = {"zero_optimization": {"stage": 1}}
+    assert zero.configure(fake_accelerator(plain), 1, 1, 1.0) is None
+
+
+@pytest.mark.parametrize("ds, message", [
+    ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3 is not supported"),
+    ({"zero_optimization": {"stage": 0}}, "ZeRO stage 0 is not supported"),
+    ({"zero_optimization": {"stage": 2}, "fp16": {"enabled": True}}, "fp16 is not supported"),
+])
+def test_configure_refuses_what_would_train_wrongly(ds, message):
+    from stages import zero
+
+    with pytest.raises(ValueError, match=message):
+        zero.configure(fake_accelerator(ds), 1, 1, 1.0)
