@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -118,6 +119,8 @@ def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim
             discard_gradients(run)
             return {"loss": float("nan"), "skipped": 1.0}
         norm = apply_gradients(run, optim)
+        if norm is not None and not run.guard.check_grad_norm(norm, step=run.step):
+            return {"loss": float(total), "skipped": 1.0}
         run.scheduler.step()
         if run.ema is not None:
             run.ema.update(run.unwrapped)
@@ -145,17 +148,21 @@ def backward(run: TrainRun, loss: torch.Tensor) -> None:
 
 
 def apply_gradients(run: TrainRun, optim: OptimConfig) -> float | None:
-    """Clip, update and clear; returns the gradient norm before clipping (None when not computed)."""
+    """Clip, update (unless the gradient norm is not finite) and clear; returns the norm before
+    clipping, None when clipping is off and the norm is not computed."""
     if run.zero:
-        run.model.step()  # clips (gradient_clipping = optim.grad_clip), updates and clears
-        norm = run.model.get_global_grad_norm()
+        run.model.step()  # clips (gradient_clipping = optim.grad_clip); skips the update on a non-finite norm
         run.optimizer.step()  # accelerate's DeepSpeed wrapper: a no-op that tells the LR scheduler a step was taken
-    else:
-        params = [p for p in run.model.parameters() if p.requires_grad]
-        norm = run.accelerator.clip_grad_norm_(params, optim.grad_clip) if optim.grad_clip > 0 else None
+        norm = run.model.get_global_grad_norm()
+        if getattr(run.model.optimizer, "overflow", False):
+            return float("nan")
+        return None if norm is None else float(norm)
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    norm = float(run.accelerator.clip_grad_norm_(params, optim.grad_clip)) if optim.grad_clip > 0 else None
+    if norm is None or math.isfinite(norm):
         run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
-    return None if norm is None else float(norm)
+    run.optimizer.zero_grad(set_to_none=True)
+    return norm
 
 
 def discard_gradients(run: TrainRun) -> None:
@@ -194,7 +201,8 @@ def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
             tensors["ema"] = run.ema.state_dict()
         save_checkpoint(run.run_dir, run.step, tensors=tensors,
                         state={"optimizer": optimizer, "scheduler": run.scheduler.state_dict()},
-                        meta={"step": run.step, "sampler": run.sampler.state_dict(), "guard": run.guard.state_dict()},
+                        meta={"step": run.step, "total_steps": run.total_steps, "sampler": run.sampler.state_dict(),
+                              "guard": run.guard.state_dict()},
                         rng={"ranks": rng}, config=run.config, keep_last=ckpt.keep_last)
     run.accelerator.wait_for_everyone()
 
@@ -205,6 +213,7 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     if path is None:
         return False
     saved = load_checkpoint(path)
+    check_same_schedule(saved.meta.get("total_steps"), run.total_steps, path)
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], path)
     if run.ema is not None:
         run.ema.load_state_dict(saved.tensors["ema"])
@@ -223,8 +232,31 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     return True
 
 
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Each rank's loss terms cover only its own micro-batches; the log shows their mean over ranks.
+    Gathered as objects, per key over the ranks that report it, so a data-dependent term present on
+    one rank only cannot desynchronise a collective. Collective: call on every rank."""
+    gathered = all_ranks(metrics)
+    if len(gathered) == 1:
+        return metrics
+    keys = dict.fromkeys(key for ranked in gathered for key in ranked)
+    return {key: sum(r[key] for r in gathered if key in r) / sum(key in r for r in gathered) for key in keys}
+
+
+def check_same_schedule(saved_total: int | None, total: int, where: Path) -> None:
+    """The restored LR schedule decays over the saved number of steps; a run that computes another
+    total (from epochs, with a different process count, batch or data) would train past its end
+    at the floor learning rate, and over more data than one epoch holds."""
+    if saved_total is not None and int(saved_total) != total:
+        raise RuntimeError(
+            f"{where}: this checkpoint's schedule has {saved_total} optimizer steps, but this run computes {total} "
+            "(another number of processes, batch size, grad_accum, epochs or data set?). To continue it, set "
+            f"optim.max_steps={saved_total}; to train a new schedule, use a new run.output_dir.")
+
+
 def log_step(run: TrainRun, metrics: dict[str, float], samples: int, seconds: float) -> None:
-    metrics = {**metrics, "samples_per_s": samples / max(seconds, 1e-9),
+    """Collective (metrics are averaged over ranks): every rank calls it at the same steps."""
+    metrics = {**mean_over_ranks(metrics), "samples_per_s": samples / max(seconds, 1e-9),
                "memory_gib": peak_memory_gib(run.accelerator.device)}
     run.tracker.log(metrics, run.step)
     if run.accelerator.is_main_process:

@@ -74,9 +74,12 @@ class Stage2:
     _micro: int = 0
     _start_terms: dict = field(default_factory=dict)
 
-    def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Total loss and every term for one batch at given sigmas (B,) and noise."""
-        config, model = self.run.config, self.run.model
+    def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor,
+               model: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
+        """Total loss and every term for one batch at given sigmas (B,) and noise. Training goes
+        through the distributed wrapper (``run.model``); one-rank probes must pass the plain module,
+        since a wrapper's forward may start collectives the other ranks never join."""
+        config, model = self.run.config, model or self.run.model
         latents, context = self.source.encode(batch["rgb"], list(batch["prompt"]))
         sigma = sigma.to(latents.device, latents.dtype)
         x_t = noisy_latents(latents, sigma, noise.to(latents))
@@ -120,7 +123,7 @@ class Stage2:
             shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
             for k, sigma in enumerate(sigmas):
                 noise = make_noise((1, *shape), seed=seed + 1000 * index + k)
-                total, metrics = self.losses(batch, torch.tensor([sigma]), noise)
+                total, metrics = self.losses(batch, torch.tensor([sigma]), noise, model)
                 for key, value in {"loss": total, **metrics}.items():
                     totals[key] = totals.get(key, 0.0) + float(value)
                 count += 1
@@ -145,7 +148,11 @@ class Stage2:
     def before_training(self) -> None:
         """Loss terms on fixed training windows before training (kept across resumes)."""
         path = self.run.run_dir / "terms_start.json"
-        if path.is_file():
+        found = path.is_file()
+        # Every rank looks before rank 0 may write the file: all take the same branch below, so
+        # all reach the same barriers (a rank that saw a fresh file once skipped one and hung the run).
+        self.run.accelerator.wait_for_everyone()
+        if found:
             self._start_terms = json.loads(path.read_text())
             return
         main = self.run.accelerator.is_main_process

@@ -94,6 +94,8 @@ def analytic_csv(tmp_path: Path, analytic_scene: AnalyticScene) -> Path:
 
 GENERATED_FRAMES = 17
 GENERATED_SIZE = 64
+SMALL_WINDOWS = {"data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2}
+"""Window geometry of the stage tests: stage 2 must use the one its stage-1 heads were trained on."""
 
 
 @pytest.fixture(scope="session")
@@ -136,3 +138,18 @@ def sigkill_when_written(process, marker: Path, timeout: float) -> None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+@pytest.fixture(scope="session")
+def stage1_heads(generated_dataset, tmp_path_factory) -> Path:
+    """A short stage-1 run whose export stage 2 starts from (shared by the stage-2 tests)."""
+    from stages.stage1 import main
+
+    repo = Path(__file__).resolve().parents[1]
+    root, csv = generated_dataset
+    out = tmp_path_factory.mktemp("stage1")
+    values = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out / "run",
+              "features.cache_dir": out / "cache", "features.windows_per_scene": 1, "heads.features": 16,
+              "optim.max_steps": 40, "optim.warmup_steps": 1, "run.val_split": ""}
+    main(["--config", str(repo / "stages/configs/stage1_demo.toml"), *(f"{k}={v}" for k, v in values.items())])
+    return out / "run" / "final"

@@ -135,6 +135,36 @@ def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, m
         run_stage1(overrides(root, csv, tmp_path / "always", tmp_path / "cache", **{"guard.max_consecutive_nonfinite": 3}))
 
 
+def test_a_nan_gradient_under_a_finite_loss_is_skipped_not_applied(generated_dataset, tmp_path, monkeypatch):
+    """sqrt(0 * x) * 0 is 0 forward and NaN backward: the kind of NaN a masked term can hide."""
+    from heads import losses
+
+    root, csv = generated_dataset
+    real, calls = losses.HeadLoss.__call__, {"n": 0}
+
+    def nan_gradient(self, flow, *args, **kwargs):
+        calls["n"] += 1
+        loss, metrics = real(self, flow, *args, **kwargs)
+        return (loss + (flow * 0).sqrt().sum() * 0 if calls["n"] == 2 else loss), metrics
+
+    monkeypatch.setattr(losses.HeadLoss, "__call__", nan_gradient)
+    run_stage1(overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 3}))
+    payload = json.loads((tmp_path / "run" / "final" / "metrics.json").read_text())
+    assert payload["skipped_steps"]["total_skipped"] == 1 and payload["step"] == 3
+    heads = load_file(tmp_path / "run" / "final" / "heads.safetensors")
+    assert all(torch.isfinite(t).all() for t in heads.values())
+
+
+def test_resuming_into_another_schedule_length_is_refused(generated_dataset, tmp_path):
+    """With epochs-derived totals a changed process count changes the schedule; the restored LR
+    schedule would then sit at its floor for the extra steps."""
+    root, csv = generated_dataset
+    args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 2})
+    run_stage1(args)
+    with pytest.raises(RuntimeError, match=r"schedule has 2 optimizer steps, but this run computes 4.*optim.max_steps=2"):
+        run_stage1([*args, "optim.max_steps=4"])
+
+
 def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
     from data.errors import DataFormatError
     from world_model.loading import WeightsError

@@ -12,34 +12,19 @@ from safetensors.torch import load_file
 
 from stages.common import load_config
 from stages.stage2_config import Stage2Config
-from tests.conftest import sigkill_when_written, start_stage
+from tests.conftest import SMALL_WINDOWS, sigkill_when_written, start_stage
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO2 = REPO / "stages/configs/stage2_demo.toml"
-COMMON = {"data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2}
 
 
 def as_args(values: dict) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-@pytest.fixture(scope="module")
-def stage1_heads(generated_dataset, tmp_path_factory) -> Path:
-    """A short stage-1 run whose export stage 2 starts from."""
-    from stages.stage1 import main
-
-    root, csv = generated_dataset
-    out = tmp_path_factory.mktemp("stage1")
-    main(["--config", str(REPO / "stages/configs/stage1_demo.toml"), *as_args({
-        **COMMON, "data.root": root, "data.metadata": csv, "run.output_dir": out / "run",
-        "features.cache_dir": out / "cache", "features.windows_per_scene": 1, "heads.features": 16,
-        "optim.max_steps": 40, "optim.warmup_steps": 1, "run.val_split": ""})])
-    return out / "run" / "final"
-
-
 def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str]:
     root, csv = generated_dataset
-    values = {**COMMON, "data.root": root, "data.metadata": csv, "run.output_dir": out,
+    values = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out,
               "features.cache_dir": out.parent / "cache2", "objective.heads_dir": stage1_heads,
               "optim.max_steps": 4, "optim.warmup_steps": 1, "checkpoint.every_steps": 2, "checkpoint.keep_last": 0,
               "run.val_split": "", "lora.rank": 4, "lora.alpha": 8.0, "log.every_steps": 1}
@@ -151,3 +136,55 @@ def test_shipped_stage2_configs_parse(path):
     assert config.features.mode == "online" and config.lora.rank >= 1
     if config.backbone.preset == "ti2v_5b":
         assert config.optim.lr <= 5e-5, "TI2V-5B LoRA collapses at 1e-4"
+
+
+def test_probes_use_the_plain_module_and_every_rank_takes_the_same_barriers(generated_dataset, stage1_heads, tmp_path):
+    """probe_terms runs on rank 0 alone, so it must not go through the distributed wrapper; and
+    before_training must reach the same barriers whether or not rank 0 has written its file yet."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    class Wrapper(nn.Module):
+        """Stands in for DDP: holds the module, and must not be called by a one-rank probe."""
+
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            raise AssertionError("a one-rank probe went through the distributed wrapper")
+
+    stage = build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run"))
+    stage.run.model = Wrapper(stage.run.model)
+    stage.run.accelerator.unwrap_model = lambda model: model.module
+    stage.probe_terms()
+
+    # Two ranks as threads sharing a run directory and a barrier; rank 1 arrives late, after rank 0
+    # could have written terms_start.json. Both must pass the same barriers (the old code let
+    # rank 1 see the fresh file and skip the barrier, leaving rank 0 waiting forever).
+    import threading
+    import time
+
+    from stages.stage2_build import Stage2
+
+    barrier, errors = threading.Barrier(2, timeout=20), []
+
+    def rank(index: int) -> None:
+        time.sleep(0.5 * index)
+        accelerator = SimpleNamespace(is_main_process=index == 0, wait_for_everyone=barrier.wait)
+        this = SimpleNamespace(run=SimpleNamespace(run_dir=tmp_path / "shared", accelerator=accelerator),
+                               probe_terms=lambda: {"loss": 1.0}, _start_terms=None)
+        try:
+            Stage2.before_training(this)
+        except threading.BrokenBarrierError as error:
+            errors.append((index, error))
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert (tmp_path / "shared" / "terms_start.json").is_file()

@@ -133,8 +133,18 @@ def test_guard_skips_counts_and_raises_with_message() -> None:
     assert (guard.consecutive, guard.total_skipped) == (0, 1)
     assert not guard.check(float("inf"), step=3)
     assert not guard.check(torch.tensor([1.0, float("nan")]), step=4)
-    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite losses at step 5; last finite loss 0.25.*lr"):
+    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite steps at step 5 \(the last had a non-finite loss\); last finite loss 0.25.*lr"):
         guard.check(torch.tensor(float("-inf")), step=5)
+
+
+def test_guard_skips_a_non_finite_gradient_norm_and_counts_it_with_losses() -> None:
+    guard = NonFiniteGuard(max_consecutive=2)
+    assert guard.check(torch.tensor(0.5), step=0) and guard.check_grad_norm(1.5, step=0)
+    assert guard.check(torch.tensor(0.5), step=1)
+    assert not guard.check_grad_norm(float("nan"), step=1)
+    assert (guard.consecutive, guard.total_skipped, guard.last_finite_loss) == (1, 1, 0.5)
+    with pytest.raises(NonFiniteLossError, match=r"2 consecutive non-finite steps at step 2 \(the last had a non-finite loss\); last finite loss 0.5"):
+        guard.check(float("nan"), step=2)
 
 
 def test_guard_follows_other_ranks_and_state_round_trip() -> None:
@@ -225,3 +235,16 @@ def test_set_determinism_toggles_flags(restore_determinism) -> None:
     set_determinism(False)
     assert not torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.deterministic
+
+
+# ---------------------------------------------------------------- logging over ranks
+
+
+def test_logged_metrics_are_the_mean_over_ranks(monkeypatch) -> None:
+    """Rank 0's loss alone is 1/N of the batch; a term only one rank reports is averaged over it."""
+    from stages import loop
+
+    monkeypatch.setattr(loop, "all_ranks", lambda local: [local, {"loss": 3.0, "lr": 0.1, "phys_fall": 2.0}])
+    assert loop.mean_over_ranks({"loss": 1.0, "lr": 0.1}) == {"loss": 2.0, "lr": 0.1, "phys_fall": 2.0}
+    monkeypatch.setattr(loop, "all_ranks", lambda local: [local])
+    assert loop.mean_over_ranks({"loss": 1.0}) == {"loss": 1.0}

@@ -17,21 +17,22 @@ import torch
 from safetensors.torch import load_file
 
 from tests.test_stage1 import DEMO, overrides
+from tests.test_stage2 import stage2_args
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO2 = REPO / "stages/configs/accelerate_zero2.yaml"
 STEPS = {"optim.max_steps": 4, "optim.grad_accum": 2, "checkpoint.every_steps": 2}
 
 
-def launcher(tmp_path: Path, dataset, out: Path, args: list[str], num_gpus: int = 1,
-             config: Path | None = ZERO2) -> subprocess.CompletedProcess:
-    """stage1_heads.sh as a user runs it; one thread, so runs compare without summation-order noise
+def launcher(tmp_path: Path, dataset, out: Path, args: list[str], num_gpus: int = 1, config: Path | None = ZERO2,
+             script: str = "stage1_heads.sh", **env_extra: str) -> subprocess.CompletedProcess:
+    """A stage launcher as a user runs it; one thread, so runs compare without summation-order noise
     (AdamW turns noise in near-zero gradients into lr-sized weight differences)."""
     root, csv = dataset
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_ROOT": str(root), "METADATA": str(csv), "OUTPUT_DIR": str(out),
            "CACHE_DIR": str(tmp_path / "cache"), "NUM_GPUS": str(num_gpus), "MIXED_PRECISION": "no",
-           "ACCELERATE_CONFIG": str(config or "")}
-    return subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), *args], capture_output=True, text=True,
+           "ACCELERATE_CONFIG": str(config or ""), **env_extra}
+    return subprocess.run(["bash", str(REPO / "stages" / script), *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=600)
 
 
@@ -67,6 +68,21 @@ def test_zero2_matches_the_ddp_path_and_resumes_exactly(generated_dataset, tmp_p
         a, b = tensors(tmp_path / "ds", 4, group), tensors(tmp_path / "resumed", 4, group)
         for key in a:
             assert torch.equal(a[key], b[key]), (group, key)
+
+
+def test_zero2_stage2_lora_matches_the_ddp_path(generated_dataset, stage1_heads, tmp_path):
+    """Stage 2 wraps the whole DiT (frozen base, LoRA, heads) in the engine; LoRA must train alike."""
+    runs = {}
+    for name, config in (("ds", ZERO2), ("ddp", None)):
+        args = stage2_args(generated_dataset, stage1_heads, tmp_path / name, **{"optim.grad_accum": 2})
+        proc = launcher(tmp_path, generated_dataset, tmp_path / name, args, config=config, script="stage2_lora.sh",
+                        STAGE1_DIR=str(stage1_heads))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("DeepSpeed ZeRO-2" in proc.stderr) is (config is not None)
+        runs[name] = tensors(tmp_path / name, 4, "trainable")
+    assert runs["ds"].keys() == runs["ddp"].keys() and any("lora_" in key for key in runs["ds"])
+    for key in runs["ds"]:
+        torch.testing.assert_close(runs["ds"][key], runs["ddp"][key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 NAN_ON_SECOND_LOSS = """

@@ -67,21 +67,32 @@ class NonFiniteGuard:
             self.consecutive = 0
             self._last_finite = value
             return True
+        self._skip(step, "loss", "this rank" if bool(bad_local) else "another rank")
+        return False
+
+    def check_grad_norm(self, norm: float, step: int) -> bool:
+        """A non-finite gradient norm under a finite loss (NaN from the backward of a masked-out
+        term, say) must not reach the weights either; it counts toward the same limit. The norm is
+        computed after the all-reduce, so every rank already holds the same value."""
+        if math.isfinite(norm):
+            return True
+        self._skip(step, "gradient norm", "every rank")
+        return False
+
+    def _skip(self, step: int, what: str, where: str) -> None:
         self.total_skipped += 1
         self.consecutive += 1
         last = self._last_finite_value()
-        where = "this rank" if bool(bad_local) else "another rank"
         logger.warning(
-            "non-finite loss on %s at step %d: skipping the step (%d in a row, %d in total; last finite loss %s)",
-            where, step, self.consecutive, self.total_skipped, last,
+            "non-finite %s on %s at step %d: skipping the step (%d in a row, %d in total; last finite loss %s)",
+            what, where, step, self.consecutive, self.total_skipped, last,
         )
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
-                f"{self.consecutive} consecutive non-finite losses at step {step}; last finite loss {last}; "
-                f"{self.total_skipped} steps skipped in total. Try lowering the lr (or raising warmup), "
+                f"{self.consecutive} consecutive non-finite steps at step {step} (the last had a non-finite {what}); "
+                f"last finite loss {last}; {self.total_skipped} steps skipped in total. Try lowering the lr (or raising warmup), "
                 "enabling grad clipping, or check the data for NaN/inf targets and empty masks."
             )
-        return False
 
     def _last_finite_value(self) -> float | None:
         if self._last_finite is not None:
