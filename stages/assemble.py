@@ -40,7 +40,8 @@ def make_accelerator():
     cuda = torch.cuda.is_available()
     zero.check_launch(cuda, int(os.environ.get("WORLD_SIZE", "1")))
     accelerator = Accelerator(cpu=not cuda and not zero.requested())
-    log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
+    log.info("process %d of %d on %s (%d CPU threads)", accelerator.process_index, accelerator.num_processes,
+             accelerator.device, torch.get_num_threads())
     return accelerator
 
 

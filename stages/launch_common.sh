@@ -54,6 +54,12 @@ pwm_launch() {
     overrides+=("objective.heads_dir=$STAGE1_DIR")
   fi
   local launch=(--num_machines "$NUM_NODES" --num_processes "$(( NUM_GPUS * NUM_NODES ))" --mixed_precision "$MIXED_PRECISION" --dynamo_backend no)
+  # Without GPUs accelerate launch pins every process to one thread unless told otherwise, which
+  # left a CPU demo on one of its cores; share the cores (OMP_NUM_THREADS, if set, still wins).
+  if [ "$gpus" -eq 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+    local threads=$(( $(nproc) / NUM_GPUS ))
+    launch+=(--num_cpu_threads_per_process "$(( threads > 0 ? threads : 1 ))")
+  fi
   # A config file names the distributed type itself (e.g. DeepSpeed); --multi_gpu would override
   # it and silently launch plain DDP instead.
   if [ -n "${ACCELERATE_CONFIG:-}" ]; then launch=(--config_file "$ACCELERATE_CONFIG" "${launch[@]}")

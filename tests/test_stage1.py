@@ -113,6 +113,21 @@ def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
     assert "INFO stages.loop: step" in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about CPU-only launches")
+def test_the_launcher_gives_a_cpu_run_every_core(generated_dataset, tmp_path):
+    """accelerate launch pins CPU processes to one thread unless told otherwise; the demo (the
+    README's main job) then ran on one of two cores, 1.8x slower."""
+    root, csv = generated_dataset
+    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    env.update(DATA_ROOT=str(root), METADATA=str(csv), OUTPUT_DIR=str(tmp_path / "run"),
+               CACHE_DIR=str(tmp_path / "cache"), NUM_GPUS="1")
+    args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 1, "optim.warmup_steps": 0})
+    proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"process 0 of 1 on cpu ({len(os.sched_getaffinity(0))} CPU threads)" in proc.stderr, proc.stderr[-3000:]
+
+
 def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, monkeypatch):
     from heads import losses
 
