@@ -37,6 +37,7 @@ from stages.common import (
     rng_for_rank,
     save_checkpoint,
 )
+from stages.common.config import ConfigError
 from stages.common.sections import CheckpointConfig, OptimConfig
 from stages.common.timing import PhaseTimer
 
@@ -248,7 +249,7 @@ def check_same_schedule(saved_total: int | None, total: int, where: Path) -> Non
     total (from epochs, with a different process count, batch or data) would train past its end
     at the floor learning rate, and over more data than one epoch holds."""
     if saved_total is not None and int(saved_total) != total:
-        raise RuntimeError(
+        raise ConfigError(
             f"{where}: this checkpoint's schedule has {saved_total} optimizer steps, but this run computes {total} "
             "(another number of processes, batch size, grad_accum, epochs or data set?). To continue it, set "
             f"optim.max_steps={saved_total}; to train a new schedule, use a new run.output_dir.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,22 @@ def run_entry(config_cls: type, build: Any, argv: list[str] | None, description:
     if accelerator.is_main_process:
         stage.report(metrics)
     return metrics
+
+
+def run_script(main: Any) -> None:
+    """The ``__main__`` of a stage: a mistake in the config, the data or the launch, and a diverged
+    run, end with one line saying what is wrong and exit status 2, not a traceback of the
+    machinery that found it (``PWM_TRACEBACK=1`` shows that too)."""
+    from data.errors import DataFormatError
+    from stages.common import ConfigError, NonFiniteLossError
+
+    try:
+        main()
+    except (ConfigError, DataFormatError, NonFiniteLossError, FileNotFoundError) as error:
+        if os.environ.get("PWM_TRACEBACK"):
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def ema_weights(stage: Any) -> contextlib.AbstractContextManager:

@@ -25,4 +25,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    from stages.runner import run_script
+
+    run_script(main)

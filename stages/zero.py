@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from stages.common.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 _OBJECT_KEYS = ("loss_scaler", "param_slice_mappings")  # live objects: rebuilt, not saved
@@ -44,7 +46,7 @@ def check_launch(cuda: bool, world_size: int) -> None:
     """accelerate sets up multi-process DeepSpeed only on GPUs; on CPUs each rank would believe it
     trains alone (same data, same checkpoints), so refuse instead of training wrongly."""
     if requested() and not cuda and world_size > 1:
-        raise RuntimeError(f"DeepSpeed without GPUs runs one process only, but {world_size} were launched; "
+        raise ConfigError(f"DeepSpeed without GPUs runs one process only, but {world_size} were launched; "
                            "drop ACCELERATE_CONFIG to train with DDP over gloo, or launch one process")
 
 
@@ -61,10 +63,10 @@ def configure(accelerator: Any, batch_size: int, grad_accum: int, grad_clip: flo
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
     stage = int(ds.get("zero_optimization", {}).get("stage", 0))
     if stage not in (1, 2):
-        raise ValueError(f"DeepSpeed ZeRO stage {stage} is not supported: use stages/configs/accelerate_zero2.yaml "
+        raise ConfigError(f"DeepSpeed ZeRO stage {stage} is not supported: use stages/configs/accelerate_zero2.yaml "
                          "(ZeRO-3 partitions the trainable weights that EMA, validation and checkpoints read whole)")
     if _enabled(ds, "fp16"):
-        raise ValueError("DeepSpeed with fp16 is not supported: launch with --mixed_precision bf16 (or no)")
+        raise ConfigError("DeepSpeed with fp16 is not supported: launch with --mixed_precision bf16 (or no)")
     dtype = torch.bfloat16 if _enabled(ds, "bf16") else None
     ds["bf16"] = {"enabled": False}
     ds["train_micro_batch_size_per_gpu"] = batch_size
@@ -122,7 +124,7 @@ def load_optimizer_state(optimizer: Any, per_rank: list[dict[str, Any]], rank: i
     counts = zero.partition_count
     partitions = int(counts[0] if isinstance(counts, (list, tuple)) else counts)
     if len(per_rank) != partitions:
-        raise RuntimeError(f"the checkpoint's ZeRO optimizer state has {len(per_rank)} partitions but this run has "
+        raise ConfigError(f"the checkpoint's ZeRO optimizer state has {len(per_rank)} partitions but this run has "
                            f"{partitions}: resume with the same number of processes")
     restored = []
     for saved in per_rank:

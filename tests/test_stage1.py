@@ -176,7 +176,7 @@ def test_resuming_into_another_schedule_length_is_refused(generated_dataset, tmp
     root, csv = generated_dataset
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 2})
     run_stage1(args)
-    with pytest.raises(RuntimeError, match=r"schedule has 2 optimizer steps, but this run computes 4.*optim.max_steps=2"):
+    with pytest.raises(ConfigError, match=r"schedule has 2 optimizer steps, but this run computes 4.*optim.max_steps=2"):
         run_stage1([*args, "optim.max_steps=4"])
 
 
@@ -198,6 +198,19 @@ def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
     with pytest.raises(WeightsError, match=str(tmp_path / "no_weights")):
         run_stage1(overrides(root, csv, tmp_path / "r6", tmp_path / "cache",
                              **{"backbone.preset": "ti2v_5b", "backbone.model_dir": tmp_path / "no_weights"}))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.max_steps=1", "invalid config in 'optim': warmup_steps (20) exceeds max_steps (1)"),
+    ("data.root=/nonexistent/scenes", "/nonexistent/scenes: data root does not exist"),
+])
+def test_the_script_reports_user_errors_in_one_line(override, message, tmp_path):
+    """A typo in a config value is not a crash: one line naming what is wrong, exit status 2."""
+    env = {key: value for key, value in os.environ.items() if key != "PWM_TRACEBACK"}
+    proc = subprocess.run([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), override,
+                           f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"stage1.py: error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
