@@ -26,27 +26,30 @@ pwm_launch() {
   cd "$REPO_ROOT"
   local gpus=0
   if command -v nvidia-smi >/dev/null 2>&1; then gpus="$(nvidia-smi -L 2>/dev/null | wc -l)"; fi
-  MODEL_DIR="${MODEL_DIR:-}"
+  MODEL_DIR="${MODEL_DIR:-${PWM_BACKBONE__MODEL_DIR:-}}"
   NUM_GPUS="${NUM_GPUS:-$(( gpus > 0 ? gpus : 1 ))}"
   NUM_NODES="${NUM_NODES:-1}"
   MIXED_PRECISION="${MIXED_PRECISION:-$( [ "$gpus" -gt 0 ] && echo bf16 || echo no )}"
-  CACHE_DIR="${CACHE_DIR:-runs/cache}"
+  CACHE_DIR="${CACHE_DIR:-${PWM_FEATURES__CACHE_DIR:-runs/cache}}"
+  # The launcher passes these paths as overrides (which beat PWM_* variables), so it takes the
+  # PWM_* spelling of each as its default too: either way of setting a path works.
   local overrides=()
   if [ -z "$MODEL_DIR" ]; then
     CONFIG="${CONFIG:-$demo_config}"
-    DATA_ROOT="${DATA_ROOT:-runs/scenes/demo}"
-    METADATA="${METADATA:-metadata/demo.csv}"
-    OUTPUT_DIR="${OUTPUT_DIR:-runs/${stage}_demo}"
+    DATA_ROOT="${DATA_ROOT:-${PWM_DATA__ROOT:-runs/scenes/demo}}"
+    METADATA="${METADATA:-${PWM_DATA__METADATA:-metadata/demo.csv}}"
+    OUTPUT_DIR="${OUTPUT_DIR:-${PWM_RUN__OUTPUT_DIR:-runs/${stage}_demo}}"
     pwm_demo_data
   else
     CONFIG="${CONFIG:-$real_config}"
+    DATA_ROOT="${DATA_ROOT:-${PWM_DATA__ROOT:-}}" METADATA="${METADATA:-${PWM_DATA__METADATA:-}}"
     : "${DATA_ROOT:?set DATA_ROOT to the sim_physics root}" "${METADATA:?set METADATA to its CSV}"
-    OUTPUT_DIR="${OUTPUT_DIR:-runs/${stage}}"
+    OUTPUT_DIR="${OUTPUT_DIR:-${PWM_RUN__OUTPUT_DIR:-runs/${stage}}}"
     overrides+=("backbone.model_dir=$MODEL_DIR")
   fi
   overrides+=("data.root=$DATA_ROOT" "data.metadata=$METADATA" "run.output_dir=$OUTPUT_DIR" "features.cache_dir=$CACHE_DIR")
   if [ "$stage" = stage2 ]; then
-    STAGE1_DIR="${STAGE1_DIR:-runs/stage1$( [ -z "$MODEL_DIR" ] && echo _demo )/final}"
+    STAGE1_DIR="${STAGE1_DIR:-${PWM_OBJECTIVE__HEADS_DIR:-runs/stage1$( [ -z "$MODEL_DIR" ] && echo _demo )/final}}"
     if [ ! -f "$STAGE1_DIR/heads.json" ]; then
       echo "stage2: no stage-1 heads in $STAGE1_DIR; run bash stages/stage1_heads.sh first or set STAGE1_DIR" >&2
       exit 1
@@ -68,5 +71,12 @@ pwm_launch() {
     launch+=(--machine_rank "${MACHINE_RANK:?}" --main_process_ip "${MAIN_PROCESS_IP:?}" --main_process_port "${MAIN_PROCESS_PORT:-29500}")
   fi
   echo "$stage: $CONFIG, $(( NUM_GPUS * NUM_NODES )) process(es), precision $MIXED_PRECISION, output $OUTPUT_DIR" >&2
+  if [ -z "${ACCELERATE_CONFIG:-}" ] && [ $(( NUM_GPUS * NUM_NODES )) -eq 1 ]; then
+    # One process needs no launcher, only the settings accelerate launch would export; run directly
+    # so a one-line error and its exit status reach the shell without a launcher traceback.
+    export ACCELERATE_MIXED_PRECISION="$MIXED_PRECISION" ACCELERATE_DYNAMO_BACKEND=NO
+    if [ "$gpus" -eq 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then export OMP_NUM_THREADS="$(nproc)"; fi
+    exec "$PYTHON" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
+  fi
   exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
 }

@@ -29,6 +29,7 @@ from stages.common import (
     all_ranks,
     capture_rng_all_ranks,
     format_step_line,
+    list_checkpoints,
     load_checkpoint,
     load_scheduler_state,
     peak_memory_gib,
@@ -183,13 +184,26 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
-    """Strict about the trainable part: every trainable tensor must be in the checkpoint, nothing else."""
-    expected = set(trainable_state(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise RuntimeError(f"{where}: checkpoint does not match the trainable parameters of this run "
-                           f"(missing {missing[:5]}, unexpected {unexpected[:5]}); was the config changed?")
+    """Strict about the trainable part: every trainable tensor must be in the checkpoint with its
+    shape, nothing else, so a changed architecture is named rather than dumped by torch."""
+    expected = trainable_state(model)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    reshaped = [f"{k} {tuple(state[k].shape)} -> {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and state[k].shape != v.shape]
+    if missing or unexpected or reshaped:
+        raise ConfigError(f"{where}: checkpoint does not match the trainable parameters of this run (missing "
+                          f"{missing[:3]}, unexpected {unexpected[:3]}, shape changed {reshaped[:3]}); was the config "
+                          "changed? Resume with the config saved beside the checkpoint, or use a new run.output_dir")
     model.load_state_dict(state, strict=False)
+
+
+def refuse_to_mix_runs(run_dir: Path) -> None:
+    """Starting fresh where another run left checkpoints would interleave the two: pruning would
+    delete the new run's checkpoints and a later --resume latest would pick the old run's."""
+    found = list_checkpoints(run_dir)
+    if found:
+        raise ConfigError(f"{run_dir} already holds checkpoints (newest: {found[-1][1].name}) and resume=none starts "
+                          "a new run: use a new run.output_dir, or delete them")
 
 
 def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
@@ -212,6 +226,7 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     """Restore the newest (or a named) checkpoint; returns False when starting fresh."""
     path = resolve_resume(run.run_dir, ckpt.resume)
     if path is None:
+        refuse_to_mix_runs(run.run_dir)
         return False
     saved = load_checkpoint(path)
     check_same_schedule(saved.meta.get("total_steps"), run.total_steps, path)

@@ -83,6 +83,9 @@ def print_validation(metrics: dict[str, float]) -> None:
     rows = [("flow EPE (all)", "flow_epe", "zero_flow_epe"), ("flow EPE (moving)", "flow_epe_moving", "zero_flow_epe_moving"),
             ("flow outliers", "flow_outlier_rate", "zero_flow_outlier_rate"), ("depth AbsRel", "depth_abs_rel", "median_depth_abs_rel"),
             ("depth delta<1.25", "depth_delta1", "median_depth_delta1"), ("depth RMSE(log)", "depth_rmse_log", "median_depth_rmse_log")]
+    if not metrics:
+        print("\nvalidation: none (run.val_split is empty or has no windows)")
+        return
     print(f"\n{'validation':<20}{'heads':>10}{'baseline':>10}   (baseline: zero flow / per-clip median depth)")
     for label, ours, base in rows:
         if ours in metrics:

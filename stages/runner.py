@@ -22,6 +22,7 @@ from stages.assemble import make_accelerator
 from stages.cli import expand_aliases
 from stages.common import parse_cli, save_config
 from stages.common.console import configure_logging
+from stages.common.tracking import check_backend
 from stages.loop import batch_stream, log_step, optimizer_step, resume, save
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def run_entry(config_cls: type, build: Any, argv: list[str] | None, description:
     """parse -> build -> train -> close: the whole entry point of either stage."""
     config, _ = parse_cli(config_cls, expand_aliases(sys.argv[1:] if argv is None else argv), description=description)
     configure_logging()
+    check_backend(config.log.backend)
     accelerator = make_accelerator()
     stage = build(config, accelerator)
     stage.before_training()
@@ -49,13 +51,14 @@ def run_script(main: Any) -> None:
     machinery that found it (``PWM_TRACEBACK=1`` shows that too)."""
     from data.errors import DataFormatError
     from stages.common import ConfigError, NonFiniteLossError
+    from world_model.loading import WeightsError
 
     try:
         main()
-    except (ConfigError, DataFormatError, NonFiniteLossError, FileNotFoundError) as error:
+    except (ConfigError, DataFormatError, WeightsError, NonFiniteLossError, FileNotFoundError) as error:
         if os.environ.get("PWM_TRACEBACK"):
             raise
-        print(f"{Path(sys.argv[0]).name}: error: {error}", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).name}: error: {error}\n(PWM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -82,16 +85,19 @@ def train(stage: Any) -> dict[str, float]:
     """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last validation."""
     run, config = stage.run, stage.run.config
     resume(run, config.checkpoint)
+    if run.accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's config
+        save_config(config, run.run_dir / "config.toml")
     stream, per_step = batch_stream(run), config.run.batch_size * config.optim.grad_accum * run.accelerator.num_processes
     started, samples, metrics = time.perf_counter(), 0, {}
     bar = tqdm(total=run.total_steps, initial=run.step, desc=type(stage).__name__, disable=not run.accelerator.is_main_process)
     while run.step < run.total_steps:
+        tick = time.perf_counter()
         step_metrics = optimizer_step(run, stream, stage.loss_fn, config.optim)
         samples += per_step
         if step_metrics.get("skipped"):
             continue  # no update happened: nothing new to log, save or validate
         bar.update(run.step - bar.n)
-        bar.set_postfix(loss=f"{step_metrics['loss']:.4f}")
+        bar.set_postfix(loss=f"{step_metrics['loss']:.4f}", samples_per_s=f"{per_step / (time.perf_counter() - tick):.2f}")
         if run.step % config.log.every_steps == 0:
             log_step(run, step_metrics, samples, time.perf_counter() - started)
             started, samples = time.perf_counter(), 0

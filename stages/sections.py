@@ -45,6 +45,9 @@ class BackboneConfig:
         require(self.preset == "tiny" or bool(self.model_dir),
                  f"preset {self.preset!r} needs backbone.model_dir (a local weights directory); "
                  "only 'tiny' runs with random weights")
+        layers = PRESETS[self.preset].num_layers
+        require(all(0 <= t < layers for t in self.taps),
+                f"taps {list(self.taps)} must be blocks 0..{layers - 1} of preset {self.preset!r}")
 
 
 @dataclass

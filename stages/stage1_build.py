@@ -17,7 +17,7 @@ from data.dataset import SimPhysicsDataset
 from heads.io import save_heads
 from heads.losses import HeadLoss
 from stages.assemble import make_train_run
-from stages.common import save_config, seed_everything
+from stages.common import seed_everything
 from stages.feature_cache import (
     CachedFeatureWindows,
     FeatureCache,
@@ -98,10 +98,8 @@ def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple
 
 
 def build_stage1(config: Stage1Config, accelerator) -> Stage1:
-    """Everything training needs; writes the resolved config into the run directory."""
+    """Everything training needs (the runner writes the resolved config once resume has succeeded)."""
     seed_everything(config.run.seed)
-    if accelerator.is_main_process:
-        save_config(config, Path(config.run.output_dir) / "config.toml")
     preset = get_preset(config.backbone.preset)
     # Heads first, straight after seeding: their initialisation must not depend on the cache state.
     model = build_heads(config.heads, preset, len(preset.taps(tuple(config.backbone.taps) or None)))

@@ -22,7 +22,7 @@ from heads.io import save_heads
 from heads.losses import HeadLoss
 from heads.physics import PhysicsLoss
 from stages.assemble import make_train_run
-from stages.common import save_config, seed_everything
+from stages.common import seed_everything
 from stages.feature_cache import FixedWindows
 from stages.features import FeatureSource
 from stages.loop import TrainRun, to_device
@@ -181,8 +181,6 @@ class Stage2:
 
 def build_stage2(config: Stage2Config, accelerator) -> Stage2:
     seed_everything(config.run.seed)
-    if accelerator.is_main_process:
-        save_config(config, Path(config.run.output_dir) / "config.toml")
     heads = load_stage1_heads(config.objective.heads_dir).to(accelerator.device)
     heads.requires_grad_(config.lora.train_heads)
     source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)

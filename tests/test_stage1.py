@@ -114,18 +114,22 @@ def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="about CPU-only launches")
-def test_the_launcher_gives_a_cpu_run_every_core(generated_dataset, tmp_path):
+def test_the_launcher_gives_a_cpu_run_every_core_and_honours_pwm_paths(generated_dataset, tmp_path):
     """accelerate launch pins CPU processes to one thread unless told otherwise; the demo (the
     README's main job) then ran on one of two cores, 1.8x slower."""
     root, csv = generated_dataset
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
-    env.update(DATA_ROOT=str(root), METADATA=str(csv), OUTPUT_DIR=str(tmp_path / "run"),
-               CACHE_DIR=str(tmp_path / "cache"), NUM_GPUS="1")
-    args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 1, "optim.warmup_steps": 0})
+    # Paths through their PWM_* spelling: the launcher's own path overrides must not shadow them.
+    env.update(PWM_DATA__ROOT=str(root), PWM_DATA__METADATA=str(csv), PWM_RUN__OUTPUT_DIR=str(tmp_path / "run"),
+               PWM_FEATURES__CACHE_DIR=str(tmp_path / "cache"), NUM_GPUS="1")
+    args = [a for a in overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 1,
+            "optim.warmup_steps": 0}) if not a.startswith(("data.root=", "data.metadata=", "run.output_dir=", "features.cache_dir="))]
     proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"process 0 of 1 on cpu ({len(os.sched_getaffinity(0))} CPU threads)" in proc.stderr, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "heads.safetensors").is_file() and (tmp_path / "cache").is_dir()
+    assert "samples_per_s=" in proc.stderr, "the progress bar shows the throughput"
 
 
 def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, monkeypatch):
@@ -180,6 +184,20 @@ def test_resuming_into_another_schedule_length_is_refused(generated_dataset, tmp
         run_stage1([*args, "optim.max_steps=4"])
 
 
+def test_a_changed_config_or_a_fresh_start_in_a_used_run_dir_is_refused(generated_dataset, tmp_path):
+    """Rerunning with other heads gave 186 lines of torch size mismatches and overwrote the run's
+    config.toml; --resume none started a second run among the first one's checkpoints."""
+    root, csv = generated_dataset
+    args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 2})
+    run_stage1(args)
+    saved_config = (tmp_path / "run" / "config.toml").read_text()
+    with pytest.raises(ConfigError, match=r"shape changed \['flow\.neck.*\(16, 64, 1, 1\) -> \(32, 64, 1, 1\).*new run.output_dir"):
+        run_stage1([*args, "heads.features=32"])
+    assert (tmp_path / "run" / "config.toml").read_text() == saved_config, "a refused resume kept the run's config"
+    with pytest.raises(ConfigError, match=r"already holds checkpoints \(newest: checkpoint-2\)"):
+        run_stage1([*args, "checkpoint.resume=none"])
+
+
 def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
     from data.errors import DataFormatError
     from world_model.loading import WeightsError
@@ -195,6 +213,8 @@ def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
         run_stage1(overrides(root, csv, tmp_path / "r4", tmp_path / "cache", **{"optim.learning_rate": 1}))
     with pytest.raises((ConfigError, ValueError), match="model_dir"):
         run_stage1(overrides(root, csv, tmp_path / "r5", tmp_path / "cache", **{"backbone.preset": "ti2v_5b"}))
+    with pytest.raises(ConfigError, match=r"taps \[0, 1, 99\] must be blocks 0..3 of preset 'tiny'"):
+        run_stage1(overrides(root, csv, tmp_path / "r7", tmp_path / "cache", **{"backbone.taps": "0,1,99"}))
     with pytest.raises(WeightsError, match=str(tmp_path / "no_weights")):
         run_stage1(overrides(root, csv, tmp_path / "r6", tmp_path / "cache",
                              **{"backbone.preset": "ti2v_5b", "backbone.model_dir": tmp_path / "no_weights"}))
@@ -211,6 +231,18 @@ def test_the_script_reports_user_errors_in_one_line(override, message, tmp_path)
                            f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"stage1.py: error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_the_launcher_passes_a_user_error_through_unwrapped(generated_dataset, tmp_path):
+    """A one-process launch runs the entry point directly: no launcher traceback, status 2."""
+    root, csv = generated_dataset
+    env = {**os.environ, "DATA_ROOT": str(root), "METADATA": str(csv), "OUTPUT_DIR": str(tmp_path / "run"),
+           "NUM_GPUS": "1"}
+    env.pop("PWM_TRACEBACK", None)
+    proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), "optim.lr=-1"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "stage1.py: error: invalid config in 'optim': lr must be a positive finite number" in proc.stderr
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
@@ -239,3 +271,10 @@ def test_resume_alias_sets_the_checkpoint_field():
     assert expand_aliases(["--resume=runs/x/checkpoint-4"]) == ["checkpoint.resume=runs/x/checkpoint-4"]
     config = load_config(Stage1Config, DEMO, expand_aliases(["--resume", "none"]))
     assert config.checkpoint.resume == "none"
+
+
+def test_validation_table_says_when_there_is_no_validation(capsys):
+    from stages.model import print_validation
+
+    print_validation({})
+    assert "validation: none" in capsys.readouterr().out

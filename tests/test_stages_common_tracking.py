@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stages.common.sections import LogConfig
-from stages.common.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
+from stages.common.tracking import Tracker, build_tracker, check_backend, format_step_line, peak_memory_gib, read_metrics
 
 
 def test_jsonl_written_without_backend(tmp_path: Path) -> None:
@@ -38,10 +38,25 @@ def test_resumed_run_appends(tmp_path: Path) -> None:
     assert [r["loss"] for r in read_metrics(tmp_path)] == [1.0, 2.0]
 
 
+def test_tensorboard_backend_writes_readable_scalars(tmp_path: Path) -> None:
+    """The real recipes log to TensorBoard, so it is a dependency and must work offline."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = Tracker(tmp_path, backend="tensorboard")
+    tracker.log({"loss": 0.5, "lr": torch.tensor(1e-4)}, step=3)
+    tracker.log({"loss": 0.25}, step=4)
+    tracker.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(3, 0.5), (4, 0.25)]
+
+
 def test_missing_tensorboard_gives_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
     with pytest.raises(RuntimeError, match=r"pip install tensorboard.*log.backend=none"):
         Tracker(tmp_path, backend="tensorboard")
+    with pytest.raises(RuntimeError, match=r"pip install tensorboard"):
+        check_backend("tensorboard")  # what the stages call before building any cache
 
 
 def test_wandb_is_lazy_and_offline_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,16 +33,36 @@ class _Backend(Protocol):
     def close(self) -> None: ...
 
 
+def check_backend(backend: str) -> None:
+    """Fail at start-up, not after hours of feature caching, when the chosen backend is missing."""
+    if backend == "tensorboard":
+        _summary_writer()
+    elif backend == "wandb":
+        _wandb()
+
+
+def _summary_writer() -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:  # torch's wrapper needs the separate `tensorboard` package
+        raise RuntimeError(
+            "log.backend=tensorboard needs the tensorboard package: `pip install tensorboard`, "
+            "or set log.backend=none (metrics.jsonl is written either way)"
+        ) from error
+    return SummaryWriter
+
+
+def _wandb() -> Any:
+    try:
+        import wandb
+    except ImportError as error:
+        raise RuntimeError("log.backend=wandb needs `pip install wandb`, or set log.backend=none") from error
+    return wandb
+
+
 class _TensorBoard:
     def __init__(self, run_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:  # torch's wrapper needs the separate `tensorboard` package
-            raise RuntimeError(
-                "log.backend=tensorboard needs the tensorboard package: `pip install tensorboard`, "
-                "or set log.backend=none (metrics.jsonl is written either way)"
-            ) from error
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = _summary_writer()(log_dir=str(run_dir / "tensorboard"))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         for key, value in metrics.items():
@@ -55,10 +75,7 @@ class _TensorBoard:
 
 class _Wandb:
     def __init__(self, run_dir: Path, project: str, run_name: str, config: dict[str, Any] | None) -> None:
-        try:
-            import wandb
-        except ImportError as error:
-            raise RuntimeError("log.backend=wandb needs `pip install wandb`, or set log.backend=none") from error
+        wandb = _wandb()
         mode = os.environ.get("WANDB_MODE", "offline")
         self.run = wandb.init(project=project, name=run_name, dir=str(run_dir), config=config, mode=mode)
         logger.info("wandb run %s (mode %s)", run_name, mode)
