@@ -221,14 +221,16 @@ def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.max_steps=1", "invalid config in 'optim': warmup_steps (20) exceeds max_steps (1)"),
+    ("optim.lr=-1", "invalid config in 'optim': lr must be a positive finite number, got -1.0"),
     ("data.root=/nonexistent/scenes", "/nonexistent/scenes: data root does not exist"),
 ])
-def test_the_script_reports_user_errors_in_one_line(override, message, tmp_path):
+def test_the_script_reports_user_errors_in_one_line(override, message, generated_dataset, tmp_path):
     """A typo in a config value is not a crash: one line naming what is wrong, exit status 2."""
+    root, csv = generated_dataset
     env = {key: value for key, value in os.environ.items() if key != "PWM_TRACEBACK"}
-    proc = subprocess.run([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), override,
-                           f"run.output_dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO),
+                           *overrides(root, csv, tmp_path / "run", tmp_path / "cache"), override],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"stage1.py: error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
