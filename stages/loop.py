@@ -101,7 +101,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim: OptimConfig) -> dict[str, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss skips the update."""
+    """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss or gradient norm skips
+    the update (and counts toward the guard's limit)."""
     acc, total, metrics = run.accelerator, torch.zeros((), device=run.accelerator.device), {}
     for micro in range(optim.grad_accum):
         last = micro == optim.grad_accum - 1
