@@ -97,7 +97,8 @@ def train(stage: Any) -> dict[str, float]:
         if step_metrics.get("skipped"):
             continue  # no update happened: nothing new to log, save or validate
         bar.update(run.step - bar.n)
-        bar.set_postfix(loss=f"{step_metrics['loss']:.4f}", samples_per_s=f"{per_step / (time.perf_counter() - tick):.2f}")
+        step_rate = per_step / (time.perf_counter() - tick)
+        bar.set_postfix(loss=f"{step_metrics['loss']:.4f}", samples_per_s=f"{step_rate:.2f}")
         if run.step % config.log.every_steps == 0:
             log_step(run, step_metrics, samples, time.perf_counter() - started)
             started, samples = time.perf_counter(), 0

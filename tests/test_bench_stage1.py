@@ -40,9 +40,10 @@ def test_verdict_and_exit_status(cached, status, verdict, capsys):
 def test_bench_runs_both_paths(generated_dataset, tmp_path):
     root, csv = generated_dataset
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache")
-    proc = subprocess.run([sys.executable, str(REPO / "scripts/bench_stage1.py"), "--steps", "2", "--warmup", "1", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    command = [sys.executable, str(REPO / "scripts/bench_stage1.py"), "--steps", "2", "--warmup", "1", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # the verdict is timing: not asserted here
-    rows = [line.split()[0] for line in proc.stdout.splitlines() if re.match(r"(online|cached)\s+[\d.]+\s+[\d.]+\s", line)]
+    row = re.compile(r"(online|cached)\s+[\d.]+\s+[\d.]+\s")
+    rows = [line.split()[0] for line in proc.stdout.splitlines() if row.match(line)]
     assert rows == ["online", "cached"], proc.stdout
     assert "online/cached step-time ratio" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)

@@ -122,8 +122,9 @@ def test_the_launcher_gives_a_cpu_run_every_core_and_honours_pwm_paths(generated
     # Paths through their PWM_* spelling: the launcher's own path overrides must not shadow them.
     env.update(PWM_DATA__ROOT=str(root), PWM_DATA__METADATA=str(csv), PWM_RUN__OUTPUT_DIR=str(tmp_path / "run"),
                PWM_FEATURES__CACHE_DIR=str(tmp_path / "cache"), NUM_GPUS="1")
-    args = [a for a in overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 1,
-            "optim.warmup_steps": 0}) if not a.startswith(("data.root=", "data.metadata=", "run.output_dir=", "features.cache_dir="))]
+    paths = ("data.root=", "data.metadata=", "run.output_dir=", "features.cache_dir=")
+    args = [a for a in overrides(root, csv, tmp_path / "run", tmp_path / "cache",
+                                 **{"optim.max_steps": 1, "optim.warmup_steps": 0}) if not a.startswith(paths)]
     proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -180,7 +181,7 @@ def test_resuming_into_another_schedule_length_is_refused(generated_dataset, tmp
     root, csv = generated_dataset
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 2})
     run_stage1(args)
-    with pytest.raises(ConfigError, match=r"schedule has 2 optimizer steps, but this run computes 4.*optim.max_steps=2"):
+    with pytest.raises(ConfigError, match=r"schedule has 2 optimizer steps, but this run computes 4.*max_steps=2"):
         run_stage1([*args, "optim.max_steps=4"])
 
 
@@ -191,7 +192,8 @@ def test_a_changed_config_or_a_fresh_start_in_a_used_run_dir_is_refused(generate
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 2})
     run_stage1(args)
     saved_config = (tmp_path / "run" / "config.toml").read_text()
-    with pytest.raises(ConfigError, match=r"shape changed \['flow\.neck.*\(16, 64, 1, 1\) -> \(32, 64, 1, 1\).*new run.output_dir"):
+    reshaped = r"shape changed \['flow\.neck.*\(16, 64, 1, 1\) -> \(32, 64, 1, 1\).*new run.output_dir"
+    with pytest.raises(ConfigError, match=reshaped):
         run_stage1([*args, "heads.features=32"])
     assert (tmp_path / "run" / "config.toml").read_text() == saved_config, "a refused resume kept the run's config"
     with pytest.raises(ConfigError, match=r"already holds checkpoints \(newest: checkpoint-2\)"):

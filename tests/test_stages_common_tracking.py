@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from stages.common.sections import LogConfig
-from stages.common.tracking import Tracker, build_tracker, check_backend, format_step_line, peak_memory_gib, read_metrics
+from stages.common.tracking import (
+    Tracker,
+    build_tracker,
+    check_backend,
+    format_step_line,
+    peak_memory_gib,
+    read_metrics,
+)
 
 
 def test_jsonl_written_without_backend(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def test_guard_skips_counts_and_raises_with_message() -> None:
     assert (guard.consecutive, guard.total_skipped) == (0, 1)
     assert not guard.check(float("inf"), step=3)
     assert not guard.check(torch.tensor([1.0, float("nan")]), step=4)
-    with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite steps at step 5 \(the last had a non-finite loss\); last finite loss 0.25.*lr"):
+    message = r"3 consecutive non-finite steps at step 5 \(the last had a non-finite loss\); last finite loss 0.25.*lr"
+    with pytest.raises(NonFiniteLossError, match=message):
         guard.check(torch.tensor(float("-inf")), step=5)
 
 
@@ -143,7 +144,8 @@ def test_guard_skips_a_non_finite_gradient_norm_and_counts_it_with_losses() -> N
     assert guard.check(torch.tensor(0.5), step=1)
     assert not guard.check_grad_norm(float("nan"), step=1)
     assert (guard.consecutive, guard.total_skipped, guard.last_finite_loss) == (1, 1, 0.5)
-    with pytest.raises(NonFiniteLossError, match=r"2 consecutive non-finite steps at step 2 \(the last had a non-finite loss\); last finite loss 0.5"):
+    message = r"2 consecutive non-finite steps at step 2 \(the last had a non-finite loss\); last finite loss 0.5"
+    with pytest.raises(NonFiniteLossError, match=message):
         guard.check(float("nan"), step=2)
 
 

@@ -90,7 +90,8 @@ class NonFiniteGuard:
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteLossError(
                 f"{self.consecutive} consecutive non-finite steps at step {step} (the last had a non-finite {what}); "
-                f"last finite loss {last}; {self.total_skipped} steps skipped in total. Try lowering the lr (or raising warmup), "
+                f"last finite loss {last}; {self.total_skipped} steps skipped in total. "
+                "Try lowering the lr (or raising warmup), "
                 "enabling grad clipping, or check the data for NaN/inf targets and empty masks."
             )
 
