@@ -198,6 +198,23 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
     model.load_state_dict(state, strict=False)
 
 
+def init_weights(run: TrainRun, folder: Path) -> None:
+    """Start a fresh run from another run's weights (and EMA); optimizer, schedule, data order and
+    step count start anew, so a finished run can train longer under a schedule of its own."""
+    if not folder.is_dir():
+        raise ConfigError(f"checkpoint.init_from={str(folder)!r} is not a checkpoint folder")
+    saved = load_checkpoint(folder)
+    load_trainable_state(run.unwrapped, saved.tensors["trainable"], folder)
+    if run.zero:
+        zero.follow_module_weights(run.optimizer)
+    if run.ema is not None:
+        if "ema" in saved.tensors:
+            run.ema.load_state_dict(saved.tensors["ema"])
+        else:
+            run.ema.restart_from(run.unwrapped)
+    log.info("initialised the weights from %s (step %d of that run); training starts at step 0", folder, saved.step)
+
+
 def refuse_to_mix_runs(run_dir: Path) -> None:
     """Starting fresh where another run left checkpoints would interleave the two: pruning would
     delete the new run's checkpoints and a later --resume latest would pick the old run's."""
@@ -228,6 +245,8 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     path = resolve_resume(run.run_dir, ckpt.resume)
     if path is None:
         refuse_to_mix_runs(run.run_dir)
+        if ckpt.init_from:
+            init_weights(run, Path(ckpt.init_from))
         return False
     saved = load_checkpoint(path)
     check_same_schedule(saved.meta.get("total_steps"), run.total_steps, path)
@@ -268,7 +287,8 @@ def check_same_schedule(saved_total: int | None, total: int, where: Path) -> Non
         raise ConfigError(
             f"{where}: this checkpoint's schedule has {saved_total} optimizer steps, but this run computes {total} "
             "(another number of processes, batch size, grad_accum, epochs or data set?). To continue it, set "
-            f"optim.max_steps={saved_total}; to train a new schedule, use a new run.output_dir.")
+            f"optim.max_steps={saved_total}; to train a new schedule from its weights, use a new run.output_dir "
+            f"with checkpoint.init_from={where}.")
 
 
 def log_step(run: TrainRun, metrics: dict[str, float], samples: int, seconds: float) -> None:

@@ -137,6 +137,16 @@ def load_optimizer_state(optimizer: Any, per_rank: list[dict[str, Any]], rank: i
     zero.load_state_dict(restored, load_optimizer_states=True, load_from_fp32_weights=True)
 
 
+def follow_module_weights(optimizer: Any) -> None:
+    """After weights were loaded into the module (checkpoint.init_from), make ZeRO's fp32 master
+    partitions follow them; otherwise the next step would write the old weights back."""
+    restore = getattr(zero_optimizer(optimizer), "_restore_from_bit16_weights", None)
+    if restore is None:
+        raise ConfigError("checkpoint.init_from under DeepSpeed needs a ZeRO optimizer that can refresh its "
+                          "master weights from the module (DeepSpeed's _restore_from_bit16_weights)")
+    restore()
+
+
 def poison(loss: torch.Tensor) -> torch.Tensor:
     """A loss whose gradients are all NaN: DeepSpeed's own overflow check then skips the step and
     clears the accumulated gradients, which is the only clean way to drop a ZeRO step."""

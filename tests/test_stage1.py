@@ -200,6 +200,29 @@ def test_a_changed_config_or_a_fresh_start_in_a_used_run_dir_is_refused(generate
         run_stage1([*args, "checkpoint.resume=none"])
 
 
+def test_init_from_starts_a_fresh_schedule_from_another_runs_weights(generated_dataset, tmp_path):
+    """The way to train a finished run longer, now that resuming into another schedule is refused."""
+    root, csv = generated_dataset
+    run_stage1(overrides(root, csv, tmp_path / "first", tmp_path / "cache", **{"optim.max_steps": 2}))
+    source = tmp_path / "first" / "checkpoint-2"
+    # A learning rate too small to move anything and an EMA that does not update within 4 steps:
+    # the second run's weights and EMA are the first run's.
+    run_stage1(overrides(root, csv, tmp_path / "longer", tmp_path / "cache", **{
+        "optim.max_steps": 4, "optim.lr": 1e-20, "ema.update_every": 1000, "checkpoint.init_from": source}))
+    meta = json.loads((tmp_path / "longer" / "checkpoint-4" / "meta.json").read_text())
+    assert meta["step"] == 4 and meta["total_steps"] == 4, "a schedule of its own, from step 0"
+    for group in ("trainable", "ema"):
+        start = load_file(source / f"{group}.safetensors")
+        end = load_file(tmp_path / "longer" / "checkpoint-4" / f"{group}.safetensors")
+        for key in start:
+            if key.startswith("__"):
+                continue
+            torch.testing.assert_close(end[key], start[key], rtol=0, atol=1e-6, msg=f"{group} {key}")
+    with pytest.raises(ConfigError, match="is not a checkpoint folder"):
+        run_stage1(overrides(root, csv, tmp_path / "third", tmp_path / "cache",
+                             **{"checkpoint.init_from": tmp_path / "nope"}))
+
+
 def test_bad_paths_and_values_fail_clearly(generated_dataset, tmp_path):
     from data.errors import DataFormatError
     from world_model.loading import WeightsError

@@ -122,6 +122,16 @@ def test_ema_swap_in_restores_and_state_round_trip() -> None:
         other.load_state_dict({"param.lin.weight": torch.zeros(1, 2)})
 
 
+def test_ema_restart_from_takes_the_current_weights() -> None:
+    model = _Tiny()
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.lin.weight.fill_(3.0)
+    ema.update(model)
+    ema.restart_from(model)
+    assert torch.all(ema.params["lin.weight"] == 3.0) and ema.num_updates == 0
+
+
 # ---------------------------------------------------------------- guard
 
 

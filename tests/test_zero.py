@@ -58,6 +58,16 @@ def test_zero2_matches_the_ddp_path_and_resumes_exactly(generated_dataset, tmp_p
     moved = max(float((tensors(tmp_path / "ds", 2, "trainable")[k] - ds[k]).abs().max()) for k in ds)
     assert moved > 1e-4, "the weights must change between checkpoints for the comparison to mean anything"
 
+    # checkpoint.init_from: ZeRO's fp32 master weights must follow the loaded module weights, or
+    # the first step writes the fresh initialisation back (lr too small to move anything).
+    init_args = overrides(root, csv, tmp_path / "init", tmp_path / "cache", **{
+        **STEPS, "optim.lr": 1e-20, "checkpoint.init_from": tmp_path / "ds" / "checkpoint-2"})
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "init", init_args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start, end = tensors(tmp_path / "ds", 2, "trainable"), tensors(tmp_path / "init", 4, "trainable")
+    for key in start:
+        torch.testing.assert_close(end[key], start[key], rtol=0, atol=1e-6, msg=key)
+
     # Killed after checkpoint-2: the ZeRO partition state (fp32 master, AdamW moments) restores exactly.
     shutil.copytree(tmp_path / "ds", tmp_path / "resumed", ignore=shutil.ignore_patterns("checkpoint-4", "final"))
     proc = launcher(tmp_path, generated_dataset, tmp_path / "resumed", overrides(root, csv, tmp_path / "resumed",

@@ -56,6 +56,16 @@ class EMA:
         return True
 
     @torch.no_grad()
+    def restart_from(self, model: nn.Module) -> None:
+        """Restart the average at the model's current weights (after loading weights into it)."""
+        live, live_buffers = dict(model.named_parameters()), dict(model.named_buffers())
+        for name, shadow in self.params.items():
+            shadow.copy_(live[name].detach().float())
+        for name, shadow in self.buffers.items():
+            shadow.copy_(live_buffers[name])
+        self.num_updates = 0
+
+    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         """Overwrite the model's tracked parameters (cast to their dtype) and buffers with the EMA."""
         live, live_buffers = dict(model.named_parameters()), dict(model.named_buffers())

@@ -87,6 +87,11 @@ class CheckpointConfig:
     """Either "latest" (resume from the newest complete checkpoint in the run dir, if any), "none"
     (start fresh), or the path of a checkpoint folder to resume from."""
 
+    init_from: str = ""
+    """A checkpoint folder whose trainable weights (and EMA) start a fresh run, with a new optimizer,
+    schedule and data order: how to train a finished run longer or on other data. Ignored when
+    the run resumes from its own checkpoint."""
+
     def __post_init__(self) -> None:
         require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
         require(self.keep_last >= 0, f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
