@@ -59,9 +59,10 @@ pwm_launch() {
   local launch=(--num_machines "$NUM_NODES" --num_processes "$(( NUM_GPUS * NUM_NODES ))" --mixed_precision "$MIXED_PRECISION" --dynamo_backend no)
   # Without GPUs accelerate launch pins every process to one thread unless told otherwise, which
   # left a CPU demo on one of its cores; share the cores (OMP_NUM_THREADS, if set, still wins).
+  local threads=""
   if [ "$gpus" -eq 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
-    local threads=$(( $(nproc) / NUM_GPUS ))
-    launch+=(--num_cpu_threads_per_process "$(( threads > 0 ? threads : 1 ))")
+    threads=$(( $(nproc) / NUM_GPUS )) && threads=$(( threads > 0 ? threads : 1 ))
+    launch+=(--num_cpu_threads_per_process "$threads")
   fi
   # A config file names the distributed type itself (e.g. DeepSpeed); --multi_gpu would override
   # it and silently launch plain DDP instead.
@@ -75,7 +76,7 @@ pwm_launch() {
     # One process needs no launcher, only the settings accelerate launch would export; run directly
     # so a one-line error and its exit status reach the shell without a launcher traceback.
     export ACCELERATE_MIXED_PRECISION="$MIXED_PRECISION" ACCELERATE_DYNAMO_BACKEND=NO
-    if [ "$gpus" -eq 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then export OMP_NUM_THREADS="$(nproc)"; fi
+    if [ -n "$threads" ]; then export OMP_NUM_THREADS="$threads"; fi
     exec "$PYTHON" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
   fi
   exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
