@@ -152,7 +152,8 @@ def backward(run: TrainRun, loss: torch.Tensor) -> None:
 
 def apply_gradients(run: TrainRun, optim: OptimConfig) -> float | None:
     """Clip, update (unless the gradient norm is not finite) and clear; returns the norm before
-    clipping, None when clipping is off and the norm is not computed."""
+    clipping.  With clipping off (grad_clip = 0) the norm is still computed: it is what catches a
+    NaN gradient under a finite loss."""
     if run.zero:
         run.model.step()  # clips (gradient_clipping = optim.grad_clip); skips the update on a non-finite norm
         run.optimizer.step()  # accelerate's DeepSpeed wrapper: a no-op that tells the LR scheduler a step was taken
@@ -161,8 +162,8 @@ def apply_gradients(run: TrainRun, optim: OptimConfig) -> float | None:
             return float("nan")
         return None if norm is None else float(norm)
     params = [p for p in run.model.parameters() if p.requires_grad]
-    norm = float(run.accelerator.clip_grad_norm_(params, optim.grad_clip)) if optim.grad_clip > 0 else None
-    if norm is None or math.isfinite(norm):
+    norm = float(run.accelerator.clip_grad_norm_(params, optim.grad_clip if optim.grad_clip > 0 else math.inf))
+    if math.isfinite(norm):
         run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     return norm

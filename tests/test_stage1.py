@@ -155,8 +155,11 @@ def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, m
         run_stage1(overrides(root, csv, tmp_path / "always", tmp_path / "cache", **{"guard.max_consecutive_nonfinite": 3}))
 
 
-def test_a_nan_gradient_under_a_finite_loss_is_skipped_not_applied(generated_dataset, tmp_path, monkeypatch):
-    """sqrt(0 * x) * 0 is 0 forward and NaN backward: the kind of NaN a masked term can hide."""
+@pytest.mark.parametrize("grad_clip", [1.0, 0.0], ids=["clipped", "clipping-off"])
+def test_a_nan_gradient_under_a_finite_loss_is_skipped_not_applied(grad_clip, generated_dataset, tmp_path,
+                                                                    monkeypatch):
+    """sqrt(0 * x) * 0 is 0 forward and NaN backward: the kind of NaN a masked term can hide.  With
+    clipping off the norm must still be computed, or the NaN reaches the weights."""
     from heads import losses
 
     root, csv = generated_dataset
@@ -168,7 +171,8 @@ def test_a_nan_gradient_under_a_finite_loss_is_skipped_not_applied(generated_dat
         return (loss + (flow * 0).sqrt().sum() * 0 if calls["n"] == 2 else loss), metrics
 
     monkeypatch.setattr(losses.HeadLoss, "__call__", nan_gradient)
-    run_stage1(overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"optim.max_steps": 3}))
+    run_stage1(overrides(root, csv, tmp_path / "run", tmp_path / "cache",
+                         **{"optim.max_steps": 3, "optim.grad_clip": grad_clip}))
     payload = json.loads((tmp_path / "run" / "final" / "metrics.json").read_text())
     assert payload["skipped_steps"]["total_skipped"] == 1 and payload["step"] == 3
     heads = load_file(tmp_path / "run" / "final" / "heads.safetensors")

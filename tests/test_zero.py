@@ -79,6 +79,18 @@ def test_zero2_matches_the_ddp_path_and_resumes_exactly(generated_dataset, tmp_p
         for key in a:
             assert torch.equal(a[key], b[key]), (group, key)
 
+    # A checkpoint written by two ranks (two ZeRO partitions) cannot resume on one: a clear refusal.
+    shutil.copytree(tmp_path / "ds", tmp_path / "two", ignore=shutil.ignore_patterns("checkpoint-4", "final"))
+    state_file = tmp_path / "two" / "checkpoint-2" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    state["optimizer"] = state["optimizer"] * 2
+    torch.save(state, state_file)
+    proc = launcher(tmp_path, generated_dataset, tmp_path / "two", overrides(root, csv, tmp_path / "two",
+                                                                           tmp_path / "cache", **STEPS))
+    assert proc.returncode != 0
+    assert "has 2 partitions but this run has 1: resume with the same number of processes" in proc.stderr, \
+        proc.stderr[-3000:]
+
 
 def test_zero2_stage2_lora_matches_the_ddp_path(generated_dataset, stage1_heads, tmp_path):
     """Stage 2 wraps the whole DiT (frozen base, LoRA, heads) in the engine; LoRA must train alike."""
