@@ -79,5 +79,8 @@ pwm_launch() {
     if [ -n "$threads" ]; then export OMP_NUM_THREADS="$threads"; fi
     exec "$PYTHON" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
   fi
+  # Check the config and its paths once, here, before every process loads torch and a GPU: a
+  # mistake then ends with one line instead of one per rank plus torchrun's failure summary.
+  "$PYTHON" "$entry" --preflight --config "$CONFIG" "${overrides[@]}" "$@"
   exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
 }

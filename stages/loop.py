@@ -41,6 +41,7 @@ from stages.common import (
 from stages.common.config import ConfigError
 from stages.common.sections import CheckpointConfig, OptimConfig
 from stages.common.timing import PhaseTimer
+from stages.preflight import check_init_from
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -202,9 +203,7 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
 def init_weights(run: TrainRun, folder: Path) -> None:
     """Start a fresh run from another run's weights (and EMA); optimizer, schedule, data order and
     step count start anew, so a finished run can train longer under a schedule of its own."""
-    if not folder.is_dir():
-        raise ConfigError(f"checkpoint.init_from={str(folder)!r} is not a checkpoint folder")
-    saved = load_checkpoint(folder)
+    saved = load_checkpoint(check_init_from(folder))
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], folder)
     if run.zero:
         zero.follow_module_weights(run.optimizer)

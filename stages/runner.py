@@ -7,6 +7,7 @@ EMA weights already swapped in), ``export(final_dir)``, ``before_training()`` an
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -24,14 +25,23 @@ from stages.common import parse_cli, save_config
 from stages.common.console import configure_logging
 from stages.common.tracking import check_backend
 from stages.loop import batch_stream, log_step, optimizer_step, resume, save
+from stages.preflight import preflight
 
 log = logging.getLogger(__name__)
 
 
 def run_entry(config_cls: type, build: Any, argv: list[str] | None, description: str) -> dict[str, float]:
     """parse -> build -> train -> close: the whole entry point of either stage."""
-    config, _ = parse_cli(config_cls, expand_aliases(sys.argv[1:] if argv is None else argv), description=description)
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--preflight", action="store_true",
+                        help="check the config and the files it names, then exit (the launcher does this once "
+                             "before it starts several processes)")
+    config, args = parse_cli(config_cls, expand_aliases(sys.argv[1:] if argv is None else argv), parser=parser)
     configure_logging()
+    if args.preflight:
+        preflight(config)
+        print(f"{Path(sys.argv[0]).name}: preflight passed", file=sys.stderr)
+        return {}
     check_backend(config.log.backend)
     accelerator = make_accelerator()
     stage = build(config, accelerator)
@@ -50,12 +60,13 @@ def run_script(main: Any) -> None:
     run, end with one line saying what is wrong and exit status 2, not a traceback of the
     machinery that found it (``PWM_TRACEBACK=1`` shows that too)."""
     from data.errors import DataFormatError
+    from heads.io import HeadLoadError
     from stages.common import ConfigError, NonFiniteLossError
     from world_model.loading import WeightsError
 
     try:
         main()
-    except (ConfigError, DataFormatError, WeightsError, NonFiniteLossError, FileNotFoundError) as error:
+    except (ConfigError, DataFormatError, WeightsError, HeadLoadError, NonFiniteLossError, FileNotFoundError) as error:
         if os.environ.get("PWM_TRACEBACK"):
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}\n(PWM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)

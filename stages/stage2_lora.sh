@@ -20,6 +20,7 @@
 #   MIXED_PRECISION    no | bf16 | fp16          (bf16 with GPUs, else no)
 #   ACCELERATE_CONFIG  optional accelerate config (e.g. stages/configs/accelerate_zero2.yaml)
 # Any arguments are config overrides passed through (section.field=value); --help lists them all.
+# Before a multi-process launch the config and the files it names are checked once (--preflight).
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/stages/launch_common.sh"

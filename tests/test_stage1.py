@@ -264,16 +264,40 @@ def test_the_script_reports_user_errors_in_one_line(override, message, generated
     assert f"stage1.py: error: {message}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-def test_the_launcher_passes_a_user_error_through_unwrapped(generated_dataset, tmp_path):
-    """A one-process launch runs the entry point directly: no launcher traceback, status 2."""
+@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "lr must be a positive finite number"),
+    ("data.metadata=missing.csv", "missing.csv: metadata CSV does not exist"),
+])
+def test_the_launcher_passes_a_user_error_through_unwrapped(processes, override, message, generated_dataset, tmp_path):
+    """One process runs the entry point directly; several are preceded by a one-process preflight.
+    Either way: the error once, no launcher traceback, status 2, nothing written."""
     root, csv = generated_dataset
     env = {**os.environ, "DATA_ROOT": str(root), "METADATA": str(csv), "OUTPUT_DIR": str(tmp_path / "run"),
-           "NUM_GPUS": "1"}
+           "NUM_GPUS": str(processes)}
     env.pop("PWM_TRACEBACK", None)
-    proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), "optim.lr=-1"], capture_output=True,
+    proc = subprocess.run(["bash", str(REPO / "stages/stage1_heads.sh"), override], capture_output=True,
                           text=True, env=env, cwd=REPO, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "stage1.py: error: invalid config in 'optim': lr must be a positive finite number" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count("stage1.py: error:") == 1 and message in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr, proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_preflight_checks_the_named_files_and_writes_nothing(generated_dataset, tmp_path):
+    from data.errors import DataFormatError
+    from world_model.loading import WeightsError
+
+    root, csv = generated_dataset
+    args = ["--preflight", *overrides(root, csv, tmp_path / "run", tmp_path / "cache")]
+    assert run_stage1(args) == {}
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+    with pytest.raises(DataFormatError, match="no rows with split 'nope'"):
+        run_stage1([*args, "run.val_split=nope"])
+    with pytest.raises(WeightsError, match="no_weights"):
+        run_stage1([*args, "backbone.preset=ti2v_5b", f"backbone.model_dir={tmp_path / 'no_weights'}"])
+    with pytest.raises(ConfigError, match="checkpoint.init_from=.*is not a checkpoint folder"):
+        run_stage1([*args, f"checkpoint.init_from={tmp_path / 'nope'}"])
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)

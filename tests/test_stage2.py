@@ -188,3 +188,23 @@ def test_probes_use_the_plain_module_and_every_rank_takes_the_same_barriers(gene
         thread.join(timeout=60)
     assert not errors, errors
     assert (tmp_path / "shared" / "terms_start.json").is_file()
+
+
+def test_preflight_checks_the_stage1_heads(generated_dataset, stage1_heads, tmp_path):
+    """A launch is checked before it starts; an export that is not a head directory is a one-line
+    error from the script (it once ended in a traceback)."""
+    import subprocess
+    import sys
+
+    from stages.stage2 import main
+
+    assert main(["--config", str(DEMO2), "--preflight", *stage2_args(generated_dataset, stage1_heads,
+                                                                      tmp_path / "run")]) == {}
+    assert not (tmp_path / "run").exists()
+    empty = tmp_path / "not_heads"
+    empty.mkdir()
+    args = stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{"objective.heads_dir": empty})
+    proc = subprocess.run([sys.executable, str(REPO / "stages/stage2.py"), "--config", str(DEMO2), "--preflight",
+                           *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"stage2.py: error: {empty} is not a head directory" in proc.stderr and "Traceback" not in proc.stderr
