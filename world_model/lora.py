@@ -20,6 +20,7 @@ def add_lora(dit: nn.Module, rank: int = 32, alpha: float | None = None,
 
     ``alpha`` defaults to ``rank`` (peft scaling alpha / rank = 1).  Base weights stay frozen and
     bitwise untouched: peft initialises B to zero, so the adapted model starts equal to the base.
+    Adapters are fp32 whatever the base's dtype (mixed precision comes from autocast).
     """
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -30,6 +31,11 @@ def add_lora(dit: nn.Module, rank: int = 32, alpha: float | None = None,
     dit = inject_adapter_in_model(config, dit)
     for name, parameter in dit.named_parameters():
         parameter.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            # peft's low-level injection gives adapters the base's dtype; a bf16 adapter loses AdamW
+            # updates below bf16's resolution (lr 5e-5 on weights ~1e-2), so keep fp32 master
+            # weights (peft casts the input to them and the sum back to the base's dtype).
+            parameter.data = parameter.data.float()
     if not any(p.requires_grad for p in dit.parameters()):
         raise ValueError(f"no module matched LoRA targets {list(targets)}")
     return dit
