@@ -78,6 +78,16 @@ def configure(accelerator: Any, batch_size: int, grad_accum: int, grad_clip: flo
     return dtype
 
 
+def outputs_in_fp32(engine: Any, dtype: torch.dtype | None) -> None:
+    """Under autocast, hand the losses fp32 model outputs, as accelerate's DDP wrapper does
+    (``convert_outputs_to_fp32``); without it the loss arithmetic ran on bf16 tensors and a ZeRO
+    run drifted from the DDP one from the first step."""
+    if dtype is not None:
+        from accelerate.utils import convert_outputs_to_fp32
+
+        engine.module.forward = convert_outputs_to_fp32(engine.module.forward)
+
+
 def _enabled(ds: dict, section: str) -> bool:
     return str(ds.get(section, {}).get("enabled", False)).lower() in ("true", "auto")
 
