@@ -57,7 +57,7 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     zero_autocast = zero.configure(accelerator, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = accelerator.prepare(model, optimizer)
     if zero.is_deepspeed(accelerator):
-        zero.outputs_in_fp32(model, zero_autocast)
+        zero.match_ddp_forward(model, accelerator.device, zero_autocast)
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
     sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
     # Its own generator: creating a loader iterator must not draw from the global RNG, or a resumed

@@ -78,14 +78,16 @@ def configure(accelerator: Any, batch_size: int, grad_accum: int, grad_clip: flo
     return dtype
 
 
-def outputs_in_fp32(engine: Any, dtype: torch.dtype | None) -> None:
-    """Under autocast, hand the losses fp32 model outputs, as accelerate's DDP wrapper does
-    (``convert_outputs_to_fp32``); without it the loss arithmetic ran on bf16 tensors and a ZeRO
-    run drifted from the DDP one from the first step."""
+def match_ddp_forward(engine: Any, device: torch.device, dtype: torch.dtype | None) -> None:
+    """Wrap the module's forward as accelerate does on the DDP path: under autocast, returning fp32
+    outputs.  Without it the losses ran on bf16 outputs (a ZeRO-2 run drifted from DDP from the
+    first step) and validation and probes, which call the module outside the loop's autocast,
+    ran in another precision than on DDP."""
     if dtype is not None:
         from accelerate.utils import convert_outputs_to_fp32
 
-        engine.module.forward = convert_outputs_to_fp32(engine.module.forward)
+        forward = torch.autocast(device.type, dtype=dtype)(engine.module.forward)
+        engine.module.forward = convert_outputs_to_fp32(forward)
 
 
 def _enabled(ds: dict, section: str) -> bool:

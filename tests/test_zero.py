@@ -126,12 +126,14 @@ runner.run_script(main)
 def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_dataset, stage1_heads, tmp_path):
     """A GPU run: frozen bf16 base, fp32 LoRA and heads, bf16 autocast.  The ZeRO path once handed
     the losses bf16 model outputs (accelerate upcasts them only on the DDP path): 1.8e-3 apart
-    after 4 steps, the first loss already different."""
+    after 4 steps, the first loss already different; and its probes and validation, which call
+    the module outside the loop, ran without autocast."""
     script = tmp_path / "bf16_stage2.py"
     script.write_text(BF16_BASE)
-    runs = {}
+    runs, evaluated = {}, {}
     for name, config in (("ds", ["--config_file", str(ZERO2)]), ("ddp", [])):
-        args = stage2_args(generated_dataset, stage1_heads, tmp_path / name, **{"optim.grad_accum": 2})
+        args = stage2_args(generated_dataset, stage1_heads, tmp_path / name,
+                           **{"optim.grad_accum": 2, "run.val_split": "val", "run.val_max_windows": 2})
         command = [sys.executable, "-m", "accelerate.commands.launch", *config, "--num_processes", "1",
                    "--mixed_precision", "bf16", "--dynamo_backend", "no", str(script), "--config", str(DEMO2), *args]
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -139,8 +141,14 @@ def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_datase
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "parameter dtypes [(False, 'torch.bfloat16'), (True, 'torch.float32')]" in proc.stdout, proc.stdout
         runs[name] = tensors(tmp_path / name, 4, "trainable")
+        terms = json.loads((tmp_path / name / "final" / "terms.json").read_text())
+        validation = json.loads((tmp_path / name / "final" / "metrics.json").read_text())["validation"]
+        evaluated[name] = {**{f"start/{k}": v for k, v in terms["start"].items()}, **validation}
     for key in runs["ds"]:
         torch.testing.assert_close(runs["ds"][key], runs["ddp"][key], rtol=1e-4, atol=1e-5, msg=key)
+    assert evaluated["ds"].keys() == evaluated["ddp"].keys() and "flow_epe_moving" in evaluated["ds"]
+    for key, value in evaluated["ds"].items():
+        assert value == pytest.approx(evaluated["ddp"][key], rel=1e-5, abs=1e-7, nan_ok=True), key
 
 
 NAN_ON_SECOND_LOSS = """
