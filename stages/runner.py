@@ -23,6 +23,7 @@ from stages.assemble import make_accelerator
 from stages.cli import expand_aliases
 from stages.common import parse_cli, save_config
 from stages.common.console import configure_logging
+from stages.common.preemption import Preempted, StopRequest
 from stages.common.tracking import check_backend
 from stages.loop import batch_stream, log_step, optimizer_step, resume, save
 from stages.preflight import preflight
@@ -95,13 +96,28 @@ def run_validation(stage: Any) -> dict[str, float]:
 def train(stage: Any) -> dict[str, float]:
     """Train to ``total_steps`` (resuming if a checkpoint exists); returns the last validation."""
     run, config = stage.run, stage.run.config
-    resume(run, config.checkpoint)
+    resumed = resume(run, config.checkpoint)
     if run.accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's config
         save_config(config, run.run_dir / "config.toml")
+    with StopRequest() as stop:  # before the loader's workers fork: they inherit the handler
+        train_steps(stage, stop, saved_at=run.step if resumed else -1)
+    metrics = run_validation(stage)
+    export(stage, metrics)
+    return metrics
+
+
+def train_steps(stage: Any, stop: StopRequest, saved_at: int) -> None:
+    """The step loop: log, checkpoint and validate on schedule; on SIGTERM (any rank), checkpoint
+    the step reached unless that is done (``saved_at``), and exit with status 143."""
+    run, config = stage.run, stage.run.config
     stream, per_step = batch_stream(run), config.run.batch_size * config.optim.grad_accum * run.accelerator.num_processes
-    started, samples, metrics = time.perf_counter(), 0, {}
+    started, samples = time.perf_counter(), 0
     bar = tqdm(total=run.total_steps, initial=run.step, desc=type(stage).__name__, disable=not run.accelerator.is_main_process)
     while run.step < run.total_steps:
+        # Checked before each step, skipped ones included; every rank takes the same branch.
+        if stop.agreed(lambda flag: run.accelerator.reduce(flag, "sum"), run.accelerator.device):
+            bar.close()
+            stop_here(run, saved=saved_at == run.step)
         tick = time.perf_counter()
         step_metrics = optimizer_step(run, stream, stage.loss_fn, config.optim)
         samples += per_step
@@ -115,12 +131,19 @@ def train(stage: Any) -> dict[str, float]:
             started, samples = time.perf_counter(), 0
         if run.step % config.checkpoint.every_steps == 0 or run.step == run.total_steps:
             save(run, config.checkpoint)
+            saved_at = run.step
         if run.step % config.run.val_every == 0 and run.step < run.total_steps:
             run_validation(stage)
     bar.close()
-    metrics = run_validation(stage)
-    export(stage, metrics)
-    return metrics
+
+
+def stop_here(run: Any, saved: bool) -> None:
+    """SIGTERM: checkpoint the step reached (unless done), then leave with status 143."""
+    if not saved:
+        save(run, run.config.checkpoint)
+    log.warning("SIGTERM: stopped at step %d of %d with checkpoint-%d saved; run the same command to resume",
+                run.step, run.total_steps, run.step)
+    raise Preempted()
 
 
 def export(stage: Any, metrics: dict[str, float]) -> Path:

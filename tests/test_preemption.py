@@ -1,0 +1,76 @@
+"""SIGTERM (scheduler preemption, torchrun shutting down) saves the step reached and exits 143; the
+rerun resumes exactly.  Without the handler the steps since the last periodic checkpoint were lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from stages.common.preemption import EXIT_STATUS
+from tests.conftest import start_stage
+from tests.test_stage1 import DEMO, REPO, overrides
+
+LONG = {"optim.max_steps": 40, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
+
+
+def signal_after(process: subprocess.Popen, log: Path, text: str, timeout: float = 300) -> None:
+    """SIGTERM ``process`` once ``text`` shows up in its log."""
+    deadline = time.time() + timeout
+    while text not in log.read_text() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+
+
+def stopped_step(log: Path) -> int:
+    found = re.search(r"SIGTERM: stopped at step (\d+) of 40 with checkpoint-\1 saved", log.read_text())
+    assert found, log.read_text()[-3000:]
+    return int(found.group(1))
+
+
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    straight = start_stage("stages/stage1.py", DEMO, overrides(root, csv, tmp_path / "straight", tmp_path / "cache",
+                                                                **LONG), tmp_path / "straight.log")
+    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    args = overrides(root, csv, tmp_path / "stopped", tmp_path / "cache", **LONG)
+    log = tmp_path / "stopped.log"
+    victim = start_stage("stages/stage1.py", DEMO, args, log)
+    signal_after(victim, log, "step 2/40")
+    assert victim.wait(timeout=300) == EXIT_STATUS, log.read_text()[-3000:]
+    step = stopped_step(log)
+    assert 2 <= step < 40 and (tmp_path / "stopped" / f"checkpoint-{step}" / "COMPLETE").is_file()
+    assert not (tmp_path / "stopped" / "final").exists()
+    resumed = start_stage("stages/stage1.py", DEMO, args, tmp_path / "resumed.log")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    a = load_file(tmp_path / "straight" / "final" / "heads.safetensors")
+    b = load_file(tmp_path / "stopped" / "final" / "heads.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(generated_dataset, tmp_path):
+    """torchrun forwards the signal to every rank; they agree on one step, save it together (a
+    collective) and leave instead of hanging or being killed after the grace period."""
+    root, csv = generated_dataset
+    log = tmp_path / "launch.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
+               str(REPO / "stages/stage1.py"), "--config", str(DEMO),
+               *overrides(root, csv, tmp_path / "run", tmp_path / "cache", **LONG)]
+    launcher = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    signal_after(launcher, log, "step 2/40")
+    assert launcher.wait(timeout=300) != 0
+    step = stopped_step(log)
+    checkpoint = tmp_path / "run" / f"checkpoint-{step}"
+    assert (checkpoint / "COMPLETE").is_file(), log.read_text()[-3000:]
+    assert len(torch.load(checkpoint / "rng.pt", weights_only=True)["ranks"]) == 2
+    assert json.loads((checkpoint / "meta.json").read_text())["sampler"]["position"] == 2 * step
