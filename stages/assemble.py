@@ -23,6 +23,7 @@ from stages.common import (
     seed_worker,
     to_dict,
 )
+from stages.common.preemption import shield_worker
 from stages.common.timing import PhaseTimer
 from stages.loop import TrainRun
 
@@ -45,6 +46,12 @@ def make_accelerator():
     return accelerator
 
 
+def init_train_worker(worker_id: int) -> None:
+    """Each training-loader worker: its own seed, and it outlives a SIGTERM to the process group."""
+    seed_worker(worker_id)
+    shield_worker()
+
+
 def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
     """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs."""
     optim = config.optim
@@ -64,7 +71,7 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     # run (which creates its iterator at a different point) would see different random numbers.
     # Pinned batches make the non_blocking copies in to_device really asynchronous on CUDA.
     loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
-                        num_workers=config.run.num_workers, worker_init_fn=seed_worker,
+                        num_workers=config.run.num_workers, worker_init_fn=init_train_worker,
                         generator=make_generator(config.run.seed), pin_memory=accelerator.device.type == "cuda")
     total_steps = optim.total_steps(len(loader))
     run_dir = Path(config.run.output_dir)

@@ -12,22 +12,32 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from stages.common.preemption import EXIT_STATUS
-from tests.conftest import start_stage
 from tests.test_stage1 import DEMO, REPO, overrides
 
 LONG = {"optim.max_steps": 40, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
 
 
-def signal_after(process: subprocess.Popen, log: Path, text: str, timeout: float = 300) -> None:
-    """SIGTERM ``process`` once ``text`` shows up in its log."""
+def signal_after(process: subprocess.Popen, log: Path, text: str, timeout: float = 300, group: bool = False) -> None:
+    """SIGTERM ``process`` (or its whole process group, as SLURM does) once ``text`` is in its log."""
     deadline = time.time() + timeout
     while text not in log.read_text() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    if group:
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGTERM)
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    """stage1.py in a session of its own, so its process group can be signalled alone."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
 
 
 def stopped_step(log: Path) -> int:
@@ -36,20 +46,23 @@ def stopped_step(log: Path) -> int:
     return int(found.group(1))
 
 
-def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(generated_dataset, tmp_path):
+@pytest.mark.parametrize("workers, group", [(0, False), (2, True)], ids=["process", "process-group-with-workers"])
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(workers, group, generated_dataset, tmp_path):
+    """Signalled as a process group (SLURM), the loader's workers get SIGTERM too: they must not
+    die before the checkpoint is written."""
     root, csv = generated_dataset
-    straight = start_stage("stages/stage1.py", DEMO, overrides(root, csv, tmp_path / "straight", tmp_path / "cache",
-                                                                **LONG), tmp_path / "straight.log")
+    setup = {**LONG, "run.num_workers": workers}
+    straight = start(overrides(root, csv, tmp_path / "straight", tmp_path / "cache", **setup), tmp_path / "straight.log")
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    args = overrides(root, csv, tmp_path / "stopped", tmp_path / "cache", **LONG)
+    args = overrides(root, csv, tmp_path / "stopped", tmp_path / "cache", **setup)
     log = tmp_path / "stopped.log"
-    victim = start_stage("stages/stage1.py", DEMO, args, log)
-    signal_after(victim, log, "step 2/40")
+    victim = start(args, log)
+    signal_after(victim, log, "step 2/40", group=group)
     assert victim.wait(timeout=300) == EXIT_STATUS, log.read_text()[-3000:]
     step = stopped_step(log)
     assert 2 <= step < 40 and (tmp_path / "stopped" / f"checkpoint-{step}" / "COMPLETE").is_file()
     assert not (tmp_path / "stopped" / "final").exists()
-    resumed = start_stage("stages/stage1.py", DEMO, args, tmp_path / "resumed.log")
+    resumed = start(args, tmp_path / "resumed.log")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
     a = load_file(tmp_path / "straight" / "final" / "heads.safetensors")
     b = load_file(tmp_path / "stopped" / "final" / "heads.safetensors")
@@ -74,3 +87,16 @@ def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(gene
     assert (checkpoint / "COMPLETE").is_file(), log.read_text()[-3000:]
     assert len(torch.load(checkpoint / "rng.pt", weights_only=True)["ranks"]) == 2
     assert json.loads((checkpoint / "meta.json").read_text())["sampler"]["position"] == 2 * step
+
+
+def test_a_signal_on_one_rank_stops_every_rank():
+    """The ranks agree by a sum over them: one rank's SIGTERM is every rank's stop."""
+    from stages.common.preemption import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop.agreed(lambda flag: flag, torch.device("cpu"))
+        assert stop.agreed(lambda flag: flag + 1.0, torch.device("cpu")), "another rank was signalled"
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received and stop.agreed(lambda flag: flag, torch.device("cpu"))
+    assert signal.getsignal(signal.SIGTERM) is before

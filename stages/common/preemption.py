@@ -5,23 +5,33 @@ SIGTERM and wait a grace period before SIGKILL.  Without a handler the steps sin
 periodic checkpoint are lost; with it every rank finishes its current step, all agree on the
 step to stop at (one rank may get the signal and another not), save one checkpoint and exit
 with status 143, so a requeued job resumes exactly where it stopped.  A second SIGTERM kills at
-once.  DataLoader workers forked after ``install`` inherit the handler, so a signal sent to the
-whole process group does not take the loader down before the checkpoint is written.
+once.  A signal sent to the whole process group (SLURM) reaches the DataLoader workers too, and
+torch's own worker handler exits on it, which makes the main process fail at once; training
+workers therefore run ``shield_worker`` and outlive it for a grace period.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from typing import Any, Callable
 
 import torch
 
-log = logging.getLogger(__name__)
-
 EXIT_STATUS = 128 + signal.SIGTERM
 """What a process killed by SIGTERM reports; schedulers read it as 'stopped, not finished'."""
+
+
+WORKER_GRACE_S = 120
+"""How long a DataLoader worker keeps serving after a SIGTERM (SLURM waits 30 s by default)."""
+
+
+def shield_worker() -> None:
+    """In a DataLoader worker (its ``worker_init_fn``): on SIGTERM keep serving batches so the main
+    process can finish its step and checkpoint, and end ``WORKER_GRACE_S`` later (SIGALRM's
+    default action), in case nothing else does.  Normally the main process shuts the worker down
+    first, or the worker notices that it is gone."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.alarm(WORKER_GRACE_S))
 
 
 class Preempted(SystemExit):
