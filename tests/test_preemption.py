@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from stages.common.preemption import EXIT_STATUS
 from tests.test_stage1 import DEMO, REPO, overrides
 
-LONG = {"optim.max_steps": 40, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
+LONG = {"optim.max_steps": 16, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
 
 
 def signal_after(process: subprocess.Popen, log: Path, text: str, timeout: float = 300, group: bool = False) -> None:
@@ -41,32 +41,41 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def stopped_step(log: Path) -> int:
-    found = re.search(r"SIGTERM: stopped at step (\d+) of 40 with checkpoint-\1 saved", log.read_text())
+    found = re.search(r"SIGTERM: stopped at step (\d+) of 16 with checkpoint-\1 saved", log.read_text())
     assert found, log.read_text()[-3000:]
     return int(found.group(1))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(generated_dataset, tmp_path_factory) -> dict[str, torch.Tensor]:
+    """The heads of a run never stopped (the cached path reads the same batches with any number
+    of loader workers, so one run serves both stopped runs)."""
+    root, csv = generated_dataset
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run = start(overrides(root, csv, out / "run", out / "cache", **LONG), out / "run.log")
+    assert run.wait(timeout=300) == 0, (out / "run.log").read_text()[-3000:]
+    return load_file(out / "run" / "final" / "heads.safetensors")
+
+
 @pytest.mark.parametrize("workers, group", [(0, False), (2, True)], ids=["process", "process-group-with-workers"])
-def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(workers, group, generated_dataset, tmp_path):
+def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(workers, group, uninterrupted,
+                                                                             generated_dataset, tmp_path):
     """Signalled as a process group (SLURM), the loader's workers get SIGTERM too: they must not
     die before the checkpoint is written."""
     root, csv = generated_dataset
-    setup = {**LONG, "run.num_workers": workers}
-    straight = start(overrides(root, csv, tmp_path / "straight", tmp_path / "cache", **setup), tmp_path / "straight.log")
-    assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    args = overrides(root, csv, tmp_path / "stopped", tmp_path / "cache", **setup)
+    args = overrides(root, csv, tmp_path / "stopped", tmp_path / "cache", **LONG, **{"run.num_workers": workers})
     log = tmp_path / "stopped.log"
     victim = start(args, log)
-    signal_after(victim, log, "step 2/40", group=group)
+    signal_after(victim, log, "step 2/16", group=group)
     assert victim.wait(timeout=300) == EXIT_STATUS, log.read_text()[-3000:]
     step = stopped_step(log)
-    assert 2 <= step < 40 and (tmp_path / "stopped" / f"checkpoint-{step}" / "COMPLETE").is_file()
+    assert 2 <= step < 16 and (tmp_path / "stopped" / f"checkpoint-{step}" / "COMPLETE").is_file()
     assert not (tmp_path / "stopped" / "final").exists()
     resumed = start(args, tmp_path / "resumed.log")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
-    a = load_file(tmp_path / "straight" / "final" / "heads.safetensors")
-    b = load_file(tmp_path / "stopped" / "final" / "heads.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    stopped = load_file(tmp_path / "stopped" / "final" / "heads.safetensors")
+    assert stopped.keys() == uninterrupted.keys()
+    assert all(torch.equal(stopped[k], uninterrupted[k]) for k in stopped)
 
 
 def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(generated_dataset, tmp_path):
@@ -80,7 +89,7 @@ def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(gene
                str(REPO / "stages/stage1.py"), "--config", str(DEMO),
                *overrides(root, csv, tmp_path / "run", tmp_path / "cache", **LONG)]
     launcher = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    signal_after(launcher, log, "step 2/40")
+    signal_after(launcher, log, "step 2/16")
     assert launcher.wait(timeout=300) != 0
     step = stopped_step(log)
     checkpoint = tmp_path / "run" / f"checkpoint-{step}"
