@@ -31,11 +31,24 @@ class HeadStepCost:
     """The part spent in the RGB refiners (full or half resolution, as configured)."""
 
 
-def head_step_cost(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervised_frames: int = 0) -> HeadStepCost:
-    """Count one step of a flow + depth head pair for a (F', H', W') token grid."""
+def run_head_step(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervised_frames: int = 0,
+                  dtype: torch.dtype = torch.float32) -> None:
+    """Forward + backward of a flow + depth head pair on the ``meta`` device (nothing is computed
+    or allocated): what a counting mode around it sees is one training step's work."""
     f, h, w = latent_grid
     frames, size = cfg.num_frames(f), (cfg.spatial_factor * h, cfg.spatial_factor * w)
     k = supervised_frames or frames
+    with torch.device("meta"):
+        flow, depth = MotionVectorHead(cfg).to(dtype), DepthHead(cfg).to(dtype)
+        taps = [torch.empty(1, cfg.in_channels, f, h, w, dtype=dtype) for _ in range(cfg.num_taps)]
+        rgb = torch.empty(1, k, 3, *size, dtype=dtype)
+        index = torch.arange(k, device="meta")[None] if supervised_frames else None
+        loss = flow(taps, rgb, index, rgb if supervised_frames else None).sum() + depth(taps, rgb, index).sum()
+        loss.backward()
+
+
+def head_step_cost(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervised_frames: int = 0) -> HeadStepCost:
+    """Count one step of a flow + depth head pair for a (F', H', W') token grid."""
     saved = [0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -43,17 +56,11 @@ def head_step_cost(cfg: HeadConfig, latent_grid: tuple[int, int, int], supervise
         return t
 
     counter = FlopCounterMode(display=False, depth=None)
-    with torch.device("meta"):
-        flow, depth = MotionVectorHead(cfg), DepthHead(cfg)
-        taps = [torch.empty(1, cfg.in_channels, f, h, w) for _ in range(cfg.num_taps)]
-        rgb = torch.empty(1, k, 3, *size)
-        index = torch.arange(k, device="meta")[None] if supervised_frames else None
-        with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = flow(taps, rgb, index, rgb if supervised_frames else None).sum() + depth(taps, rgb, index).sum()
-            loss.backward()
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run_head_step(cfg, latent_grid, supervised_frames)
     counts = counter.get_flop_counts()
     refiner = sum(sum(counts.get(f"{name}.refiner", {}).values()) for name in ("MotionVectorHead", "DepthHead"))
     return HeadStepCost(supervised_frames, float(counter.get_total_flops()), saved[0] / 2**30, float(refiner))
 
 
-__all__ = ["HeadStepCost", "head_step_cost"]
+__all__ = ["HeadStepCost", "head_step_cost", "run_head_step"]

@@ -147,3 +147,35 @@ def test_head_cost_script_reports_the_5b_geometry():
     # TI2V-5B, 49x480^2: all frames cannot reach 10x even at equal efficiency; 8 frames can.
     assert rows[0]["flop_bound_ratio"] < 10 < rows[8]["flop_bound_ratio"]
     assert rows[8]["saved_gib"] < rows[0]["saved_gib"] / 4
+    # The heads are memory-bound: counted by bytes, all frames stay below 10x even with ideal
+    # kernels, and 8 frames reach it only near the roofline.
+    assert rows[0]["memory_bound_share"] > 0.5 and rows[0]["roofline_ratio"] < 10 < rows[8]["roofline_ratio"]
+
+
+def test_roofline_counts_each_kernel_once_and_views_not_at_all():
+    import torch.nn.functional as F
+
+    from heads.roofline import CARDS, OpCounter, op_seconds
+
+    x = torch.empty(2, 8, 16, 16, dtype=torch.bfloat16, device="meta")
+    w = torch.empty(4, 8, 3, 3, dtype=torch.bfloat16, device="meta")
+    b = torch.empty(4, dtype=torch.bfloat16, device="meta")
+    with OpCounter() as counter:
+        y = F.conv2d(x, w, b, padding=1)
+        y.view(2, 4, 256).permute(0, 2, 1)
+    (op,) = counter.ops
+    assert op.flops == 2 * 2 * 4 * 8 * 9 * 16 * 16
+    assert op.bytes == 2 * (x.numel() + w.numel() + b.numel() + y.numel())
+    card = CARDS["h100"]
+    assert op_seconds(op, card) == max(op.flops / card.peak_flops, op.bytes / card.bandwidth)
+
+
+def test_roofline_sees_the_same_flops_as_the_flop_counter():
+    from heads.cost import head_step_cost
+    from heads.roofline import CARDS, head_step_roofline
+
+    cfg = HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2)
+    for k in (0, 3):
+        roof = head_step_roofline(cfg, (3, 2, 2), k, CARDS["h100"])
+        assert roof.flops == pytest.approx(head_step_cost(cfg, (3, 2, 2), k).flops)
+        assert roof.seconds >= (1 - 1e-9) * max(roof.flops / 989e12, roof.bytes / 3.35e12) and roof.ops > 100
