@@ -9,8 +9,10 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
                      (--supervised-frames K: decode K frames per step; --profile: top ops)
   stage1_variants    the heads step for each speed knob (frames decoded, RGB path resolution)
                      beside one backbone forward: online/cached per variant
-  stage1_compiled    the default heads step under torch.compile (compile time, step, difference
-                     from eager); minutes of compiling, so only when named in --items
+  stage1_compiled    a heads step under torch.compile (compile time, step, difference from eager,
+                     online/cached with a timed backbone); the default heads or the variant named by
+                     --supervised-frames / --rgb-refine-stride / --no-rgb-refine, --compile-mode
+                     (reduce-overhead: CUDA graphs); minutes of compiling, so only when named
   stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
   stage2_step_no_gc  the same without checkpointing
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
@@ -60,7 +62,10 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
         return g.item_stage1_variants(**common, head_features=args.head_features)
     if name == "stage1_compiled":
         backend = "inductor" if device.type == "cuda" else "aot_eager"  # CPU: check the wiring, not the speed
-        return g.item_stage1_compiled(**common, head_features=args.head_features, backend=backend)
+        return g.item_stage1_compiled(**common, head_features=args.head_features, backend=backend,
+                                      supervised_frames=args.supervised_frames,
+                                      rgb_refine_stride=0 if args.no_rgb_refine else args.rgb_refine_stride,
+                                      mode=args.compile_mode)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -79,6 +84,8 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
                    "--supervised-frames", str(args.supervised_frames), "--rgb-refine-stride", str(args.rgb_refine_stride)]
         flags = {"--quick": args.quick, "--no-rgb-refine": args.no_rgb_refine, "--profile": args.profile}
         command += [flag for flag, on in flags.items() if on]
+        if args.compile_mode:
+            command += ["--compile-mode", args.compile_mode]
         start = time.perf_counter()
         try:
             proc = subprocess.run(command, timeout=timeout, capture_output=True, text=True, cwd=REPO)
@@ -130,6 +137,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="stage1_step: decode K random frames per step (data.window.supervised_frames)")
     parser.add_argument("--profile", action="store_true", help="stage1_step: top ops of one cached step")
     parser.add_argument("--rgb-refine-stride", type=int, default=1, help="stage1_step: RGB path at full (1) or half (2) res")
+    parser.add_argument("--compile-mode", default=None,
+                        help="stage1_compiled: torch.compile mode (e.g. reduce-overhead for CUDA graphs)")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
     parser.add_argument("--items", nargs="+", default=list(DEFAULT_ITEMS), choices=ITEMS,
                         help="default: all but stage1_compiled")

@@ -98,12 +98,19 @@ def pinned(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     return [t.pin_memory() for t in tensors] if device.type == "cuda" else tensors
 
 
-def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
+def head_outputs(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both heads' predictions, for all frames or for the targets' supervised frames."""
     taps = [t.float() for t in taps]
     index = targets.get("frame_index")
-    flow_pred = flow_head(taps, targets["rgb"], index, targets.get("prev_rgb"))
+    return (flow_head(taps, targets["rgb"], index, targets.get("prev_rgb")),
+            depth_head(taps, targets["rgb"], index))
+
+
+def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
+    flow_pred, depth_pred = head_outputs(flow_head, depth_head, taps, targets)
+    index = targets.get("frame_index")
     flow, _ = flow_loss(flow_pred, targets["flow"], targets["mask"], frame_index=index)
-    depth, _ = depth_loss(depth_head(taps, targets["rgb"], index), targets["depth"], targets["mask"])
+    depth, _ = depth_loss(depth_pred, targets["depth"], targets["mask"])
     return flow + depth
 
 
@@ -218,12 +225,10 @@ HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride (0 = no RGB path)
 )
 
 
-def item_stage1_variants(preset: str, device: torch.device, frames: int, height: int, width: int,
-                         runs: int, warmup: int, head_features: int = 128) -> dict:
-    """2b. The stage-1 speed knobs side by side: one backbone forward and one feature copy are
-    timed once, then each heads variant's step; online = backbone + heads + optimizer, cached =
-    host-to-device copy of the features + heads + optimizer (reading them is the loader's job)."""
-    p = get_preset(preset)
+def backbone_and_copy(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
+                      warmup: int) -> tuple[dict, list[torch.Tensor]]:
+    """Time one backbone forward (the online path's extra work) and one host-to-device copy of its
+    features (the cached path's), then free the backbone; returns the timings and the features."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
@@ -239,7 +244,16 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
         watch.enabled = i >= warmup
         with watch.phase("h2d_features"):
             taps = [t.to(device, non_blocking=True) for t in host]
-    fixed = watch.per_step_ms(runs)
+    return watch.per_step_ms(runs), taps
+
+
+def item_stage1_variants(preset: str, device: torch.device, frames: int, height: int, width: int,
+                         runs: int, warmup: int, head_features: int = 128) -> dict:
+    """2b. The stage-1 speed knobs side by side: one backbone forward and one feature copy are
+    timed once, then each heads variant's step; online = backbone + heads + optimizer, cached =
+    host-to-device copy of the features + heads + optimizer (reading them is the loader's job)."""
+    p = get_preset(preset)
+    fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
     result = {**fixed, "variants": []}
     for name, *knobs in HEAD_VARIANTS:
         result["variants"].append({"name": name, **_variant_step(p, device, frames, height, width, runs, warmup,
@@ -248,24 +262,27 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
 
 
 def item_stage1_compiled(preset: str, device: torch.device, frames: int, height: int, width: int,
-                         runs: int, warmup: int, head_features: int = 128, backend: str = "inductor") -> dict:
-    """2c. The default heads step with both heads under torch.compile: the one-off compile time of
-    the training step (the no-grad comparison before it compiles a graph of its own, not counted),
-    the steady-state step, and the largest output difference from eager (fusing the many small
-    ops is the fix if the profile shows the eager step bound by kernel launches)."""
+                         runs: int, warmup: int, head_features: int = 128, backend: str = "inductor",
+                         supervised_frames: int = 0, rgb_refine_stride: int = 1, mode: str | None = None) -> dict:
+    """2c. A heads step with both heads under torch.compile (``mode``: None, 'reduce-overhead' for
+    CUDA graphs, ...), for the default heads or a variant (K supervised frames, RGB path stride,
+    0 = none): the one-off compile time of the training step (the no-grad comparison before it
+    compiles a graph of its own, not counted), the steady-state step, the largest output
+    difference from eager, and the online/cached ratio with a timed backbone forward.  The heads
+    are memory-bound and ~10x above their roofline in eager mode (scripts/head_cost.py), so this
+    is where the 10x of the cached path has to come from."""
     p = get_preset(preset)
-    gen = torch.Generator().manual_seed(2)
-    taps = [torch.randn(1, p.hidden_dim, *p.token_grid(frames, height, width), generator=gen).to(device)
-            for _ in p.default_taps]
-    targets = head_targets(frames, height, width, device)
-    flow_head, depth_head = build_heads(p, device, head_features)
+    fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
+    taps = [t.float() for t in taps]
+    targets = head_targets(frames, height, width, device, supervised_frames)
+    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
     with torch.no_grad(), autocast_for(device):
-        eager = [flow_head(taps, targets["rgb"]), depth_head(taps, targets["rgb"])]
-    flow_c, depth_c = torch.compile(flow_head, backend=backend), torch.compile(depth_head, backend=backend)
+        eager = head_outputs(flow_head, depth_head, taps, targets)
+    flow_c, depth_c = (torch.compile(h, backend=backend, mode=mode) for h in (flow_head, depth_head))
     optimizer = heads_optimizer(flow_head, depth_head, device)
     with torch.no_grad(), autocast_for(device):
-        diff = max((a.float() - b(taps, targets["rgb"]).float()).abs().max().item()
-                   for a, b in zip(eager, (flow_c, depth_c)))
+        diff = max((a.float() - b.float()).abs().max().item()
+                   for a, b in zip(eager, head_outputs(flow_c, depth_c, taps, targets)))
     synchronize(device)
     start = time.perf_counter()
     _heads_step(flow_c, depth_c, optimizer, taps, targets, PhaseTimer(device))
@@ -276,7 +293,12 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
         _heads_step(flow_c, depth_c, optimizer, taps, targets, watch)
-    return {"backend": backend, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **watch.per_step_ms(runs),
+    heads = watch.per_step_ms(runs)
+    step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
+    online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
+    return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
+            "rgb_refine_stride": rgb_refine_stride, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
+            **heads, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
             "peak_gib": peak_gib(device)}
 
 

@@ -36,7 +36,8 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert [v["name"] for v in variants.values() if v["channels_last"]] == ["all frames, full-res RGB, channels-last"]
     elif name == "stage1_compiled":
         assert result["backend"] == "aot_eager" and result["heads_fwd_bwd_ms"] > 0 and result["compile_s"] > 0
-        assert result["max_abs_diff_vs_eager"] < 1e-4
+        assert result["max_abs_diff_vs_eager"] < 1e-4 and result["backbone_ms"] > 0
+        assert result["speedup"] == pytest.approx(result["online_step_ms"] / result["cached_step_ms"])
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")
@@ -55,6 +56,17 @@ def test_stage1_item_decodes_a_frame_subset_and_profiles(cpu_args):
     assert len(top) == 15 and top[0]["self_ms"] >= top[-1]["self_ms"] > 0
     assert any("conv" in row["op"] for row in top), [row["op"] for row in top]
     assert 0 < profile["busy_ms"] and profile["wall_ms"] > 0 and profile["ops"] > 100
+
+
+def test_compiled_item_takes_the_heads_variant(cpu_args):
+    """The 10x question is about a variant (K decoded frames, RGB path) compiled, not only the
+    default heads."""
+    args = type(cpu_args)(**{**vars(cpu_args), "supervised_frames": 3, "rgb_refine_stride": 2})
+    result = gpu_check.run_item("stage1_compiled", args)
+    assert (result["supervised_frames"], result["rgb_refine_stride"]) == (3, 2)
+    assert result["max_abs_diff_vs_eager"] < 1e-4 and result["cached_step_ms"] > 0
+    no_rgb = type(cpu_args)(**{**vars(cpu_args), "no_rgb_refine": True})
+    assert gpu_check.run_item("stage1_compiled", no_rgb)["rgb_refine_stride"] == 0
 
 
 def test_compiling_runs_only_when_named(cpu_args):
