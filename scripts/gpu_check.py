@@ -169,11 +169,6 @@ def main(argv: list[str] | None = None) -> Path | None:
     env = environment(args.device)
     print(f"GPU check on {env['device_name']} (torch {env['torch']}, CUDA {env['cuda']}), preset {args.preset}, "
           f"{args.frames}x{args.height}x{args.width}", flush=True)
-    results = {}
-    for name in args.items:
-        results[name] = _child(name, args, max(args.item_timeout, MIN_TIMEOUT_S.get(name, 0.0)))
-        print(f"  {name}: {results[name]['status']} ({results[name].get('wall_s', 0):.0f} s)", flush=True)
-    print_table(results)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", env["device_name"]).strip("-").lower()
     kind = "gpu" if args.device == "cuda" else "cpu"
     suffix = args.tag and f"-{args.tag}"
@@ -182,11 +177,19 @@ def main(argv: list[str] | None = None) -> Path | None:
     payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
                "head_features": args.head_features, "rgb_refine": not args.no_rgb_refine,
                "supervised_frames": args.supervised_frames, "rgb_refine_stride": args.rgb_refine_stride,
-               "quick": args.quick, "runs": args.runs, "warmup": args.warmup, "results": results}
-    path.write_text(json.dumps(payload, indent=2))
+               "compile_mode": args.compile_mode, "quick": args.quick, "runs": args.runs, "warmup": args.warmup,
+               "results": {}}
+    for name in args.items:
+        result = _child(name, args, max(args.item_timeout, MIN_TIMEOUT_S.get(name, 0.0)))
+        payload["results"][name] = result
+        # Written and printed after every item: a run cut short by the device's time limit keeps
+        # what it measured.
+        path.write_text(json.dumps(payload, indent=2))
+        print(f"  {name}: {result['status']} ({result.get('wall_s', 0):.0f} s)", flush=True)
+        print_table({name: result})
+        sys.stdout.flush()
     print(f"wrote {path}")
     return path
-
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
