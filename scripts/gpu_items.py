@@ -273,7 +273,6 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     is where the 10x of the cached path has to come from."""
     p = get_preset(preset)
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
-    taps = [t.float() for t in taps]
     targets = head_targets(frames, height, width, device, supervised_frames)
     flow_head, depth_head = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
     with torch.no_grad(), autocast_for(device):
