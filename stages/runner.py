@@ -99,7 +99,7 @@ def train(stage: Any) -> dict[str, float]:
     resumed = resume(run, config.checkpoint)
     if run.accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's config
         save_config(config, run.run_dir / "config.toml")
-    with StopRequest() as stop:  # before the loader's workers fork: they inherit the handler
+    with StopRequest() as stop:  # from here a SIGTERM stops at a step boundary (stages/common/preemption.py)
         train_steps(stage, stop, saved_at=run.step if resumed else -1)
     metrics = run_validation(stage)
     export(stage, metrics)
