@@ -4,7 +4,8 @@ files it names.
 A mistake found inside a multi-process launch is printed once per rank and then buried under
 torchrun's failure summary, after every process has loaded torch and claimed its GPU.  The
 launcher runs these checks first (``stage*.py --preflight``), with the same functions training
-calls later, so a wrong path or value ends with one line and exit status 2.
+calls later, so a wrong path or value ends with one line and exit status 2.  Checks that read
+checkpoints (a changed config on resume, say) stay with training.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data.metadata import read_metadata
-from stages.common import ConfigError
+from stages.common import ConfigError, resolve_resume
 from stages.common.tracking import check_backend
 from world_model.loading import WeightsLayout
 
@@ -37,6 +38,8 @@ def preflight(config: Any) -> None:
         WeightsLayout.resolve(config.backbone.model_dir)
     if config.checkpoint.init_from:
         check_init_from(config.checkpoint.init_from)
+    if config.checkpoint.resume.strip().lower() not in ("none", "latest"):
+        resolve_resume(config.run.output_dir, config.checkpoint.resume)
     objective = getattr(config, "objective", None)
     if objective is not None:  # stage 2 starts from stage 1's exported heads
         from stages.model import HeadPair

@@ -298,6 +298,8 @@ def test_preflight_checks_the_named_files_and_writes_nothing(generated_dataset, 
         run_stage1([*args, "backbone.preset=ti2v_5b", f"backbone.model_dir={tmp_path / 'no_weights'}"])
     with pytest.raises(ConfigError, match="checkpoint.init_from=.*is not a checkpoint folder"):
         run_stage1([*args, f"checkpoint.init_from={tmp_path / 'nope'}"])
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint folder"):
+        run_stage1([*args, "--resume", str(tmp_path / "nope")])
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
