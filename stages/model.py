@@ -61,6 +61,9 @@ def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
     pair = HeadPair.build(head_config(heads, preset, num_taps))
     for head in (pair.flow, pair.depth):
         head.set_memory_options(frame_chunk=heads.frame_chunk, channels_last=heads.channels_last)
+        if heads.compile:
+            # In place (nn.Module.compile): parameter names, checkpoints and exports stay as in eager.
+            head.compile(mode=None if heads.compile == "default" else heads.compile, backend=heads.compile_backend)
     return pair
 
 

@@ -70,6 +70,9 @@ class FeatureConfig:
         require(self.max_cache_gb > 0, f"max_cache_gb must be > 0, got {self.max_cache_gb}")
 
 
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class HeadsConfig:
     """Architecture knobs of the flow and depth heads (geometry comes from the backbone preset)."""
@@ -90,8 +93,17 @@ class HeadsConfig:
     channels_last: bool = False
     """Run the full-resolution decoder in channels-last layout (a speed option for bf16 on GPUs;
     same results up to rounding). Compare with scripts/gpu_check.sh --items stage1_variants."""
+    compile: str = ""
+    """torch.compile both heads in place with this mode ('' = eager; default, reduce-overhead
+    (CUDA graphs), max-autotune, max-autotune-no-cudagraphs).  The eager heads are memory-bound
+    and far above their roofline (scripts/head_cost.py); measure with scripts/gpu_check.sh
+    --items stage1_compiled first.  Runtime-only: weights and exports are unchanged."""
+    compile_backend: str = "inductor"
+    """torch.compile backend for heads.compile (aot_eager checks the wiring without a compiler)."""
 
     def __post_init__(self) -> None:
+        require(self.compile in COMPILE_MODES,
+                f"compile must be one of {COMPILE_MODES} ('' = eager), got {self.compile!r}")
         require(self.features >= 8, f"features must be >= 8, got {self.features}")
         require(self.temporal_levels >= 0, f"temporal_levels must be >= 0, got {self.temporal_levels}")
         require(self.frame_chunk >= 0, f"frame_chunk must be >= 0, got {self.frame_chunk}")
