@@ -44,8 +44,14 @@ class OpCost:
     bytes: float
 
 
+FREE_OPS = frozenset({"aten._unsafe_view", "aten.empty", "aten.empty_like", "aten.empty_strided",
+                      "aten.new_empty", "aten.new_empty_strided"})
+"""Not views by torch's flag, but they move no bytes either (a reshape, an allocation)."""
+
+
 class OpCounter(TorchDispatchMode):
-    """Records FLOPs (torch's own formulas) and bytes read + written by every op; views move nothing."""
+    """Records FLOPs (torch's own formulas) and bytes read + written by every op; views and
+    allocations move nothing."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,9 +60,9 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if func.is_view:
-            return out
         packet = func._overloadpacket
+        if func.is_view or str(packet) in FREE_OPS:
+            return out
         flops = flop_registry[packet](*args, **kwargs, out_val=out) if packet in flop_registry else 0
         tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
         self.ops.append(OpCost(str(packet), float(flops), float(sum(t.numel() * t.element_size() for t in tensors))))
