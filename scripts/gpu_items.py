@@ -287,17 +287,25 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     _heads_step(flow_c, depth_c, optimizer, taps, targets, PhaseTimer(device))
     synchronize(device)
     compile_s = time.perf_counter() - start
+    return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
+            "rgb_refine_stride": rgb_refine_stride, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
+            **timed_heads_steps(flow_c, depth_c, optimizer, taps, targets, runs, warmup, fixed)}
+
+
+def timed_heads_steps(flow_head, depth_head, optimizer, taps: list[torch.Tensor], targets: dict, runs: int,
+                      warmup: int, fixed: dict) -> dict:
+    """Time the heads step; online = backbone + heads + optimizer, cached = host-to-device copy of
+    the features + heads + optimizer (``fixed`` from ``backbone_and_copy``), and the peak memory."""
+    device = taps[0].device
     reset_peak(device)
     watch = PhaseTimer(device)
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
-        _heads_step(flow_c, depth_c, optimizer, taps, targets, watch)
+        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
     heads = watch.per_step_ms(runs)
     step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
     online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
-    return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
-            "rgb_refine_stride": rgb_refine_stride, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
-            **heads, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
+    return {**heads, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
             "peak_gib": peak_gib(device)}
 
 
@@ -309,16 +317,8 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
         head.set_memory_options(channels_last=channels_last)
     optimizer = heads_optimizer(flow_head, depth_head, device)
     targets = head_targets(frames, height, width, device, supervised)
-    reset_peak(device)
-    watch = PhaseTimer(device)
-    for i in range(warmup + runs):
-        watch.enabled = i >= warmup
-        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
-    heads = watch.per_step_ms(runs)
-    step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
-    online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
-    return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last, **heads, "online_step_ms": online,
-            "cached_step_ms": cached, "speedup": online / cached, "peak_gib": peak_gib(device)}
+    return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last,
+            **timed_heads_steps(flow_head, depth_head, optimizer, taps, targets, runs, warmup, fixed)}
 
 
 def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
