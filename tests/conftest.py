@@ -116,8 +116,9 @@ def generated_dataset(tmp_path_factory) -> tuple[Path, Path]:
     return root, csv_path
 
 
-def start_stage(script: str, config: Path, args: list[str], log: Path):
-    """Launch a stage entry point (e.g. 'stages/stage1.py') as its own process, output to ``log``."""
+def start_stage(script: str, config: Path, args: list[str], log: Path, new_session: bool = False):
+    """Launch a stage entry point (e.g. 'stages/stage1.py') as its own process, output to ``log``;
+    ``new_session`` puts it in a process group of its own, which a test can signal alone."""
     import os
     import subprocess
     import sys
@@ -125,7 +126,8 @@ def start_stage(script: str, config: Path, args: list[str], log: Path):
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(repo / script), "--config", str(config), *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=repo)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=repo,
+                            start_new_session=new_session)
 
 
 def sigkill_when_written(process, marker: Path, timeout: float) -> None:

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from stages.common.preemption import EXIT_STATUS
+from tests.conftest import start_stage
 from tests.test_stage1 import DEMO, REPO, overrides
 
 LONG = {"optim.max_steps": 16, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
@@ -35,9 +36,7 @@ def signal_after(process: subprocess.Popen, log: Path, text: str, timeout: float
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
     """stage1.py in a session of its own, so its process group can be signalled alone."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+    return start_stage("stages/stage1.py", DEMO, args, log, new_session=True)
 
 
 def stopped_step(log: Path) -> int:

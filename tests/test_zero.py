@@ -36,6 +36,16 @@ def launcher(tmp_path: Path, dataset, out: Path, args: list[str], num_gpus: int 
                           env=env, cwd=REPO, timeout=600)
 
 
+def launch_script(script: Path, config: Path, args: list[str], accelerate_config: Path | None = ZERO2,
+                  precision: str = "bf16") -> subprocess.CompletedProcess:
+    """``script`` (a patched stage entry point) through ``accelerate launch`` in one process."""
+    config_file = ["--config_file", str(accelerate_config)] if accelerate_config else []
+    command = [sys.executable, "-m", "accelerate.commands.launch", *config_file, "--num_processes", "1",
+               "--mixed_precision", precision, "--dynamo_backend", "no", str(script), "--config", str(config), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600, check=False)
+
+
 def tensors(run: Path, step: int, group: str) -> dict[str, torch.Tensor]:
     return load_file(run / f"checkpoint-{step}" / f"{group}.safetensors")
 
@@ -131,13 +141,10 @@ def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_datase
     script = tmp_path / "bf16_stage2.py"
     script.write_text(BF16_BASE)
     runs, evaluated = {}, {}
-    for name, config in (("ds", ["--config_file", str(ZERO2)]), ("ddp", [])):
+    for name, accelerate_config in (("ds", ZERO2), ("ddp", None)):
         args = stage2_args(generated_dataset, stage1_heads, tmp_path / name,
                            **{"optim.grad_accum": 2, "run.val_split": "val", "run.val_max_windows": 2})
-        command = [sys.executable, "-m", "accelerate.commands.launch", *config, "--num_processes", "1",
-                   "--mixed_precision", "bf16", "--dynamo_backend", "no", str(script), "--config", str(DEMO2), *args]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+        proc = launch_script(script, DEMO2, args, accelerate_config)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "parameter dtypes [(False, 'torch.bfloat16'), (True, 'torch.float32')]" in proc.stdout, proc.stdout
         runs[name] = tensors(tmp_path / name, 4, "trainable")
@@ -169,11 +176,8 @@ def test_zero2_skips_a_non_finite_step_under_bf16_autocast(generated_dataset, tm
     root, csv = generated_dataset
     script = tmp_path / "nan_stage1.py"
     script.write_text(NAN_ON_SECOND_LOSS)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ZERO2), "--num_processes", "1",
-               "--mixed_precision", "bf16", "--dynamo_backend", "no", str(script), "--config", str(DEMO),
-               *overrides(root, csv, tmp_path / "nan", tmp_path / "cache", **{"optim.max_steps": 3})]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    proc = launch_script(script, DEMO, overrides(root, csv, tmp_path / "nan", tmp_path / "cache",
+                                                 **{"optim.max_steps": 3}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "autocast torch.bfloat16" in proc.stderr
     payload = json.loads((tmp_path / "nan" / "final" / "metrics.json").read_text())
