@@ -40,7 +40,7 @@ def scene_errors(scene: SceneFiles, max_pairs: int = 8) -> dict[str, tuple[float
     pairs = np.linspace(1, scene.num_frames - 1, num=min(max_pairs, scene.num_frames - 1)).round().astype(int)
     for t in sorted(set(pairs.tolist())):
         file_flow = read_flow_file(scene.flow[t])
-        moving = torch.from_numpy(np.linalg.norm(file_flow, axis=2) > MOVING_PX)
+        moving = torch.from_numpy(np.linalg.norm(file_flow, axis=0) > MOVING_PX)
         if not moving.any():
             continue
         previous, current = _frame(scene.rgb[t - 1]), _frame(scene.rgb[t])

@@ -135,7 +135,7 @@ class SimPhysicsDataset(Dataset):
 
         def rgb(indices) -> torch.Tensor:
             stack = np.stack([decoded[int(i)] for i in indices])
-            return transforms.apply_rgb(torch.from_numpy(stack).permute(0, 3, 1, 2).float() / 255.0, geometry)
+            return transforms.apply_rgb_uint8(torch.from_numpy(stack), geometry)
 
         sample = self._scene_fields(scene_index, frames, hw, geometry)
         if video:

@@ -46,11 +46,14 @@ class FlowConvention:
             raise ValueError(f"unknown flow convention {self.name!r}; choose from {sorted(CONVENTIONS)}")
 
     def to_internal(self, file_flow: np.ndarray) -> np.ndarray:
-        """(H, W, 2) file channels 0,1 -> (2, H, W) internal backward flow."""
-        out = np.empty((2, *file_flow.shape[:2]), dtype=np.float32)
-        for axis, sign in enumerate(CONVENTIONS[self.name]):  # one pass per channel, no (H, W, 2) temporary
-            np.multiply(file_flow[:, :, axis], np.float32(sign), out=out[axis])
-        return out
+        """(2, H, W) file channels 0, 1 (``read_flow_file``) -> (2, H, W) internal backward flow.
+
+        A convention with both signs +1 (Replicator's) returns ``file_flow`` itself, not a copy.
+        """
+        signs = CONVENTIONS[self.name]
+        if signs == (1.0, 1.0):
+            return file_flow
+        return file_flow * np.asarray(signs, dtype=np.float32)[:, None, None]
 
 
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
@@ -64,11 +67,16 @@ def pixel_grid(height: int, width: int, device: torch.device | None = None) -> t
 
 
 def _normalised(positions: torch.Tensor) -> torch.Tensor:
-    """(..., 2, H, W) pixel positions -> (..., H, W, 2) grid_sample coordinates."""
+    """(..., 2, H, W) pixel positions -> (..., H, W, 2) grid_sample coordinates.
+
+    Written straight into the interleaved layout: stacking x and y afterwards cost 4x as much,
+    and the loader builds one grid per composed step.
+    """
     height, width = positions.shape[-2:]
-    x = positions[..., 0, :, :] * (2.0 / max(width - 1, 1)) - 1.0
-    y = positions[..., 1, :, :] * (2.0 / max(height - 1, 1)) - 1.0
-    return torch.stack([x, y], dim=-1)
+    scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], dtype=positions.dtype,
+                         device=positions.device)
+    grid = torch.empty((*positions.shape[:-3], height, width, 2), dtype=positions.dtype, device=positions.device)
+    return torch.mul(positions.movedim(-3, -1), scale, out=grid).sub_(1.0)
 
 
 def inside_frame(positions: torch.Tensor) -> torch.Tensor:
@@ -91,9 +99,9 @@ def backward_warp(
     return warped, inside_frame(grid)
 
 
-def _sample(values: torch.Tensor, position: torch.Tensor, mode: str) -> torch.Tensor:
-    """values (1, C, H, W) sampled at pixel positions (1, 2, H, W)."""
-    return F.grid_sample(values, _normalised(position), mode=mode, padding_mode="border", align_corners=True)
+def _sample_at(values: torch.Tensor, grid: torch.Tensor, mode: str) -> torch.Tensor:
+    """values (1, C, H, W) sampled at a grid_sample grid (1, H, W, 2) (see ``_normalised``)."""
+    return F.grid_sample(values, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
 def _same_surface(
@@ -132,20 +140,25 @@ def compose_backward(
     height, width = total.shape[-2:]
     valid = torch.ones(1, height, width, dtype=torch.bool)
     base = pixel_grid(height, width)
-    depth = None
+    # What the chain reads at a position with nearest sampling, one grid_sample per step: the
+    # step's flow (channels 0, 1) and, with distances, its distance and mask (channels 2, 3).
+    nearest_reads = flows[:-1]
     if distances is not None:
-        depth = [torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None, None] for d in distances]
-        masks = [torch.from_numpy(np.ascontiguousarray(m))[None, None].float() for m in distance_valid]
-        chain = (depth[-1][:, 0], masks[-1][:, 0] > 0.5)
+        maps = [(torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32))[None, None],
+                 torch.from_numpy(np.ascontiguousarray(m))[None, None].float()) for d, m in zip(distances, distance_valid)]
+        nearest_reads = [torch.cat([f, d, m], dim=1) for f, (d, m) in zip(flows[:-1], maps[:-1])]
+        chain = (maps[-1][0][:, 0], maps[-1][1][:, 0] > 0.5)
     for i in range(len(flows) - 2, -1, -1):
         position = base + total
         valid &= inside_frame(position)
-        if depth is not None:
-            seen = (_sample(depth[i], position, "nearest")[:, 0], _sample(masks[i], position, "nearest")[:, 0] > 0.5)
+        grid = _normalised(position)
+        nearest = _sample_at(nearest_reads[i], grid, "nearest")
+        if distances is not None:
+            seen = (nearest[:, 2], nearest[:, 3] > 0.5)
             valid &= _same_surface(chain, seen)
             chain = seen
-        smooth, nearest = _sample(flows[i], position, "bilinear"), _sample(flows[i], position, "nearest")
-        gap = smooth - nearest  # squared norm by hand: torch's vector norm over dim 1 is ~10x slower here
+        smooth = _sample_at(flows[i], grid, "bilinear")
+        gap = smooth - nearest[:, :2]  # squared norm by hand: torch's vector norm over dim 1 is ~10x slower here
         valid &= gap[:, 0] * gap[:, 0] + gap[:, 1] * gap[:, 1] <= MOTION_BOUNDARY_TOLERANCE_PX**2
         total = total + smooth
     valid &= inside_frame(base + total)

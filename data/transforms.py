@@ -70,6 +70,18 @@ def apply_rgb(rgb: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     return _crop_flip(_resize(rgb, geometry.resized_hw).clamp(0.0, 1.0), geometry).contiguous()
 
 
+def apply_rgb_uint8(frames: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Decoded frames (T, H, W, 3) uint8 -> ``apply_rgb`` of them as (T, 3, H, W) float in [0, 1].
+
+    Without a resize the crop and flip happen on the uint8 pixels and the conversion writes the
+    channel-first float result in one pass (same values as converting first; ~4x less work).
+    """
+    if tuple(frames.shape[1:3]) != tuple(geometry.resized_hw):
+        return apply_rgb(frames.permute(0, 3, 1, 2).float() / 255.0, geometry)
+    pixels = _crop_flip(frames.permute(0, 3, 1, 2), geometry)
+    return torch.empty(pixels.shape, dtype=torch.float32).copy_(pixels).div_(255.0)
+
+
 def apply_flow(flow: torch.Tensor, valid: torch.Tensor, geometry: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     """flow (T, 2, H, W) internal pixels, valid (T, H, W): vectors scale with the resize."""
     flow, valid = _masked_resize(flow, valid, geometry.resized_hw)

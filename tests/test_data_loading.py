@@ -3,12 +3,15 @@ resize scaling, flips, depth masking, sampling."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from data import transforms
 from data.dataset import DataConfig, SimPhysicsDataset
 from data.flow import backward_warp
 from data.sampling import WindowSpec, window_indices
@@ -84,6 +87,30 @@ def test_horizontal_flip_negates_x_flow(analytic_scene, analytic_csv):
     torch.testing.assert_close(flipped["rgb"], torch.flip(plain["rgb"], dims=[-1]))
     width = 64
     assert flipped["intrinsics"][2] == pytest.approx(width - 1 - plain["intrinsics"][2])
+
+
+@pytest.mark.parametrize("in_hw, out_hw, crop, flip", [
+    ((64, 64), (64, 64), (0.5, 0.5), False), ((64, 96), (64, 64), (0.25, 0.5), True),  # crop only: uint8 path
+    ((96, 64), (64, 64), (0.5, 1.0), False), ((64, 80), (32, 32), (0.5, 0.5), True),  # resize: float path
+])
+def test_rgb_from_decoded_pixels_equals_converting_first(in_hw, out_hw, crop, flip):
+    """The loader crops and flips uint8 pixels before converting; the values must be exactly
+    those of converting the whole frame first (the reference path, ``apply_rgb``)."""
+    frames = torch.randint(0, 256, (3, *in_hw, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    geometry = transforms.plan_geometry(in_hw, out_hw, crop, flip)
+    expected = transforms.apply_rgb(frames.permute(0, 3, 1, 2).float() / 255.0, geometry)
+    got = transforms.apply_rgb_uint8(frames, geometry)
+    assert got.shape == (3, 3, *out_hw) and got.is_contiguous()
+    assert torch.equal(got, expected)
+
+
+def test_window_rgb_is_the_centre_crop_of_the_pngs(analytic_scene, analytic_csv):
+    sample = _dataset(analytic_scene, analytic_csv, frames=3, stride=2, size=64)
+    sample = SimPhysicsDataset(replace(sample.config, height=32))[0]  # 64x64 frames -> rows 16..47
+    for t, step in enumerate(sample["steps"].tolist()):
+        png = np.asarray(Image.open(analytic_scene.directory / "rgb" / f"step_{step:04d}.png").convert("RGB"))
+        expected = torch.from_numpy(png[16:48].copy()).permute(2, 0, 1).float() / 255.0
+        assert torch.equal(sample["rgb"][t], expected), t
 
 
 def test_invalid_depth_becomes_a_mask_and_never_mixes_into_values(analytic_scene, analytic_csv):
