@@ -4,7 +4,6 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,18 @@ log = logging.getLogger(__name__)
 
 
 def make_accelerator():
-    """accelerate's Accelerator, told about CPU-only machines: without ``cpu=True`` a
-    ``--multi_gpu`` launch on CPUs initialises gloo but leaves accelerate believing it is one
-    process, so every rank trains alone on all the data and all write the same checkpoints.
-    ``cpu=True`` would also silently turn a DeepSpeed launch into DDP, so DeepSpeed keeps it off
-    (one process on CPUs; see stages.zero.check_launch)."""
-    from accelerate import Accelerator
+    """accelerate's Accelerator, told about CPU-only machines.  Launched with several processes on
+    CPUs, accelerate initialises gloo but, unless told, believes it is one process, so every rank
+    would train alone on all the data and all would write the same checkpoints: DDP needs
+    ``cpu=True``, and DeepSpeed (which ``cpu=True`` would silently turn into DDP) needs the gloo
+    backend named.  GPUs need neither."""
+    from accelerate import Accelerator, InitProcessGroupKwargs
 
     cuda = torch.cuda.is_available()
-    zero.check_launch(cuda, int(os.environ.get("WORLD_SIZE", "1")))
-    accelerator = Accelerator(cpu=not cuda and not zero.requested())
+    if zero.requested():
+        accelerator = Accelerator(kwargs_handlers=[] if cuda else [InitProcessGroupKwargs(backend="gloo")])
+    else:
+        accelerator = Accelerator(cpu=not cuda)
     log.info("process %d of %d on %s (%d CPU threads)", accelerator.process_index, accelerator.num_processes,
              accelerator.device, torch.get_num_threads())
     return accelerator

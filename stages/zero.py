@@ -42,14 +42,6 @@ def requested() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 
 
-def check_launch(cuda: bool, world_size: int) -> None:
-    """accelerate sets up multi-process DeepSpeed only on GPUs; on CPUs each rank would believe it
-    trains alone (same data, same checkpoints), so refuse instead of training wrongly."""
-    if requested() and not cuda and world_size > 1:
-        raise ConfigError(f"DeepSpeed without GPUs runs one process only, but {world_size} were launched; "
-                           "drop ACCELERATE_CONFIG to train with DDP over gloo, or launch one process")
-
-
 def configure(accelerator: Any, batch_size: int, grad_accum: int, grad_clip: float) -> torch.dtype | None:
     """Put the recipe's batch geometry and clipping into the DeepSpeed config (before ``prepare``)
     and return the autocast dtype the loop must use (None: full precision).
