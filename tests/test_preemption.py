@@ -77,13 +77,16 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(work
     assert all(torch.equal(stopped[k], uninterrupted[k]) for k in stopped)
 
 
-def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(generated_dataset, tmp_path):
+@pytest.mark.parametrize("distributed", [["--multi_gpu"], ["--config_file", str(REPO / "stages/configs/accelerate_zero2.yaml")]],
+                         ids=["ddp", "zero2"])
+def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(distributed, generated_dataset, tmp_path):
     """torchrun forwards the signal to every rank; they agree on one step, save it together (a
-    collective) and leave instead of hanging or being killed after the grace period."""
+    collective; under ZeRO-2 each rank's partition) and leave instead of hanging or being killed
+    after the grace period."""
     root, csv = generated_dataset
     log = tmp_path / "launch.log"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", *distributed, "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29519",
                str(REPO / "stages/stage1.py"), "--config", str(DEMO),
                *overrides(root, csv, tmp_path / "run", tmp_path / "cache", **LONG)]
@@ -95,6 +98,9 @@ def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(gene
     assert (checkpoint / "COMPLETE").is_file(), log.read_text()[-3000:]
     assert len(torch.load(checkpoint / "rng.pt", weights_only=True)["ranks"]) == 2
     assert json.loads((checkpoint / "meta.json").read_text())["sampler"]["position"] == 2 * step
+    if "--config_file" in distributed:
+        assert "DeepSpeed ZeRO-2" in log.read_text()
+        assert len(torch.load(checkpoint / "state.pt", weights_only=True)["optimizer"]) == 2, "both partitions"
 
 
 def test_a_signal_on_one_rank_stops_every_rank():
