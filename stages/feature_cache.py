@@ -14,6 +14,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -114,15 +115,24 @@ class FeatureCache:
     def missing(self) -> list[int]:
         return [i for i, key in enumerate(self.keys) if not self.store.path(key).is_file()]
 
-    def build(self, source: FeatureSource, rank: int = 0, world: int = 1, show_progress: bool = True) -> int:
-        """Extract features of the missing windows assigned to this rank; returns how many it wrote."""
+    def build(self, source: FeatureSource, rank: int = 0, world: int = 1, show_progress: bool = True,
+              should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Extract features of the missing windows assigned to this rank; returns how many it wrote.
+
+        ``should_stop`` is asked before each window: a stopped build keeps every entry written
+        (each is atomic), and the next build computes only what is missing.
+        """
         todo = [i for i in self.missing() if i % world == rank]
+        written = 0
         for i in tqdm(todo, desc=f"feature cache (rank {rank})", disable=not show_progress or not todo):
+            if should_stop():
+                break
             sample = self.windows.load(i)
             taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
             tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
             self.store.put(self.keys[i], tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())})
-        return len(todo)
+            written += 1
+        return written
 
     def load(self, window: int) -> list[torch.Tensor]:
         stored = self.store.get(self.keys[window])

@@ -18,6 +18,7 @@ from heads.io import save_heads
 from heads.losses import HeadLoss
 from stages.assemble import make_train_run
 from stages.common import seed_everything
+from stages.common.preemption import Preempted, StopRequest
 from stages.feature_cache import (
     CachedFeatureWindows,
     FeatureCache,
@@ -75,12 +76,18 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     cache = FeatureCache(config.features.cache_dir, windows, source)
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
-    if accelerator.is_main_process:
-        log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
-                 len(cache.missing()), needed / 1e9)
-        check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
-    accelerator.wait_for_everyone()
-    cache.build(source, accelerator.process_index, accelerator.num_processes, accelerator.is_local_main_process)
+    with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/common/preemption.py)
+        if accelerator.is_main_process:
+            log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
+                     len(cache.missing()), needed / 1e9)
+            check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
+        accelerator.wait_for_everyone()
+        written = cache.build(source, accelerator.process_index, accelerator.num_processes,
+                              accelerator.is_local_main_process, should_stop=lambda: stop.received)
+    if stop.received:
+        log.warning("SIGTERM: stopped building the feature cache (this rank wrote %d windows); run the same "
+                    "command to continue it", written)
+        raise Preempted()
     accelerator.wait_for_everyone()
     return CachedFeatureWindows(windows, cache)
 

@@ -77,6 +77,23 @@ def test_sigterm_checkpoints_the_step_reached_and_the_rerun_resumes_exactly(work
     assert all(torch.equal(stopped[k], uninterrupted[k]) for k in stopped)
 
 
+def test_sigterm_during_the_feature_cache_build_keeps_what_was_written(generated_dataset, tmp_path):
+    """Before training, the cache build stops after the window in hand with status 143, and the
+    rerun computes only the windows still missing."""
+    root, csv = generated_dataset
+    args = overrides(root, csv, tmp_path / "run", tmp_path / "cache", **{"features.windows_per_scene": 6})
+    log = tmp_path / "stopped.log"
+    victim = start(args, log)
+    signal_after(victim, log, "to compute")
+    assert victim.wait(timeout=300) == EXIT_STATUS, log.read_text()[-3000:]
+    assert "SIGTERM: stopped building the feature cache" in log.read_text()
+    total, missing = map(int, re.search(r"feature cache: (\d+) windows, (\d+) to compute", log.read_text()).groups())
+    resumed = start(args, tmp_path / "resumed.log")
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
+    left = int(re.search(r"feature cache: \d+ windows, (\d+) to compute", (tmp_path / "resumed.log").read_text())[1])
+    assert total == missing and 0 < left < total, (total, left)
+
+
 @pytest.mark.parametrize("distributed", [["--multi_gpu"], ["--config_file", str(REPO / "stages/configs/accelerate_zero2.yaml")]],
                          ids=["ddp", "zero2"])
 def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(distributed, generated_dataset, tmp_path):

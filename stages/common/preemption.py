@@ -7,7 +7,8 @@ step to stop at (one rank may get the signal and another not), save one checkpoi
 with status 143, so a requeued job resumes exactly where it stopped.  A second SIGTERM kills at
 once.  A signal sent to the whole process group (SLURM) reaches the DataLoader workers too, and
 torch's own worker handler exits on it, which makes the main process fail at once; training
-workers therefore run ``shield_worker`` and outlive it for a grace period.
+workers therefore run ``shield_worker`` and outlive it for a grace period.  Stage 1's feature-cache
+build uses the same flag: it stops after the window in hand (each entry is written atomically).
 """
 
 from __future__ import annotations
