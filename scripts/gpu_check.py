@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage1_compiled", "stage2_step_gc", "stage2_step_no_gc",
-         "vae_encode_tiled", "vae_encode")
+ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage1_compiled", "prefetch", "stage2_step_gc",
+         "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
 DEFAULT_ITEMS = tuple(i for i in ITEMS if i != "stage1_compiled")  # compiling takes minutes: asked for by name
 MIN_TIMEOUT_S = {"stage1_compiled": 420.0}
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
@@ -66,6 +66,10 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
                                       supervised_frames=args.supervised_frames,
                                       rgb_refine_stride=0 if args.no_rgb_refine else args.rgb_refine_stride,
                                       mode=args.compile_mode)
+    if name == "prefetch":
+        from scripts.gpu_item_prefetch import item_prefetch
+
+        return item_prefetch(**common)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
     if name.startswith("vae_encode"):
@@ -110,7 +114,8 @@ def environment(device: str) -> dict:
 def print_table(results: dict[str, dict]) -> None:
     keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
             "speedup_prefetched", "compile_s", "heads_fwd_bwd_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
-            "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib")
+            "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib", "batch_mb", "copy_ms", "compute_ms",
+            "serial_step_ms", "prefetched_step_ms", "intact_prefetched")
     for name, result in results.items():
         shown = [f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
                  for k in keys if result.get(k) is not None]

@@ -70,7 +70,7 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
     # Its own generator: creating a loader iterator must not draw from the global RNG, or a resumed
     # run (which creates its iterator at a different point) would see different random numbers.
-    # Pinned batches make the non_blocking copies in to_device really asynchronous on CUDA.
+    # Pinned batches make the copies in stages.common.prefetch asynchronous on CUDA.
     loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
                         num_workers=config.run.num_workers, worker_init_fn=init_train_worker,
                         generator=make_generator(config.run.seed), pin_memory=accelerator.device.type == "cuda")
@@ -84,5 +84,5 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                     guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
                     tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
                     run_dir=run_dir, total_steps=total_steps, config=config, ema=ema,
-                    timer=PhaseTimer(accelerator.device), zero=zero.is_deepspeed(accelerator),
+                    timer=PhaseTimer(accelerator.device, enabled=False), zero=zero.is_deepspeed(accelerator),
                     zero_autocast=zero_autocast)

@@ -50,7 +50,7 @@ class FeatureSource:
         encoder, tokenizer = self._text_parts()
         self.prompt_encoder = PromptEncoder(encoder, tokenizer, f"{self.id}:text", device=device,
                                             dtype=self.dtype, cache=TensorCache(cache / "text"))
-        self.timer = PhaseTimer(device)
+        self.timer = PhaseTimer(device, enabled=False)  # benchmarks turn it on (it syncs the GPU)
 
     def _build_backbone(self) -> FrozenBackbone:
         c = self.config

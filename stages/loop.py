@@ -39,6 +39,7 @@ from stages.common import (
     save_checkpoint,
 )
 from stages.common.config import ConfigError
+from stages.common.prefetch import prefetch_to_device
 from stages.common.sections import CheckpointConfig, OptimConfig
 from stages.common.timing import PhaseTimer
 from stages.preflight import check_init_from
@@ -64,7 +65,7 @@ class TrainRun:
     config: Any
     ema: EMA | None = None
     step: int = 0
-    timer: PhaseTimer = field(default_factory=PhaseTimer)
+    timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(enabled=False))
     zero: bool = False
     """DeepSpeed ZeRO-1/2: ``model`` is the engine, which clips, steps and clears (stages.zero)."""
     zero_autocast: torch.dtype | None = None
@@ -76,29 +77,18 @@ class TrainRun:
 
 
 def batch_stream(run: TrainRun) -> Iterator[dict]:
-    """Batches across epochs, reporting consumption to the sampler so checkpoints know the position."""
+    """Batches on the device across epochs (copied one batch ahead on a GPU), reporting what is
+    handed out to the sampler so checkpoints know the position."""
     epoch = run.sampler.epoch
     while True:
         run.sampler.set_epoch(epoch)
         dataset = run.loader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        for batch in run.loader:
+        for batch in prefetch_to_device(run.loader, run.accelerator.device):
             run.sampler.advance(run.loader.batch_size or 1)
             yield batch
         epoch += 1
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    moved = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            moved[key] = value.to(device, non_blocking=True)
-        elif isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
-            moved[key] = [v.to(device, non_blocking=True) for v in value]
-        else:
-            moved[key] = value
-    return moved
 
 
 def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim: OptimConfig) -> dict[str, float]:
@@ -108,7 +98,7 @@ def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim
     for micro in range(optim.grad_accum):
         last = micro == optim.grad_accum - 1
         with run.timer.phase("data"):
-            batch = to_device(next(stream), acc.device)
+            batch = next(stream)
         with accumulation(run, last), run.timer.phase("forward_backward"):
             with zero.autocast(acc.device, run.zero_autocast) if run.zero else acc.autocast():
                 loss, parts = loss_fn(batch)

@@ -27,7 +27,8 @@ from stages.feature_cache import (
     estimate_bytes,
 )
 from stages.features import FeatureSource
-from stages.loop import TrainRun, to_device
+from stages.common.prefetch import to_device
+from stages.loop import TrainRun
 from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset

@@ -25,7 +25,8 @@ from stages.assemble import make_train_run
 from stages.common import seed_everything
 from stages.feature_cache import FixedWindows
 from stages.features import FeatureSource
-from stages.loop import TrainRun, to_device
+from stages.common.prefetch import to_device
+from stages.loop import TrainRun
 from stages.model import HeadPair, print_validation, validate
 from stages.stage2_config import Stage2Config
 from world_model.features import dit_forward, make_noise, noisy_latents

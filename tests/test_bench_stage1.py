@@ -38,12 +38,20 @@ def test_verdict_and_exit_status(cached, status, verdict, capsys):
 
 
 def test_bench_runs_both_paths(generated_dataset, tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_stage1 import PHASES
+
     root, csv = generated_dataset
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache")
     command = [sys.executable, str(REPO / "scripts/bench_stage1.py"), "--steps", "2", "--warmup", "1", *args]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]  # the verdict is timing: not asserted here
     row = re.compile(r"(online|cached)\s+[\d.]+\s+[\d.]+\s")
-    rows = [line.split()[0] for line in proc.stdout.splitlines() if row.match(line)]
-    assert rows == ["online", "cached"], proc.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if row.match(line)}
+    assert list(rows) == ["online", "cached"], proc.stdout
+    # Columns: step ms, samples/s, then the phases; the training loop's timers are off unless the
+    # bench turns them on, so a forgotten switch would show zeros here.
+    phases = dict(zip(PHASES, map(float, rows["cached"][2:2 + len(PHASES)])))
+    assert phases["heads_fwd_bwd"] > 0 and phases["data"] > 0, proc.stdout
+    assert dict(zip(PHASES, map(float, rows["online"][2:2 + len(PHASES)])))["backbone"] > 0, proc.stdout
     assert "online/cached step-time ratio" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)

@@ -38,6 +38,10 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert result["backend"] == "aot_eager" and result["heads_fwd_bwd_ms"] > 0 and result["compile_s"] > 0
         assert result["max_abs_diff_vs_eager"] < 1e-4 and result["backbone_ms"] > 0
         assert result["speedup"] == pytest.approx(result["online_step_ms"] / result["cached_step_ms"])
+    elif name == "prefetch":
+        # Off CUDA the prefetcher copies in line, so only the bookkeeping and the checksums count here.
+        assert result["intact_serial"] and result["intact_prefetched"] and result["batch_mb"] > 0
+        assert result["serial_step_ms"] > 0 and result["prefetched_step_ms"] > 0 and result["copy_ms"] > 0
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")

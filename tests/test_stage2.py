@@ -208,3 +208,21 @@ def test_preflight_checks_the_stage1_heads(generated_dataset, stage1_heads, tmp_
                            *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"stage2.py: error: {empty} is not a head directory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_training_steps_never_sync_the_device_for_timing(generated_dataset, stage1_heads, tmp_path, monkeypatch):
+    """The phase timers synchronise the GPU at every phase boundary (stalling the host's queue of
+    kernels); training keeps them off, only the benchmarks turn them on."""
+    from stages.common import timing
+    from stages.loop import batch_stream, optimizer_step
+
+    calls = []
+    monkeypatch.setattr(timing, "synchronize", lambda device: calls.append(device))
+    stage = build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run"))
+    stream = batch_stream(stage.run)
+    for _ in range(2):
+        optimizer_step(stage.run, stream, stage.loss_fn, stage.run.config.optim)
+    assert calls == [] and stage.run.timer.totals == {} and stage.source.timer.totals == {}
+    stage.run.timer.enabled = True  # what scripts/bench_stage1.py does
+    optimizer_step(stage.run, stream, stage.loss_fn, stage.run.config.optim)
+    assert len(calls) >= 2 and stage.run.timer.totals["forward_backward"] > 0

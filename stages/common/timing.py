@@ -1,7 +1,9 @@
-"""Wall time per named phase, for step breakdowns in training logs and benchmarks.
+"""Wall time per named phase, for step breakdowns in benchmarks.
 
 CUDA kernels run asynchronously, so each phase synchronises the device at both ends; otherwise
-a phase would be charged for the previous one's queued work.
+a phase would be charged for the previous one's queued work.  Those syncs stall the host's
+queueing of work, so a disabled timer does nothing at all: training keeps its timers off and
+only the benchmarks turn them on.
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ def synchronize(device: torch.device | None) -> None:
 
 
 class PhaseTimer:
-    """Accumulates seconds per phase while ``enabled`` (turn it off for warm-up iterations)."""
+    """Accumulates seconds per phase while ``enabled`` (off: no sync, no timing, e.g. warm-up)."""
 
-    def __init__(self, device: torch.device | None = None) -> None:
-        self.device, self.totals, self.enabled = device, {}, True
+    def __init__(self, device: torch.device | None = None, enabled: bool = True) -> None:
+        self.device, self.totals, self.enabled = device, {}, enabled
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
         synchronize(self.device)
         start = time.perf_counter()
         yield
         synchronize(self.device)
-        if self.enabled:
-            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
 
     def clear(self) -> None:
         self.totals.clear()
