@@ -4,6 +4,7 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ def make_accelerator():
 
     cuda = torch.cuda.is_available()
     if zero.requested():
-        accelerator = Accelerator(kwargs_handlers=[] if cuda else [InitProcessGroupKwargs(backend="gloo")])
+        launched = "LOCAL_RANK" in os.environ  # a process group exists only under a launcher
+        gloo = [InitProcessGroupKwargs(backend="gloo")] if launched and not cuda else []
+        accelerator = Accelerator(kwargs_handlers=gloo)
     else:
         accelerator = Accelerator(cpu=not cuda)
     log.info("process %d of %d on %s (%d CPU threads)", accelerator.process_index, accelerator.num_processes,

@@ -214,6 +214,17 @@ def test_zero2_over_two_processes_matches_ddp_and_resumes_exactly(generated_data
         proc.stderr[-3000:]
 
 
+def test_a_deepspeed_environment_without_a_launcher_is_one_process():
+    """The gloo backend is named only under a launcher: without one there is no process group to
+    count (naming it anyway crashed accelerate looking for one)."""
+    code = "from stages.assemble import make_accelerator; a = make_accelerator(); print(a.num_processes, a.distributed_type)"
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**env, "ACCELERATE_USE_DEEPSPEED": "true", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["1", "DistributedType.DEEPSPEED"]
+
+
 def fake_accelerator(ds_config: dict, processes: int = 4) -> SimpleNamespace:
     plugin = SimpleNamespace(deepspeed_config=ds_config)
     return SimpleNamespace(distributed_type="DistributedType.DEEPSPEED", num_processes=processes,
