@@ -19,6 +19,7 @@ from heads.losses import HeadLoss
 from stages.assemble import make_train_run
 from stages.common import seed_everything
 from stages.common.preemption import Preempted, StopRequest
+from stages.common.prefetch import to_device
 from stages.feature_cache import (
     CachedFeatureWindows,
     FeatureCache,
@@ -27,7 +28,6 @@ from stages.feature_cache import (
     estimate_bytes,
 )
 from stages.features import FeatureSource
-from stages.common.prefetch import to_device
 from stages.loop import TrainRun
 from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
 from stages.stage1_config import Stage1Config

@@ -23,9 +23,9 @@ from heads.losses import HeadLoss
 from heads.physics import PhysicsLoss
 from stages.assemble import make_train_run
 from stages.common import seed_everything
+from stages.common.prefetch import to_device
 from stages.feature_cache import FixedWindows
 from stages.features import FeatureSource
-from stages.common.prefetch import to_device
 from stages.loop import TrainRun
 from stages.model import HeadPair, print_validation, validate
 from stages.stage2_config import Stage2Config
