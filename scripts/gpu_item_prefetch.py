@@ -84,8 +84,8 @@ def item_prefetch(preset: str, device: torch.device, frames: int, height: int, w
     serial_s, serial = _timed(device, lambda: [step(to_device(b, device)) for b in host])
     prefetched_s, prefetched = _timed(device, lambda: [step(b) for b in prefetch_to_device(iter(host), device)])
 
-    def intact(sums: list[list[torch.Tensor]]) -> bool:
-        return all(math.isclose(float(got), want, rel_tol=1e-6, abs_tol=1e-6)
+    def intact(sums: list[list[torch.Tensor]]) -> bool:  # every batch, in order, each tensor as on the host
+        return len(sums) == len(expected) and all(math.isclose(float(got), want, rel_tol=1e-6, abs_tol=1e-6)
                    for row, wants in zip(sums, expected) for got, want in zip(row, wants))
 
     per_step = {"copy_ms": copy_s, "compute_ms": compute_s, "serial_step_ms": serial_s,
