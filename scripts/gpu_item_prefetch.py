@@ -10,17 +10,18 @@ finished would differ from the host's), then runs matmuls for about as long as t
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 
-from stages.common.prefetch import prefetch_to_device, to_device
-from stages.common.timing import synchronize
+from scripts.gpu_items import pinned
+from stages.common.prefetch import batch_tensors, prefetch_to_device, to_device
+from stages.common.timing import PhaseTimer
 from world_model.presets import get_preset
 
 
-def cached_batch(preset: str, frames: int, height: int, width: int, seed: int, pin: bool) -> dict:
-    """Host tensors the size of one cached stage-1 micro-batch (all frames supervised)."""
+def cached_batch(preset: str, frames: int, height: int, width: int, seed: int, device: torch.device) -> dict:
+    """Host tensors the size of one cached stage-1 micro-batch (all frames supervised), pinned on
+    CUDA machines as the training loader pins them."""
     p = get_preset(preset)
     grid = p.token_grid(frames, height, width)
     g = torch.Generator().manual_seed(seed)
@@ -30,17 +31,11 @@ def cached_batch(preset: str, frames: int, height: int, width: int, seed: int, p
              "depth": torch.rand(1, frames, height, width, generator=g),
              "flow_valid": torch.rand(1, frames, height, width, generator=g) > 0.1,
              "depth_valid": torch.rand(1, frames, height, width, generator=g) > 0.1}
-    if pin:
-        batch = {k: [t.pin_memory() for t in v] if isinstance(v, list) else v.pin_memory() for k, v in batch.items()}
-    return batch
-
-
-def tensors(batch: dict) -> list[torch.Tensor]:
-    return [t for v in batch.values() for t in (v if isinstance(v, list) else [v])]
+    return {k: pinned(v, device) if isinstance(v, list) else pinned([v], device)[0] for k, v in batch.items()}
 
 
 def checksums(batch: dict) -> list[float]:
-    return [float(t.double().sum()) for t in tensors(batch)]
+    return [float(t.double().sum()) for t in batch_tensors(batch)]
 
 
 class StandInStep:
@@ -54,44 +49,42 @@ class StandInStep:
         self.matmuls = matmuls
 
     def __call__(self, batch: dict | None) -> list[torch.Tensor]:
-        sums = [t.double().sum() for t in tensors(batch)] if batch is not None else []
+        sums = [t.double().sum() for t in batch_tensors(batch)] if batch is not None else []
         x = self.x
         for _ in range(self.matmuls):
             x = x @ self.w
         return sums
 
 
-def _timed(device: torch.device, fn) -> tuple[float, object]:
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return time.perf_counter() - start, out
-
-
 def item_prefetch(preset: str, device: torch.device, frames: int, height: int, width: int, runs: int,
                   warmup: int) -> dict:
     steps = max(runs, 3) + warmup
     cuda = device.type == "cuda"
-    host = [cached_batch(preset, frames, height, width, seed=i, pin=cuda) for i in range(steps)]
+    host = [cached_batch(preset, frames, height, width, seed=i, device=device) for i in range(steps)]
     expected = [checksums(b) for b in host]
     step = StandInStep(device, n=4096 if cuda else 64, matmuls=1)
     step(to_device(host[0], device))  # warm-up: CUDA context, cuBLAS handle, allocator
-    copy_s, _ = _timed(device, lambda: [to_device(b, device) for b in host])
-    one_s, _ = _timed(device, lambda: step(None))
+    watch = PhaseTimer(device)
+    with watch.phase("copy"):
+        _ = [to_device(b, device) for b in host]
+    with watch.phase("one_matmul"):
+        step(None)
+    copy_s, one_s = watch.totals["copy"], watch.totals.pop("one_matmul")
     step.matmuls = max(1, round(copy_s / steps / max(one_s, 1e-6)))  # compute about as long as a copy
-    compute_s, _ = _timed(device, lambda: [step(None) for _ in range(steps)])
-    serial_s, serial = _timed(device, lambda: [step(to_device(b, device)) for b in host])
-    prefetched_s, prefetched = _timed(device, lambda: [step(b) for b in prefetch_to_device(iter(host), device)])
+    with watch.phase("compute"):
+        _ = [step(None) for _ in range(steps)]
+    with watch.phase("serial_step"):
+        serial = [step(to_device(b, device)) for b in host]
+    with watch.phase("prefetched_step"):
+        prefetched = [step(b) for b in prefetch_to_device(iter(host), device)]
 
     def intact(sums: list[list[torch.Tensor]]) -> bool:  # every batch, in order, each tensor as on the host
-        return len(sums) == len(expected) and all(math.isclose(float(got), want, rel_tol=1e-6, abs_tol=1e-6)
-                   for row, wants in zip(sums, expected) for got, want in zip(row, wants))
+        return len(sums) == len(expected) and all(
+            math.isclose(float(got), want, rel_tol=1e-6, abs_tol=1e-6)
+            for row, wants in zip(sums, expected) for got, want in zip(row, wants))
 
-    per_step = {"copy_ms": copy_s, "compute_ms": compute_s, "serial_step_ms": serial_s,
-                "prefetched_step_ms": prefetched_s}
-    result = {k: 1000.0 * v / steps for k, v in per_step.items()}
-    batch_mb = sum(t.numel() * t.element_size() for t in tensors(host[0])) / 1e6
+    result = watch.per_step_ms(steps)
+    batch_mb = sum(t.numel() * t.element_size() for t in batch_tensors(host[0])) / 1e6
     return {"batch_mb": batch_mb, "steps": steps, "matmuls": step.matmuls, **result,
             "saved_ms": result["serial_step_ms"] - result["prefetched_step_ms"],
             "intact_serial": intact(serial), "intact_prefetched": intact(prefetched)}

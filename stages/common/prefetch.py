@@ -27,7 +27,8 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return moved
 
 
-def _tensors(batch: dict) -> Iterator[torch.Tensor]:
+def batch_tensors(batch: dict) -> Iterator[torch.Tensor]:
+    """The tensors of a batch: its tensor values and the tensors in its list values."""
     for value in batch.values():
         if isinstance(value, torch.Tensor):
             yield value
@@ -65,9 +66,9 @@ def _hand_over(batch: dict, copied: torch.cuda.Event, device: torch.device) -> d
     consumer uses the memory, so it is not reused while the consumer's kernels still read it."""
     consumer = torch.cuda.current_stream(device)
     consumer.wait_event(copied)
-    for tensor in _tensors(batch):
+    for tensor in batch_tensors(batch):
         tensor.record_stream(consumer)
     return batch
 
 
-__all__ = ["prefetch_to_device", "to_device"]
+__all__ = ["batch_tensors", "prefetch_to_device", "to_device"]
