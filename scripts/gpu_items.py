@@ -19,10 +19,9 @@ from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
 from heads.config import HeadConfig
-from heads.depth import DepthHead
-from heads.flow import MotionVectorHead
 from heads.losses import depth_loss, flow_loss
 from stages.common.timing import PhaseTimer, synchronize
+from stages.model import HeadPair
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder
@@ -61,11 +60,11 @@ def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, 
 
 
 def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128,
-                rgb_refine: bool = True, rgb_refine_stride: int = 1) -> tuple[MotionVectorHead, DepthHead]:
+                rgb_refine: bool = True, rgb_refine_stride: int = 1) -> HeadPair:
     config = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps),
                         spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0],
                         features=features, rgb_refine=rgb_refine, rgb_refine_stride=rgb_refine_stride)
-    return MotionVectorHead(config).to(device), DepthHead(config).to(device)
+    return HeadPair.build(config).to(device)
 
 
 def head_targets(frames: int, height: int, width: int, device: torch.device,
@@ -87,9 +86,9 @@ def head_targets(frames: int, height: int, width: int, device: torch.device,
     return targets
 
 
-def heads_optimizer(flow_head, depth_head, device: torch.device) -> torch.optim.Optimizer:
+def heads_optimizer(heads: HeadPair, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over both heads as training builds it (fused on CUDA)."""
-    return torch.optim.AdamW([*flow_head.parameters(), *depth_head.parameters()], lr=1e-4,
+    return torch.optim.AdamW(heads.parameters(), lr=1e-4,
                              fused=True if device.type == "cuda" else None)
 
 
@@ -98,16 +97,14 @@ def pinned(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     return [t.pin_memory() for t in tensors] if device.type == "cuda" else tensors
 
 
-def head_outputs(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both heads' predictions, for all frames or for the targets' supervised frames."""
-    taps = [t.float() for t in taps]
-    index = targets.get("frame_index")
-    return (flow_head(taps, targets["rgb"], index, targets.get("prev_rgb")),
-            depth_head(taps, targets["rgb"], index))
+def head_outputs(heads, taps: list[torch.Tensor], targets: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both heads' predictions, for all frames or for the targets' supervised frames (``heads``:
+    a HeadPair or a compiled one)."""
+    return heads(taps, targets["rgb"], targets.get("frame_index"), targets.get("prev_rgb"))
 
 
-def heads_loss(flow_head, depth_head, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
-    flow_pred, depth_pred = head_outputs(flow_head, depth_head, taps, targets)
+def heads_loss(heads, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
+    flow_pred, depth_pred = head_outputs(heads, taps, targets)
     index = targets.get("frame_index")
     flow, _ = flow_loss(flow_pred, targets["flow"], targets["mask"], frame_index=index)
     depth, _ = depth_loss(depth_pred, targets["depth"], targets["mask"])
@@ -150,9 +147,9 @@ def item_dit_forward(preset: str, device: torch.device, frames: int, height: int
                                    "mfu", "attention_backend", "max_memory_gib")}
 
 
-def _heads_step(flow_head, depth_head, optimizer, taps, targets, watch: PhaseTimer) -> None:
+def _heads_step(heads, optimizer, taps, targets, watch: PhaseTimer) -> None:
     with watch.phase("heads_fwd_bwd"), autocast_for(watch.device):
-        loss = heads_loss(flow_head, depth_head, taps, targets)
+        loss = heads_loss(heads, taps, targets)
     with watch.phase("heads_fwd_bwd"):
         loss.backward()
     with watch.phase("optimizer"):
@@ -172,10 +169,10 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
-    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine, rgb_refine_stride)
-    optimizer = heads_optimizer(flow_head, depth_head, device)
+    heads = build_heads(p, device, head_features, rgb_refine, rgb_refine_stride)
+    optimizer = heads_optimizer(heads, device)
     targets = head_targets(frames, height, width, device, supervised_frames)
-    result = {"head_params": count_parameters(flow_head) + count_parameters(depth_head),
+    result = {"head_params": count_parameters(heads),
               "head_features": head_features, "rgb_refine": rgb_refine, "rgb_refine_stride": rgb_refine_stride,
               "supervised_frames": supervised_frames}
     reset_peak(device)
@@ -184,7 +181,7 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
         watch.enabled = i >= warmup
         with watch.phase("backbone"):
             taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
-        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+        _heads_step(heads, optimizer, taps, targets, watch)
     online = watch.per_step_ms(runs)
     result.update({f"online_{k}": v for k, v in online.items()}, online_peak_gib=peak_gib(device))
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,12 +199,12 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
                 host = pinned(host, device)
             with watch.phase("h2d_features"):
                 taps = [t.to(device, non_blocking=True) for t in host]
-            _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+            _heads_step(heads, optimizer, taps, targets, watch)
         cached = watch.per_step_ms(runs)
         result.update({f"cached_{k}": v for k, v in cached.items()}, cached_peak_gib=peak_gib(device))
         if profile:
             result["cached_profile"] = kernel_profile(
-                lambda: _heads_step(flow_head, depth_head, optimizer, taps, targets, PhaseTimer(device)), device)
+                lambda: _heads_step(heads, optimizer, taps, targets, PhaseTimer(device)), device)
     online_ms, cached_ms = sum(online.values()), sum(cached.values())
     # Training reads the next window's features in loader workers while this step runs, so only
     # the host-to-device copy stays on the step's critical path; both ratios are reported.
@@ -274,25 +271,25 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     p = get_preset(preset)
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
     targets = head_targets(frames, height, width, device, supervised_frames)
-    flow_head, depth_head = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
+    heads = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
     with torch.no_grad(), autocast_for(device):
-        eager = head_outputs(flow_head, depth_head, taps, targets)
-    flow_c, depth_c = (torch.compile(h, backend=backend, mode=mode) for h in (flow_head, depth_head))
-    optimizer = heads_optimizer(flow_head, depth_head, device)
+        eager = head_outputs(heads, taps, targets)
+    compiled = torch.compile(heads, backend=backend, mode=mode)  # one graph for both heads, as training does
+    optimizer = heads_optimizer(heads, device)
     with torch.no_grad(), autocast_for(device):
         diff = max((a.float() - b.float()).abs().max().item()
-                   for a, b in zip(eager, head_outputs(flow_c, depth_c, taps, targets)))
+                   for a, b in zip(eager, head_outputs(compiled, taps, targets)))
     synchronize(device)
     start = time.perf_counter()
-    _heads_step(flow_c, depth_c, optimizer, taps, targets, PhaseTimer(device))
+    _heads_step(compiled, optimizer, taps, targets, PhaseTimer(device))
     synchronize(device)
     compile_s = time.perf_counter() - start
     return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
             "rgb_refine_stride": rgb_refine_stride, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
-            **timed_heads_steps(flow_c, depth_c, optimizer, taps, targets, runs, warmup, fixed)}
+            **timed_heads_steps(compiled, optimizer, taps, targets, runs, warmup, fixed)}
 
 
-def timed_heads_steps(flow_head, depth_head, optimizer, taps: list[torch.Tensor], targets: dict, runs: int,
+def timed_heads_steps(heads, optimizer, taps: list[torch.Tensor], targets: dict, runs: int,
                       warmup: int, fixed: dict) -> dict:
     """Time the heads step; online = backbone + heads + optimizer, cached = host-to-device copy of
     the features + heads + optimizer (``fixed`` from ``backbone_and_copy``), and the peak memory."""
@@ -301,7 +298,7 @@ def timed_heads_steps(flow_head, depth_head, optimizer, taps: list[torch.Tensor]
     watch = PhaseTimer(device)
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
-        _heads_step(flow_head, depth_head, optimizer, taps, targets, watch)
+        _heads_step(heads, optimizer, taps, targets, watch)
     heads = watch.per_step_ms(runs)
     step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
     online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
@@ -312,13 +309,13 @@ def timed_heads_steps(flow_head, depth_head, optimizer, taps: list[torch.Tensor]
 def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
                   warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
                   fixed: dict) -> dict:
-    flow_head, depth_head = build_heads(p, device, features, stride > 0, max(stride, 1))
-    for head in (flow_head, depth_head):
+    heads = build_heads(p, device, features, stride > 0, max(stride, 1))
+    for head in (heads.flow, heads.depth):
         head.set_memory_options(channels_last=channels_last)
-    optimizer = heads_optimizer(flow_head, depth_head, device)
+    optimizer = heads_optimizer(heads, device)
     targets = head_targets(frames, height, width, device, supervised)
     return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last,
-            **timed_heads_steps(flow_head, depth_head, optimizer, taps, targets, runs, warmup, fixed)}
+            **timed_heads_steps(heads, optimizer, taps, targets, runs, warmup, fixed)}
 
 
 def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
@@ -328,8 +325,7 @@ def item_stage2_step(preset: str, device: torch.device, frames: int, height: int
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit = add_lora(random_dit(p, device, dtype), rank=rank)
     adapters = lora_parameters(dit)
-    flow_head, depth_head = build_heads(p, device)
-    flow_head.requires_grad_(False), depth_head.requires_grad_(False)
+    heads = build_heads(p, device).requires_grad_(False)
     optimizer = torch.optim.AdamW(adapters, lr=2e-5)
     x0, context = random_inputs(p, frames, height, width, device, dtype)
     targets = head_targets(frames, height, width, device)
@@ -343,7 +339,7 @@ def item_stage2_step(preset: str, device: torch.device, frames: int, height: int
             out = dit_forward(dit, x_t, 700.0, context, taps=p.default_taps, return_output=True,
                               gradient_checkpointing=gradient_checkpointing)
             fm = (out.output.float() - (noise - x0).float())[:, :, 1:].square().mean()
-            loss = fm + heads_loss(flow_head, depth_head, out.as_list(), targets)
+            loss = fm + heads_loss(heads, out.as_list(), targets)
         with watch.phase("forward_backward"):
             loss.backward()
         with watch.phase("optimizer"):

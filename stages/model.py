@@ -61,9 +61,11 @@ def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
     pair = HeadPair.build(head_config(heads, preset, num_taps))
     for head in (pair.flow, pair.depth):
         head.set_memory_options(frame_chunk=heads.frame_chunk, channels_last=heads.channels_last)
-        if heads.compile:
-            # In place (nn.Module.compile): parameter names, checkpoints and exports stay as in eager.
-            head.compile(mode=None if heads.compile == "default" else heads.compile, backend=heads.compile_backend)
+    if heads.compile:
+        # The pair as one graph: with CUDA graphs (reduce-overhead) a no-grad call of a second
+        # compiled head would overwrite the first head's output in validation.  In place
+        # (nn.Module.compile): parameter names, checkpoints and exports stay as in eager.
+        pair.compile(mode=None if heads.compile == "default" else heads.compile, backend=heads.compile_backend)
     return pair
 
 
