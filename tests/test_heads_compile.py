@@ -1,9 +1,11 @@
-"""heads.compile: both heads under torch.compile train to the eager run's weights, with the same
-parameter names in checkpoints and the export (aot_eager: the wiring, without a C++ compiler)."""
+"""heads.compile and heads.channels_last (runtime-only options): both train to the default run's
+weights, with the same parameter names in checkpoints and the export (compile with aot_eager:
+the wiring, without a C++ compiler)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -35,3 +37,20 @@ def test_compiled_heads_train_like_eager_ones(generated_dataset, tmp_path):
 def test_an_unknown_compile_mode_is_refused():
     with pytest.raises(ConfigError, match="compile must be one of"):
         load_config(Stage1Config, DEMO, ["heads.compile=fast"])
+
+
+def test_channels_last_heads_train_checkpoint_and_export_like_default_ones(generated_dataset, tmp_path):
+    """The TI2V-5B recipe turns channels_last on: its weights must still save (safetensors needs
+    contiguous tensors), resume and export like the default layout's."""
+    root, csv = generated_dataset
+    steps = {"optim.max_steps": 4, "data.window.supervised_frames": 3, "run.val_max_windows": 1}
+    run_stage1(overrides(root, csv, tmp_path / "default", tmp_path / "cache", **steps))
+    nhwc = overrides(root, csv, tmp_path / "nhwc", tmp_path / "cache", **steps, **{"heads.channels_last": "true"})
+    default = load_file(tmp_path / "default" / "final" / "heads.safetensors")
+    for attempt in ("fresh", "resumed from checkpoint-2"):
+        run_stage1(nhwc)
+        exported = load_file(tmp_path / "nhwc" / "final" / "heads.safetensors")
+        assert default.keys() == exported.keys()
+        for key in default:
+            torch.testing.assert_close(exported[key], default[key], rtol=1e-4, atol=1e-5, msg=f"{attempt}: {key}")
+        shutil.rmtree(tmp_path / "nhwc" / "checkpoint-4"), shutil.rmtree(tmp_path / "nhwc" / "final")
