@@ -11,7 +11,7 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
                      beside one backbone forward: online/cached per variant
   stage1_compiled    a heads step under torch.compile (compile time, step, difference from eager,
                      online/cached with a timed backbone); the default heads or the variant named by
-                     --supervised-frames / --rgb-refine-stride / --no-rgb-refine, --compile-mode
+                     --supervised-frames / --rgb-refine-stride / --no-rgb-refine / --channels-last, --compile-mode
                      (reduce-overhead: CUDA graphs); minutes of compiling, so only when named
   stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
   stage2_step_no_gc  the same without checkpointing
@@ -65,7 +65,7 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
         return g.item_stage1_compiled(**common, head_features=args.head_features, backend=backend,
                                       supervised_frames=args.supervised_frames,
                                       rgb_refine_stride=0 if args.no_rgb_refine else args.rgb_refine_stride,
-                                      mode=args.compile_mode)
+                                      mode=args.compile_mode, channels_last=args.channels_last)
     if name == "prefetch":
         from scripts.gpu_item_prefetch import item_prefetch
 
@@ -86,7 +86,8 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
                    "--height", str(args.height), "--width", str(args.width), "--runs", str(args.runs),
                    "--warmup", str(args.warmup), "--head-features", str(args.head_features),
                    "--supervised-frames", str(args.supervised_frames), "--rgb-refine-stride", str(args.rgb_refine_stride)]
-        flags = {"--quick": args.quick, "--no-rgb-refine": args.no_rgb_refine, "--profile": args.profile}
+        flags = {"--quick": args.quick, "--no-rgb-refine": args.no_rgb_refine, "--profile": args.profile,
+                 "--channels-last": args.channels_last}
         command += [flag for flag, on in flags.items() if on]
         if args.compile_mode:
             command += ["--compile-mode", args.compile_mode]
@@ -142,6 +143,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="stage1_step: decode K random frames per step (data.window.supervised_frames)")
     parser.add_argument("--profile", action="store_true", help="stage1_step: top ops of one cached step")
     parser.add_argument("--rgb-refine-stride", type=int, default=1, help="stage1_step: RGB path at full (1) or half (2) res")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="stage1_compiled: full-resolution decoder in channels-last layout (heads.channels_last)")
     parser.add_argument("--compile-mode", default=None,
                         help="stage1_compiled: torch.compile mode (e.g. reduce-overhead for CUDA graphs)")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     payload = {"environment": env, "preset": args.preset, "video": [args.frames, args.height, args.width],
                "head_features": args.head_features, "rgb_refine": not args.no_rgb_refine,
                "supervised_frames": args.supervised_frames, "rgb_refine_stride": args.rgb_refine_stride,
-               "compile_mode": args.compile_mode, "quick": args.quick, "runs": args.runs, "warmup": args.warmup,
+               "compile_mode": args.compile_mode, "channels_last": args.channels_last, "quick": args.quick,
+               "runs": args.runs, "warmup": args.warmup,
                "results": {}}
     for name in args.items:
         result = _child(name, args, max(args.item_timeout, MIN_TIMEOUT_S.get(name, 0.0)))

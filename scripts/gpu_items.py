@@ -260,10 +260,11 @@ def item_stage1_variants(preset: str, device: torch.device, frames: int, height:
 
 def item_stage1_compiled(preset: str, device: torch.device, frames: int, height: int, width: int,
                          runs: int, warmup: int, head_features: int = 128, backend: str = "inductor",
-                         supervised_frames: int = 0, rgb_refine_stride: int = 1, mode: str | None = None) -> dict:
+                         supervised_frames: int = 0, rgb_refine_stride: int = 1, mode: str | None = None,
+                         channels_last: bool = False) -> dict:
     """2c. A heads step with both heads under torch.compile (``mode``: None, 'reduce-overhead' for
     CUDA graphs, ...), for the default heads or a variant (K supervised frames, RGB path stride,
-    0 = none): the one-off compile time of the training step (the no-grad comparison before it
+    0 = none, channels-last decoder): the one-off compile time of the training step (the no-grad comparison before it
     compiles a graph of its own, not counted), the steady-state step, the largest output
     difference from eager, and the online/cached ratio with a timed backbone forward.  The heads
     are memory-bound and ~10x above their roofline in eager mode (scripts/head_cost.py), so this
@@ -272,6 +273,8 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
     targets = head_targets(frames, height, width, device, supervised_frames)
     heads = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
+    for head in (heads.flow, heads.depth):
+        head.set_memory_options(channels_last=channels_last)
     with torch.no_grad(), autocast_for(device):
         eager = head_outputs(heads, taps, targets)
     compiled = torch.compile(heads, backend=backend, mode=mode)  # one graph for both heads, as training does
@@ -285,7 +288,7 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     synchronize(device)
     compile_s = time.perf_counter() - start
     return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
-            "rgb_refine_stride": rgb_refine_stride, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
+            "rgb_refine_stride": rgb_refine_stride, "channels_last": channels_last, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
             **timed_heads_steps(compiled, optimizer, taps, targets, runs, warmup, fixed)}
 
 

@@ -69,8 +69,10 @@ def test_compiled_item_takes_the_heads_variant(cpu_args):
     result = gpu_check.run_item("stage1_compiled", args)
     assert (result["supervised_frames"], result["rgb_refine_stride"]) == (3, 2)
     assert result["max_abs_diff_vs_eager"] < 1e-4 and result["cached_step_ms"] > 0
-    no_rgb = type(cpu_args)(**{**vars(cpu_args), "no_rgb_refine": True})
-    assert gpu_check.run_item("stage1_compiled", no_rgb)["rgb_refine_stride"] == 0
+    no_rgb = type(cpu_args)(**{**vars(cpu_args), "no_rgb_refine": True, "channels_last": True})
+    result = gpu_check.run_item("stage1_compiled", no_rgb)
+    assert result["rgb_refine_stride"] == 0 and result["channels_last"] is True
+    assert result["max_abs_diff_vs_eager"] < 1e-4
 
 
 def test_compiling_runs_only_when_named(cpu_args):
