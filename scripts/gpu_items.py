@@ -262,13 +262,13 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
                          runs: int, warmup: int, head_features: int = 128, backend: str = "inductor",
                          supervised_frames: int = 0, rgb_refine_stride: int = 1, mode: str | None = None,
                          channels_last: bool = False) -> dict:
-    """2c. A heads step with both heads under torch.compile (``mode``: None, 'reduce-overhead' for
-    CUDA graphs, ...), for the default heads or a variant (K supervised frames, RGB path stride,
-    0 = none, channels-last decoder): the one-off compile time of the training step (the no-grad comparison before it
-    compiles a graph of its own, not counted), the steady-state step, the largest output
-    difference from eager, and the online/cached ratio with a timed backbone forward.  The heads
-    are memory-bound and ~10x above their roofline in eager mode (scripts/head_cost.py), so this
-    is where the 10x of the cached path has to come from."""
+    """2c. A heads step with both heads compiled as one graph (``mode``: None, 'reduce-overhead'
+    for CUDA graphs, ...), for the default heads or a variant (K supervised frames, RGB path
+    stride, 0 = none, channels-last decoder): the one-off compile time of the training step (the
+    no-grad comparison before it compiles a graph of its own, not counted), the steady-state
+    step, the largest output difference from eager, and the online/cached ratio with a timed
+    backbone forward.  The eager heads are memory-bound and far above their roofline
+    (scripts/head_cost.py); compiling is the cheapest way closer to it."""
     p = get_preset(preset)
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
     targets = head_targets(frames, height, width, device, supervised_frames)
@@ -288,7 +288,8 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     synchronize(device)
     compile_s = time.perf_counter() - start
     return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
-            "rgb_refine_stride": rgb_refine_stride, "channels_last": channels_last, "compile_s": compile_s, "max_abs_diff_vs_eager": diff, **fixed,
+            "rgb_refine_stride": rgb_refine_stride, "channels_last": channels_last, "compile_s": compile_s,
+            "max_abs_diff_vs_eager": diff, **fixed,
             **timed_heads_steps(compiled, optimizer, taps, targets, runs, warmup, fixed)}
 
 
@@ -302,10 +303,10 @@ def timed_heads_steps(heads, optimizer, taps: list[torch.Tensor], targets: dict,
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
         _heads_step(heads, optimizer, taps, targets, watch)
-    heads = watch.per_step_ms(runs)
-    step = heads["heads_fwd_bwd_ms"] + heads["optimizer_ms"]
+    phases = watch.per_step_ms(runs)
+    step = phases["heads_fwd_bwd_ms"] + phases["optimizer_ms"]
     online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
-    return {**heads, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
+    return {**phases, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
             "peak_gib": peak_gib(device)}
 
 
