@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from stages.common import ConfigError, load_config
 from stages.stage1_config import Stage1Config
-from tests.test_stage1 import DEMO, overrides, run_stage1
+from tests.test_stage1 import DEMO, overrides, run_stage1, run_two_process_stage1
 
 
 def test_compiled_heads_train_like_eager_ones(generated_dataset, tmp_path):
@@ -32,6 +32,21 @@ def test_compiled_heads_train_like_eager_ones(generated_dataset, tmp_path):
     validation = [json.loads((tmp_path / run / "final" / "metrics.json").read_text())["validation"]
                   for run in ("eager", "compiled")]
     assert validation[0]["flow_epe_moving"] == pytest.approx(validation[1]["flow_epe_moving"], rel=1e-4)
+
+
+def test_compiled_heads_under_ddp_train_like_eager_ones(generated_dataset, tmp_path):
+    """The compiled pair inside accelerate's DDP wrapper: gradients still reach every rank's
+    all-reduce (two CPU processes over gloo; compiled with aot_eager)."""
+    root, csv = generated_dataset
+    compiled = {"heads.compile": "default", "heads.compile_backend": "aot_eager"}
+    for name, extra in (("eager", {}), ("compiled", compiled)):
+        run_two_process_stage1(overrides(root, csv, tmp_path / name, tmp_path / "cache", **{"optim.max_steps": 3},
+                                         **extra), port=29531)
+    eager = load_file(tmp_path / "eager" / "final" / "heads.safetensors")
+    exported = load_file(tmp_path / "compiled" / "final" / "heads.safetensors")
+    assert eager.keys() == exported.keys()
+    for key in eager:
+        torch.testing.assert_close(exported[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_an_unknown_compile_mode_is_refused():

@@ -92,15 +92,21 @@ def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(genera
     assert any('"loss"' in line for line in lines)
 
 
-def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
-    root, csv = generated_dataset
+def run_two_process_stage1(args: list[str], port: int) -> subprocess.CompletedProcess:
+    """The demo recipe under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPUs)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-               str(REPO / "stages/stage1.py"), "--config", str(DEMO),
-               *overrides(root, csv, tmp_path / "ddp", tmp_path / "cache", **{"optim.max_steps": 3})]
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
+    root, csv = generated_dataset
+    proc = run_two_process_stage1(overrides(root, csv, tmp_path / "ddp", tmp_path / "cache", **{"optim.max_steps": 3}),
+                                  port=29517)
     assert (tmp_path / "ddp" / "final" / "heads.safetensors").exists()
     # Really two processes: each step consumed one window per rank, and both ranks' RNG was saved.
     # (A launch that silently runs two independent single-process trainings fails here.)
