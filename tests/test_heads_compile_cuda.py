@@ -1,7 +1,8 @@
 """heads.compile = reduce-overhead (CUDA graphs) on a GPU: training steps and a no-grad validation
-pass give the eager heads' results.  Compiling each head on its own failed here: in no-grad
-validation the depth head's graph overwrote the flow head's output ("accessing tensor output of
-CUDAGraphs that has been overwritten").  Skipped without CUDA (the CPU run compiles no graphs;
+pass give the eager heads' results.  With each head compiled on its own, a no-grad call of the
+depth head's graph overwrote the flow head's output ("accessing tensor output of CUDAGraphs that
+has been overwritten", seen on an H100 in the GPU check, which called the heads as validation
+does); the pair is now one graph.  Skipped without CUDA (the CPU run compiles no graphs;
 tests/test_heads_compile.py covers the wiring there)."""
 
 from __future__ import annotations
