@@ -18,10 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
-from heads.config import HeadConfig
 from heads.losses import depth_loss, flow_loss
 from stages.common.timing import PhaseTimer, synchronize
 from stages.model import HeadPair
+from stages.model import build_heads as build_stage_heads
+from stages.sections import HeadsConfig
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder
@@ -59,12 +60,12 @@ def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, 
     return latents.to(device, dtype), context.to(device, dtype)
 
 
-def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128,
-                rgb_refine: bool = True, rgb_refine_stride: int = 1) -> HeadPair:
-    config = HeadConfig(in_channels=preset.hidden_dim, num_taps=len(preset.default_taps),
-                        spatial_factor=preset.token_stride[1], temporal_factor=preset.token_stride[0],
-                        features=features, rgb_refine=rgb_refine, rgb_refine_stride=rgb_refine_stride)
-    return HeadPair.build(config).to(device)
+def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128, rgb_refine: bool = True,
+                rgb_refine_stride: int = 1, channels_last: bool = False) -> HeadPair:
+    """The head pair as stage-1 training builds it (stages.model.build_heads), eager."""
+    knobs = HeadsConfig(features=features, rgb_refine=rgb_refine, rgb_refine_stride=rgb_refine_stride,
+                        channels_last=channels_last)
+    return build_stage_heads(knobs, preset, len(preset.default_taps)).to(device)
 
 
 def head_targets(frames: int, height: int, width: int, device: torch.device,
@@ -272,9 +273,7 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     p = get_preset(preset)
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
     targets = head_targets(frames, height, width, device, supervised_frames)
-    heads = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1))
-    for head in (heads.flow, heads.depth):
-        head.set_memory_options(channels_last=channels_last)
+    heads = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1), channels_last)
     with torch.no_grad(), autocast_for(device):
         eager = head_outputs(heads, taps, targets)
     compiled = torch.compile(heads, backend=backend, mode=mode)  # one graph for both heads, as training does
@@ -313,9 +312,7 @@ def timed_heads_steps(heads, optimizer, taps: list[torch.Tensor], targets: dict,
 def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
                   warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
                   fixed: dict) -> dict:
-    heads = build_heads(p, device, features, stride > 0, max(stride, 1))
-    for head in (heads.flow, heads.depth):
-        head.set_memory_options(channels_last=channels_last)
+    heads = build_heads(p, device, features, stride > 0, max(stride, 1), channels_last)
     optimizer = heads_optimizer(heads, device)
     targets = head_targets(frames, height, width, device, supervised)
     return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last,
