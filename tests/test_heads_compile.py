@@ -68,4 +68,5 @@ def test_channels_last_heads_train_checkpoint_and_export_like_default_ones(gener
         assert default.keys() == exported.keys()
         for key in default:
             torch.testing.assert_close(exported[key], default[key], rtol=1e-4, atol=1e-5, msg=f"{attempt}: {key}")
-        shutil.rmtree(tmp_path / "nhwc" / "checkpoint-4"), shutil.rmtree(tmp_path / "nhwc" / "final")
+        shutil.rmtree(tmp_path / "nhwc" / "checkpoint-4")  # the rerun resumes from checkpoint-2
+        shutil.rmtree(tmp_path / "nhwc" / "final")
