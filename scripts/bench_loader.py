@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _dataset(config: DataConfig, supervised: int):
     """All frames: random training windows (online path).  K frames: what the cached path loads."""
-    from stages.feature_cache import FixedWindows
+    from data.windows import FixedWindows
 
     if not supervised:
         return SimPhysicsDataset(config, train=True, seed=0)

@@ -31,10 +31,10 @@ PHASES = ("data", "encode", "backbone", "heads_fwd_bwd", "optimizer")
 def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     """Run ``warmup + steps`` optimizer steps of one path in this process; per-step ms by phase."""
     import torch
-    from stages.assemble import make_accelerator
+    from stages.trainer.backend import make_accelerator
 
-    from stages.common import load_config
-    from stages.loop import batch_stream, optimizer_step
+    from stages.trainer import load_config
+    from stages.trainer.loop import batch_stream, optimizer_step
     from stages.stage1_build import build_stage1
     from stages.stage1_config import Stage1Config
 

@@ -1,4 +1,4 @@
-"""GPU check item 'prefetch': the training loop's one-batch-ahead copy (stages/common/prefetch.py)
+"""GPU check item 'prefetch': the training loop's one-batch-ahead copy (stages/trainer/prefetch.py)
 against copying each batch on the compute stream, around a stand-in step of fixed work.
 
 A batch is sized like a stage-1 cached batch of the geometry (the backbone's taps in bf16, RGB,
@@ -14,8 +14,8 @@ import math
 import torch
 
 from scripts.gpu_items import pinned
-from stages.common.prefetch import batch_tensors, prefetch_to_device, to_device
-from stages.common.timing import PhaseTimer
+from stages.trainer.prefetch import batch_tensors, prefetch_to_device, to_device
+from stages.trainer.tracking import PhaseTimer
 from world_model.presets import get_preset
 
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
 from heads.losses import depth_loss, flow_loss
-from stages.common.timing import PhaseTimer, synchronize
+from stages.trainer.tracking import PhaseTimer, synchronize
 from stages.model import HeadPair
 from stages.model import build_heads as build_stage_heads
 from stages.sections import HeadsConfig

@@ -1,6 +1,6 @@
 """Config sections of the training stages that are not generic: backbone, feature path, heads, run.
 
-Stage 1 and stage 2 compose these with the generic ones in stages.common.sections and with the
+Stage 1 and stage 2 compose these with the generic ones in stages.trainer.sections and with the
 data layer's own DataConfig, so every component receives only its own sub-config.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.common.sections import require
+from stages.trainer.sections import require
 from world_model.presets import PRESETS
 
 DTYPES = ("fp32", "bf16")

@@ -18,13 +18,13 @@ from stages.stage1_config import Stage1Config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from stages.runner import run_entry
+    from stages.trainer.runner import run_entry
     from stages.stage1_build import build_stage1
 
     return run_entry(Stage1Config, build_stage1, argv, __doc__)
 
 
 if __name__ == "__main__":
-    from stages.runner import run_script
+    from stages.trainer.runner import run_script
 
     run_script(main)

@@ -14,23 +14,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.dataset import SimPhysicsDataset
+from data.windows import FixedWindows
 from heads.io import save_heads
 from heads.losses import HeadLoss
-from stages.assemble import make_train_run
-from stages.common import seed_everything
-from stages.common.preemption import Preempted, StopRequest
-from stages.common.prefetch import to_device
-from stages.feature_cache import (
-    CachedFeatureWindows,
-    FeatureCache,
-    FixedWindows,
-    check_budget,
-    estimate_bytes,
-)
-from stages.features import FeatureSource
-from stages.loop import TrainRun
+from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, check_budget, estimate_bytes
 from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
 from stages.stage1_config import Stage1Config
+from stages.trainer import seed_everything
+from stages.trainer.assemble import make_train_run
+from stages.trainer.loop import TrainRun
+from stages.trainer.preemption import Preempted, StopRequest
+from stages.trainer.prefetch import to_device
 from world_model.presets import get_preset
 
 log = logging.getLogger(__name__)
@@ -77,7 +71,7 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     cache = FeatureCache(config.features.cache_dir, windows, source)
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
-    with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/common/preemption.py)
+    with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/trainer/preemption.py)
         if accelerator.is_main_process:
             log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
                      len(cache.missing()), needed / 1e9)
@@ -127,7 +121,7 @@ def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val
     def taps_fn(batch: dict) -> list[torch.Tensor]:
         return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
 
-    def loss_fn(batch: dict):
+    def loss_fn(batch: dict, micro: int = 0):
         flow, log_depth = model(taps_fn(batch), *head_inputs(batch))
         return head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"], batch["depth_valid"],
                          frame_index=batch.get("frame_index"))

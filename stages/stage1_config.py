@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from data.dataset import DataConfig
 from heads.losses import LossConfig
-from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
+from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
 from stages.sections import BackboneConfig, FeatureConfig, HeadsConfig, RunConfig
 
 

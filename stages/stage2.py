@@ -18,13 +18,13 @@ from stages.stage2_config import Stage2Config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from stages.runner import run_entry
+    from stages.trainer.runner import run_entry
     from stages.stage2_build import build_stage2
 
     return run_entry(Stage2Config, build_stage2, argv, __doc__)
 
 
 if __name__ == "__main__":
-    from stages.runner import run_script
+    from stages.trainer.runner import run_script
 
     run_script(main)

@@ -21,12 +21,12 @@ from data.dataset import SimPhysicsDataset
 from heads.io import save_heads
 from heads.losses import HeadLoss
 from heads.physics import PhysicsLoss
-from stages.assemble import make_train_run
-from stages.common import seed_everything
-from stages.common.prefetch import to_device
-from stages.feature_cache import FixedWindows
+from stages.trainer.assemble import make_train_run
+from stages.trainer import seed_everything
+from stages.trainer.prefetch import to_device
+from data.windows import FixedWindows
 from stages.features import FeatureSource
-from stages.loop import TrainRun
+from stages.trainer.loop import TrainRun
 from stages.model import HeadPair, print_validation, validate
 from stages.stage2_config import Stage2Config
 from world_model.features import dit_forward, make_noise, noisy_latents
@@ -71,8 +71,6 @@ class Stage2:
     probe_set: Dataset
     head_loss: HeadLoss
     physics: PhysicsLoss
-    _last_step: int = -1
-    _micro: int = 0
     _start_terms: dict = field(default_factory=dict)
 
     def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor,
@@ -96,14 +94,12 @@ class Stage2:
         head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
         return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}
 
-    def loss_fn(self, batch: dict) -> tuple[torch.Tensor, dict]:
+    def loss_fn(self, batch: dict, micro: int) -> tuple[torch.Tensor, dict]:
         """Training: sigmas and noise drawn from (seed, step, micro-batch, rank) alone, so a resumed
         run draws exactly what the uninterrupted run drew, whatever else touched the global RNG."""
         run = self.run
-        self._micro = self._micro + 1 if self._last_step == run.step else 0
-        self._last_step = run.step
         generator = torch.Generator().manual_seed(
-            hash((run.config.run.seed, run.step, self._micro, run.accelerator.process_index)) & 0x7FFF_FFFF_FFFF)
+            hash((run.config.run.seed, run.step, micro, run.accelerator.process_index)) & 0x7FFF_FFFF_FFFF)
         batch_size = batch["rgb"].shape[0]
         shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
         sigma = shifted_sigmas(batch_size, run.config.objective.timestep_shift, generator)

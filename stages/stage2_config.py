@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from data.dataset import DataConfig
 from heads.losses import LossConfig
 from heads.physics import PhysicsLossConfig
-from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
+from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
 from stages.sections import BackboneConfig, FeatureConfig, RunConfig, require
 from world_model.lora import DEFAULT_LORA_TARGETS
 

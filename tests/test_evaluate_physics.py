@@ -25,10 +25,10 @@ def _args(values: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """A 2-step stage-1 run and a 1-step stage-2 run on top of it (numbers meaningless, files real)."""
-    from stages.assemble import make_accelerator
+    from stages.trainer.backend import make_accelerator
 
-    from stages.common import load_config
-    from stages.runner import train
+    from stages.trainer import load_config
+    from stages.trainer.runner import train
     from stages.stage1 import main as stage1_main
     from stages.stage2_build import build_stage2
     from stages.stage2_config import Stage2Config

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common import ConfigError, load_config
+from stages.trainer import ConfigError, load_config
 from stages.stage1_config import Stage1Config
 from tests.test_stage1 import DEMO, overrides, run_stage1, run_two_process_stage1
 

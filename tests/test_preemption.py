@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common.preemption import EXIT_STATUS
+from stages.trainer.preemption import EXIT_STATUS
 from tests.conftest import start_stage
 from tests.test_stage1 import DEMO, REPO, overrides
 
@@ -122,7 +122,7 @@ def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(dist
 
 def test_a_signal_on_one_rank_stops_every_rank():
     """The ranks agree by a sum over them: one rank's SIGTERM is every rank's stop."""
-    from stages.common.preemption import StopRequest
+    from stages.trainer.preemption import StopRequest
 
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

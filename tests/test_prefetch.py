@@ -1,4 +1,4 @@
-"""stages.common.prefetch: batches reach the step unchanged and in order; on CUDA each copy runs on
+"""stages.trainer.prefetch: batches reach the step unchanged and in order; on CUDA each copy runs on
 a side stream one batch ahead, and the step waits for its own batch's copy only.  The CUDA
 schedule is checked against a recording stand-in for torch.cuda (no GPU here)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.common import prefetch
+from stages.trainer import prefetch
 
 
 def batches(n: int) -> list[dict]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common import ConfigError, NonFiniteLossError, load_config
+from stages.trainer import ConfigError, NonFiniteLossError, load_config
 from stages.stage1_config import Stage1Config
 from tests.conftest import sigkill_when_written, start_stage
 
@@ -40,8 +40,8 @@ def run_stage1(args: list[str]) -> dict:
 
 def test_cached_features_equal_online_features(generated_dataset, tmp_path):
     from data.dataset import SimPhysicsDataset
-    from stages.feature_cache import FeatureCache, FixedWindows
-    from stages.features import FeatureSource
+    from data.windows import FixedWindows
+    from stages.features import FeatureCache, FeatureSource
 
     root, csv = generated_dataset
     config = load_config(Stage1Config, DEMO, overrides(root, csv, tmp_path / "run", tmp_path / "cache"))
@@ -116,7 +116,7 @@ def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
     assert len(rng["ranks"]) == 2
     assert "process 1 of 2" in proc.stderr
     # Step lines survive the import of diffsynth (modelscope once silenced them in every multi-process run).
-    assert "INFO stages.loop: step" in proc.stderr, proc.stderr[-3000:]
+    assert "INFO stages.trainer.loop: step" in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="about CPU-only launches")
@@ -328,7 +328,7 @@ def test_demo_recipe_beats_the_trivial_baselines(generated_dataset, tmp_path):
 
 
 def test_resume_alias_sets_the_checkpoint_field():
-    from stages.cli import expand_aliases
+    from stages.trainer.config import expand_aliases
 
     assert expand_aliases(["--resume", "none", "optim.lr=1"]) == ["checkpoint.resume=none", "optim.lr=1"]
     assert expand_aliases(["--resume=runs/x/checkpoint-4"]) == ["checkpoint.resume=runs/x/checkpoint-4"]

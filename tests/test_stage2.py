@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.common import load_config
+from stages.trainer import load_config
 from stages.stage2_config import Stage2Config
 from tests.conftest import SMALL_WINDOWS, sigkill_when_written, start_stage
 
@@ -33,7 +33,7 @@ def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str
 
 
 def build(args: list[str]):
-    from stages.assemble import make_accelerator
+    from stages.trainer.backend import make_accelerator
 
     from stages.stage2_build import build_stage2
 
@@ -42,7 +42,7 @@ def build(args: list[str]):
 
 def test_only_lora_trains_and_the_loss_terms_go_down(generated_dataset, stage1_heads, tmp_path):
     from heads.io import load_heads
-    from stages.runner import train
+    from stages.trainer.runner import train
     from world_model.models import build_dit
 
     args = stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{
@@ -74,7 +74,7 @@ def test_demo_settings_lower_the_total_and_each_physics_term(generated_dataset, 
     At 64^2 the acceleration and free-fall terms have only ~17 and ~3 supporting pixels, so with
     the library weights (0.1) they are swamped by the head losses and drift; heavier weights give
     them a share of the gradient.  (The 128^2 demo lowers every term with the library weights.)"""
-    from stages.runner import train
+    from stages.trainer.runner import train
 
     stage = build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{
         "optim.max_steps": 40, "optim.lr": 2e-3, "ema.enabled": "false", "checkpoint.every_steps": 100,
@@ -91,7 +91,7 @@ def test_demo_settings_lower_the_total_and_each_physics_term(generated_dataset, 
 
 
 def test_exported_lora_loads_through_diffsynth_with_the_same_outputs(generated_dataset, stage1_heads, tmp_path):
-    from stages.runner import train
+    from stages.trainer.runner import train
     from world_model.features import dit_forward
     from world_model.lora_export import load_lora_into_dit
     from world_model.models import build_dit
@@ -213,8 +213,8 @@ def test_preflight_checks_the_stage1_heads(generated_dataset, stage1_heads, tmp_
 def test_training_steps_never_sync_the_device_for_timing(generated_dataset, stage1_heads, tmp_path, monkeypatch):
     """The phase timers synchronise the GPU at every phase boundary (stalling the host's queue of
     kernels); training keeps them off, only the benchmarks turn them on."""
-    from stages.common import timing
-    from stages.loop import batch_stream, optimizer_step
+    from stages.trainer import tracking as timing
+    from stages.trainer.loop import batch_stream, optimizer_step
 
     calls = []
     monkeypatch.setattr(timing, "synchronize", lambda device: calls.append(device))

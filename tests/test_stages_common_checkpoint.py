@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.common.checkpoint import (
+from stages.trainer.checkpoint import (
     capture_rng,
     latest_checkpoint,
     list_checkpoints,
@@ -22,10 +22,10 @@ from stages.common.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from stages.common.config import load_config
-from stages.common.ema import EMA
-from stages.common.schedule import load_scheduler_state, warmup_cosine
-from stages.common.sections import OptimConfig
+from stages.trainer.config import load_config
+from stages.trainer.ema import EMA
+from stages.trainer.schedule import load_scheduler_state, warmup_cosine
+from stages.trainer.sections import OptimConfig
 
 
 def _trained() -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

@@ -10,9 +10,9 @@ from typing import Literal
 
 import pytest
 
-from stages.common.config import ConfigError, coerce, load_config, parse_cli, split_cli, tomllib
-from stages.common.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
-from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
+from stages.trainer.config import ConfigError, coerce, load_config, parse_cli, split_cli, tomllib
+from stages.trainer.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
+from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
 
 
 @dataclass

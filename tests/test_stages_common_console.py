@@ -17,13 +17,13 @@ import logging, sys, tempfile
 import torch.distributed as dist
 dist.init_process_group("gloo", init_method="file://" + tempfile.mktemp(), rank=0, world_size=1)
 if sys.argv[1] == "ours":
-    from stages.common.console import configure_logging
+    from stages.trainer.tracking import configure_logging
     configure_logging()
 else:
     logging.basicConfig(level=logging.INFO)
 from modelscope.utils.logger import get_logger
 get_logger()
-logging.getLogger("stages.loop").info("step line survives")
+logging.getLogger("stages.trainer.loop").info("step line survives")
 dist.destroy_process_group()
 """
 
@@ -42,7 +42,7 @@ def test_log_lines_do_not_break_a_progress_bar(capsys):
 
     from tqdm import tqdm
 
-    from stages.common.console import configure_logging
+    from stages.trainer.tracking import configure_logging
 
     configure_logging()
     try:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from stages.common.sampler import ResumableSampler
+from stages.trainer.sampler import ResumableSampler
 
 N, BATCH, EPOCHS = 11, 2, 2
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from stages.common.sections import LogConfig
-from stages.common.tracking import (
+from stages.trainer.sections import LogConfig
+from stages.trainer.tracking import (
     Tracker,
     build_tracker,
     check_backend,

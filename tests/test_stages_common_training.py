@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from stages.common.ema import EMA
-from stages.common.guard import NonFiniteGuard, NonFiniteLossError
-from stages.common.schedule import WarmupCosine, scheduler_from_config, warmup_cosine
-from stages.common.sections import OptimConfig
-from stages.common.seed import make_generator, seed_everything, seed_worker, set_determinism
+from stages.trainer.ema import EMA
+from stages.trainer.guard import NonFiniteGuard, NonFiniteLossError
+from stages.trainer.schedule import WarmupCosine, scheduler_from_config, warmup_cosine
+from stages.trainer.sections import OptimConfig
+from stages.trainer.rng import make_generator, seed_everything, seed_worker, set_determinism
 
 # ---------------------------------------------------------------- schedule
 
@@ -254,7 +254,7 @@ def test_set_determinism_toggles_flags(restore_determinism) -> None:
 
 def test_logged_metrics_are_the_mean_over_ranks(monkeypatch) -> None:
     """Rank 0's loss alone is 1/N of the batch; a term only one rank reports is averaged over it."""
-    from stages import loop
+    from stages.trainer import loop
 
     monkeypatch.setattr(loop, "all_ranks", lambda local: [local, {"loss": 3.0, "lr": 0.1, "phys_fall": 2.0}])
     assert loop.mean_over_ranks({"loss": 1.0, "lr": 0.1}) == {"loss": 2.0, "lr": 0.1, "phys_fall": 2.0}

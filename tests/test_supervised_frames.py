@@ -63,7 +63,7 @@ def test_subset_sample_equals_the_whole_window_at_those_frames(analytic_scene, a
 
 
 def test_cached_training_windows_skip_the_whole_window_rgb(analytic_scene, analytic_csv):
-    from stages.feature_cache import FixedWindows
+    from data.windows import FixedWindows
 
     base = SimPhysicsDataset(_config(analytic_scene, analytic_csv, frames=5))
     windows = FixedWindows(base, per_scene=1, repeat=2, supervised_frames=2, seed=1, video=False)

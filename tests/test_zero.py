@@ -108,7 +108,8 @@ def test_zero2_stage2_lora_matches_the_ddp_path(generated_dataset, stage1_heads,
 BF16_BASE = """
 import sys
 import torch
-from stages import features, runner
+from stages import features
+from stages.trainer import runner
 features.compute_dtype = lambda config, device: torch.bfloat16  # what a GPU run holds the frozen base in
 real_train = runner.train
 def train(stage):
@@ -169,7 +170,7 @@ def test_zero2_skips_a_non_finite_step_under_bf16_autocast(generated_dataset, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "autocast torch.bfloat16" in proc.stderr
     payload = json.loads((tmp_path / "nan" / "final" / "metrics.json").read_text())
-    # DeepSpeed itself dropped the poisoned step (stages.zero.check_skipped raises otherwise).
+    # DeepSpeed itself dropped the poisoned step (ZeroBackend.discard_gradients raises otherwise).
     assert payload["skipped_steps"]["total_skipped"] == 1 and payload["step"] == 3
     heads = load_file(tmp_path / "nan" / "final" / "heads.safetensors")
     assert all(torch.isfinite(t).all() for t in heads.values())
@@ -217,7 +218,7 @@ def test_zero2_over_two_processes_matches_ddp_and_resumes_exactly(generated_data
 def test_a_deepspeed_environment_without_a_launcher_is_one_process():
     """The gloo backend is named only under a launcher: without one there is no process group to
     count (naming it anyway crashed accelerate looking for one)."""
-    code = "from stages.assemble import make_accelerator; a = make_accelerator(); print(a.num_processes, a.distributed_type)"
+    code = "from stages.trainer.backend import make_accelerator; a = make_accelerator(); print(a.num_processes, a.distributed_type)"
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**env, "ACCELERATE_USE_DEEPSPEED": "true", "PYTHONPATH": str(REPO)})
@@ -232,7 +233,7 @@ def fake_accelerator(ds_config: dict, processes: int = 4) -> SimpleNamespace:
 
 
 def test_configure_writes_the_recipe_and_keeps_fp32_weights():
-    from stages import zero
+    from stages.trainer import backend as zero
 
     ds = {"zero_optimization": {"stage": 2}, "bf16": {"enabled": True}, "gradient_accumulation_steps": 1,
           "train_micro_batch_size_per_gpu": "auto"}
@@ -250,7 +251,7 @@ def test_configure_writes_the_recipe_and_keeps_fp32_weights():
     ({"zero_optimization": {"stage": 2}, "fp16": {"enabled": True}}, "fp16 is not supported"),
 ])
 def test_configure_refuses_what_would_train_wrongly(ds, message):
-    from stages import zero
+    from stages.trainer import backend as zero
 
     with pytest.raises(ValueError, match=message):
         zero.configure(fake_accelerator(ds), 1, 1, 1.0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from heads.io import CONFIG_NAME, WEIGHTS_NAME, HeadLoadError
-from stages.common import ConfigError, load_config
+from stages.trainer import ConfigError, load_config
 from stages.evaluation.config import EvalConfig, EvaluationError
 from stages.model import HeadPair
 from stages.sections import BackboneConfig

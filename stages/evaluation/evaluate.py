@@ -25,7 +25,7 @@ from stages.evaluation import checkpoints as ck
 from stages.evaluation import gallery, perception, report, rollout
 from stages.evaluation import physics_report as phys
 from stages.evaluation.config import EvalConfig
-from stages.feature_cache import FixedWindows
+from data.windows import FixedWindows
 from stages.features import FeatureSource
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stages.common.config_text import help_text, resolved_hints, type_name
+from stages.trainer.config_text import help_text, resolved_hints, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -304,3 +304,24 @@ def parse_cli(
     rest, overrides = split_cli(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(rest)
     return load_config(cls, args.config, overrides, os.environ), args
+
+
+ALIASES = {"--resume": "checkpoint.resume"}
+"""Alias -> config field; ``--resume latest|none|PATH`` is the spelling users expect."""
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    """Rewrite ``--alias VALUE`` and ``--alias=VALUE`` into ``section.field=VALUE`` overrides."""
+    out, i = [], 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name in ALIASES:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"{name} needs a value")
+                value, i = argv[i + 1], i + 1
+            out.append(f"{ALIASES[name]}={value}")
+        else:
+            out.append(argv[i])
+        i += 1
+    return out

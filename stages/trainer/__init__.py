@@ -3,7 +3,7 @@ EMA, non-finite-loss guard, atomic checkpoints with RNG state, metric tracking, 
 resumable distributed sampler. Stages import from here; nothing here knows about models or data.
 """
 
-from stages.common.checkpoint import (
+from stages.trainer.checkpoint import (
     Checkpoint,
     latest_checkpoint,
     list_checkpoints,
@@ -12,16 +12,25 @@ from stages.common.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from stages.common.config import ConfigError, load_config, parse_cli, split_cli
-from stages.common.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
-from stages.common.ema import EMA
-from stages.common.guard import NonFiniteGuard, NonFiniteLossError
-from stages.common.rng import all_ranks, capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
-from stages.common.sampler import ResumableSampler
-from stages.common.schedule import WarmupCosine, load_scheduler_state, scheduler_from_config, warmup_cosine
-from stages.common.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
-from stages.common.seed import make_generator, seed_everything, seed_worker, set_determinism
-from stages.common.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
+from stages.trainer.config import ConfigError, load_config, parse_cli, split_cli
+from stages.trainer.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
+from stages.trainer.ema import EMA
+from stages.trainer.guard import NonFiniteGuard, NonFiniteLossError
+from stages.trainer.rng import (
+    all_ranks,
+    capture_rng,
+    capture_rng_all_ranks,
+    make_generator,
+    restore_rng,
+    rng_for_rank,
+    seed_everything,
+    seed_worker,
+    set_determinism,
+)
+from stages.trainer.sampler import ResumableSampler
+from stages.trainer.schedule import WarmupCosine, load_scheduler_state, scheduler_from_config, warmup_cosine
+from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
+from stages.trainer.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
 
 __all__ = [
     "EMA", "Checkpoint", "all_ranks", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",

@@ -3,7 +3,7 @@
 Layout of one checkpoint (torchtitan-style folder per step, STYLE item 5):
     <group>.safetensors   one file per tensor group (e.g. heads, lora, ema)
     state.pt              optimizer/scheduler/sampler/guard state (tensors + primitives only)
-    rng.pt                RNG states (see stages.common.rng), tensors + primitives only
+    rng.pt                RNG states (see stages.trainer.rng), tensors + primitives only
     meta.json             step, epoch, data position, ... (JSON)
     config.toml           the resolved run config (STYLE item 7), when given
     COMPLETE              written last; a folder without it is never loaded
@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from stages.common.config_text import save_config
-from stages.common.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
+from stages.trainer.config_text import save_config
+from stages.trainer.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from stages import zero
-from stages.common import (
+from stages.trainer import (
     EMA,
     NonFiniteGuard,
     ResumableSampler,
@@ -23,31 +21,12 @@ from stages.common import (
     seed_worker,
     to_dict,
 )
-from stages.common.preemption import shield_worker
-from stages.common.timing import PhaseTimer
-from stages.loop import TrainRun
+from stages.trainer import backend as backends
+from stages.trainer.loop import TrainRun
+from stages.trainer.preemption import shield_worker
+from stages.trainer.tracking import PhaseTimer
 
 log = logging.getLogger(__name__)
-
-
-def make_accelerator():
-    """accelerate's Accelerator, told about CPU-only machines.  Launched with several processes on
-    CPUs, accelerate initialises gloo but, unless told, believes it is one process, so every rank
-    would train alone on all the data and all would write the same checkpoints: DDP needs
-    ``cpu=True``, and DeepSpeed (which ``cpu=True`` would silently turn into DDP) needs the gloo
-    backend named.  GPUs need neither."""
-    from accelerate import Accelerator, InitProcessGroupKwargs
-
-    cuda = torch.cuda.is_available()
-    if zero.requested():
-        launched = "LOCAL_RANK" in os.environ  # a process group exists only under a launcher
-        gloo = [InitProcessGroupKwargs(backend="gloo")] if launched and not cuda else []
-        accelerator = Accelerator(kwargs_handlers=gloo)
-    else:
-        accelerator = Accelerator(cpu=not cuda)
-    log.info("process %d of %d on %s (%d CPU threads)", accelerator.process_index, accelerator.num_processes,
-             accelerator.device, torch.get_num_threads())
-    return accelerator
 
 
 def init_train_worker(worker_id: int) -> None:
@@ -65,15 +44,13 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     # Fused AdamW on CUDA: one kernel for all parameters instead of a few per tensor.
     optimizer = torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
                                   weight_decay=optim.weight_decay, fused=True if accelerator.device.type == "cuda" else None)
-    zero_autocast = zero.configure(accelerator, config.run.batch_size, optim.grad_accum, optim.grad_clip)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if zero.is_deepspeed(accelerator):
-        zero.match_ddp_forward(model, accelerator.device, zero_autocast)
+    backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
+    model, optimizer = backend.model, backend.optimizer
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
     sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
     # Its own generator: creating a loader iterator must not draw from the global RNG, or a resumed
     # run (which creates its iterator at a different point) would see different random numbers.
-    # Pinned batches make the copies in stages.common.prefetch asynchronous on CUDA.
+    # Pinned batches make the copies in stages.trainer.prefetch asynchronous on CUDA.
     loader = DataLoader(train_set, batch_size=config.run.batch_size, sampler=sampler,
                         num_workers=config.run.num_workers, worker_init_fn=init_train_worker,
                         generator=make_generator(config.run.seed), pin_memory=accelerator.device.type == "cuda")
@@ -82,10 +59,9 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     ema = None
     if config.ema.enabled:
         ema = EMA(accelerator.unwrap_model(model), decay=config.ema.decay, update_every=config.ema.update_every)
-    return TrainRun(accelerator=accelerator, model=model, optimizer=optimizer,
+    return TrainRun(accelerator=accelerator, backend=backend, model=model, optimizer=optimizer,
                     scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
                     guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
                     tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
                     run_dir=run_dir, total_steps=total_steps, config=config, ema=ema,
-                    timer=PhaseTimer(accelerator.device, enabled=False), zero=zero.is_deepspeed(accelerator),
-                    zero_autocast=zero_autocast)
+                    timer=PhaseTimer(accelerator.device, enabled=False))

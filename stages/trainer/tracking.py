@@ -1,9 +1,21 @@
-"""One `log(metrics, step)` interface over none / TensorBoard / wandb, plus an always-on metrics.jsonl.
+"""What a run reports, and how: metrics through one `log(metrics, step)` interface, console lines,
+phase timings.
 
 Named `tracking` so it does not shadow the standard `logging` module. Backends are imported
 lazily: neither tensorboard nor wandb is needed unless chosen. wandb runs offline unless the
 environment sets WANDB_MODE (clusters rarely have outbound network; `wandb sync` uploads later).
 Only the main process tracks; on other ranks every call is a no-op, so callers need no rank checks.
+
+Console: modelscope (which ``import diffsynth`` pulls in) sets every plain ``StreamHandler`` on the root
+logger to ERROR when torch.distributed is already initialised, to quiet its own rank>0 output.
+In a multi-process run that import happens after accelerate set up the process group, so every
+step line, checkpoint and resume message vanished.  Our handler is a subclass, which that reset
+skips, and it writes through ``tqdm.write`` so log lines land above the progress bar, not in it.
+
+Timing: CUDA kernels run asynchronously, so each phase synchronises the device at both ends; otherwise
+a phase would be charged for the previous one's queued work.  Those syncs stall the host's
+queueing of work, so a disabled timer does nothing at all: training keeps its timers off and
+only the benchmarks turn them on.
 """
 
 from __future__ import annotations
@@ -15,12 +27,14 @@ import os
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
+from tqdm import tqdm
 
-from stages.common.sections import LOG_BACKENDS, LogConfig
+from stages.trainer.sections import LOG_BACKENDS, LogConfig
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +205,59 @@ def format_step_line(step: int, metrics: dict[str, Any], total_steps: int | None
             parts.append(f"{label} {fmt.format(values[key])}")
     parts.extend(f"{key} {value:.4g}" for key, value in values.items() if key not in _FORMATS)
     return " | ".join(parts)
+
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TqdmHandler(logging.StreamHandler):
+    """A stderr handler that prints through tqdm, keeping any active progress bar intact."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never take the run down
+            self.handleError(record)
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """One TqdmHandler on the root logger at ``level``, in place of plain stream handlers (other
+    handlers, such as pytest's capture, stay)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler or isinstance(handler, TqdmHandler):
+            root.removeHandler(handler)
+    handler = TqdmHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PhaseTimer:
+    """Accumulates seconds per phase while ``enabled`` (off: no sync, no timing, e.g. warm-up)."""
+
+    def __init__(self, device: torch.device | None = None, enabled: bool = True) -> None:
+        self.device, self.totals, self.enabled = device, {}, enabled
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+
+    def clear(self) -> None:
+        self.totals.clear()
+
+    def per_step_ms(self, steps: int) -> dict[str, float]:
+        """``<phase>_ms``: milliseconds per step."""
+        return {f"{k}_ms": 1000.0 * v / steps for k, v in self.totals.items()}

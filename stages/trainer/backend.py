@@ -1,14 +1,19 @@
-"""DeepSpeed ZeRO-1/2 under the shared training loop: configuration, stepping, and checkpoint state.
+"""How the training loop talks to the parallelism: one backend object, chosen once.
 
-accelerate's DeepSpeed path steps the optimizer inside ``backward`` at every micro-batch unless it
-is told where the accumulation boundary is, needs the micro-batch size up front, and DeepSpeed's
-optimizer ``state_dict`` holds Python objects (a loss scaler, an enum, slice mappings) that a
-``weights_only`` load refuses.  This module fixes all three once:
+The loop calls the same few methods whatever runs underneath: ``autocast``, ``accumulate``,
+``backward``, ``apply_gradients``, ``discard_gradients``, ``optimizer_state`` and
+``load_optimizer_state``, ``weights_loaded``.  ``AccelerateBackend`` covers one process and DDP
+(accelerate wraps the model); ``ZeroBackend`` covers DeepSpeed ZeRO-1/2 through accelerate.
+
+DeepSpeed needs care that the DDP path does not.  accelerate's DeepSpeed path steps the optimizer
+inside ``backward`` at every micro-batch unless it is told where the accumulation boundary is,
+needs the micro-batch size up front, and DeepSpeed's optimizer ``state_dict`` holds Python objects
+(a loss scaler, an enum, slice mappings) that a ``weights_only`` load refuses.  So:
 
 - ``configure`` writes the recipe's micro-batch, accumulation and clipping into the DeepSpeed
   config before ``prepare``, so the YAML need not repeat them (and cannot contradict them), and
   keeps the DDP path's precision (fp32 weights, bf16 autocast);
-- the loop marks the boundary itself and calls ``engine.step()`` after its own NaN guard;
+- the backend marks the boundary itself and calls ``engine.step()`` after the loop's NaN guard;
 - ``optimizer_state`` / ``load_optimizer_state`` keep only tensors and primitives, one entry per
   rank (each rank owns a partition), and put the live loss scaler back on load.
 
@@ -21,12 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from typing import Any
 
 import torch
 
-from stages.common.config import ConfigError
+from stages.trainer.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +166,123 @@ def poison(loss: torch.Tensor) -> torch.Tensor:
 def check_skipped(engine: Any) -> None:
     if not getattr(engine.optimizer, "overflow", False):
         raise RuntimeError("DeepSpeed applied an optimizer step although the loss was non-finite")
+
+
+def make_accelerator():
+    """accelerate's Accelerator, told about CPU-only machines.  Launched with several processes on
+    CPUs, accelerate initialises gloo but, unless told, believes it is one process, so every rank
+    would train alone on all the data and all would write the same checkpoints: DDP needs
+    ``cpu=True``, and DeepSpeed (which ``cpu=True`` would silently turn into DDP) needs the gloo
+    backend named.  GPUs need neither."""
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    cuda = torch.cuda.is_available()
+    if requested():
+        launched = "LOCAL_RANK" in os.environ  # a process group exists only under a launcher
+        gloo = [InitProcessGroupKwargs(backend="gloo")] if launched and not cuda else []
+        accelerator = Accelerator(kwargs_handlers=gloo)
+    else:
+        accelerator = Accelerator(cpu=not cuda)
+    log.info("process %d of %d on %s (%d CPU threads)", accelerator.process_index, accelerator.num_processes,
+             accelerator.device, torch.get_num_threads())
+    return accelerator
+
+
+class AccelerateBackend:
+    """One process or DDP: accelerate wraps the model, scales nothing, and syncs on the last
+    micro-batch only (``no_sync`` before it)."""
+
+    def __init__(self, accelerator: Any, model: torch.nn.Module, optimizer: Any) -> None:
+        self.accelerator, self.model, self.optimizer = accelerator, model, optimizer
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.accelerator.autocast()
+
+    def accumulate(self, last: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+
+    def backward(self, loss: torch.Tensor, last: bool, total: torch.Tensor) -> None:
+        """``loss`` is already divided by the accumulation count; ``total`` (the step's loss so far)
+        matters only to backends that must drop a step inside backward."""
+        self.accelerator.backward(loss)
+
+    def apply_gradients(self, grad_clip: float) -> float | None:
+        """Clip, update (unless the gradient norm is not finite) and clear; returns the norm before
+        clipping.  With clipping off (0) the norm is still computed: it is what catches a NaN
+        gradient under a finite loss."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = float(self.accelerator.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf))
+        if math.isfinite(norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def discard_gradients(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def optimizer_state(self) -> Any:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: Any) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def weights_loaded(self) -> None:
+        """The optimizer reads the module's weights directly: nothing to refresh."""
+
+
+class ZeroBackend(AccelerateBackend):
+    """DeepSpeed ZeRO-1/2: ``model`` is the engine, which clips, steps and clears itself."""
+
+    def __init__(self, accelerator: Any, model: Any, optimizer: Any, dtype: torch.dtype | None) -> None:
+        super().__init__(accelerator, model, optimizer)
+        self.dtype = dtype
+        """accelerate does not autocast under DeepSpeed, so the backend does: bf16, or None for fp32."""
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.accelerator.device, self.dtype)
+
+    def accumulate(self, last: bool) -> contextlib.AbstractContextManager:
+        self.model.set_gradient_accumulation_boundary(last)
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, last: bool, total: torch.Tensor) -> None:
+        # A non-finite step is dropped by poisoning its last backward (DeepSpeed's overflow check
+        # then skips it); the loss is already divided by grad_accum, so the engine must not divide.
+        if last and not bool(torch.isfinite(total)):
+            loss = poison(loss)
+        self.model.backward(loss, scale_wrt_gas=False)
+
+    def apply_gradients(self, grad_clip: float) -> float | None:
+        self.model.step()  # clips (gradient_clipping = grad_clip); skips the update on a non-finite norm
+        self.optimizer.step()  # accelerate's DeepSpeed wrapper: a no-op that tells the LR scheduler a step was taken
+        norm = self.model.get_global_grad_norm()
+        if getattr(self.model.optimizer, "overflow", False):
+            return float("nan")
+        return None if norm is None else float(norm)
+
+    def discard_gradients(self) -> None:
+        self.model.step()
+        check_skipped(self.model)
+
+    def optimizer_state(self) -> Any:
+        """Every rank's partition, gathered (a collective: call on every rank)."""
+        from stages.trainer.rng import all_ranks
+
+        return all_ranks(optimizer_state(self.optimizer))
+
+    def load_optimizer_state(self, state: Any) -> None:
+        load_optimizer_state(self.optimizer, state, self.accelerator.process_index)
+
+    def weights_loaded(self) -> None:
+        follow_module_weights(self.optimizer)
+
+
+def prepare(accelerator: Any, model: torch.nn.Module, optimizer: Any, batch_size: int, grad_accum: int,
+            grad_clip: float) -> AccelerateBackend:
+    """Wrap model and optimizer for the launch at hand and return the backend the loop drives."""
+    dtype = configure(accelerator, batch_size, grad_accum, grad_clip)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if not is_deepspeed(accelerator):
+        return AccelerateBackend(accelerator, model, optimizer)
+    match_ddp_forward(model, accelerator.device, dtype)
+    return ZeroBackend(accelerator, model, optimizer, dtype)

@@ -19,14 +19,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from stages.assemble import make_accelerator
-from stages.cli import expand_aliases
-from stages.common import parse_cli, save_config
-from stages.common.console import configure_logging
-from stages.common.preemption import Preempted, StopRequest
-from stages.common.tracking import check_backend
-from stages.loop import batch_stream, log_step, optimizer_step, resume, save
-from stages.preflight import preflight
+from data.metadata import read_metadata
+from stages.trainer import parse_cli, resolve_resume, save_config
+from stages.trainer.backend import make_accelerator
+from stages.trainer.config import expand_aliases
+from stages.trainer.loop import batch_stream, check_init_from, log_step, optimizer_step, resume, save
+from stages.trainer.preemption import Preempted, StopRequest
+from stages.trainer.tracking import check_backend, configure_logging
+from world_model.loading import WeightsLayout
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,38 @@ def run_entry(config_cls: type, build: Any, argv: list[str] | None, description:
     return metrics
 
 
+def preflight(config: Any) -> None:
+    """Raise the error training would raise later for a missing or malformed input (either stage).
+
+    A mistake found inside a multi-process launch is printed once per rank and then buried under
+    torchrun's failure summary, after every process has loaded torch and claimed its GPU, so the
+    launcher runs these checks first (``stage*.py --preflight``), with the functions training
+    calls later.  Checks that read checkpoints (a changed config on resume) stay with training."""
+    check_backend(config.log.backend)
+    run, data = config.run, config.data
+    for split in (run.train_split, run.val_split):
+        if split:
+            read_metadata(data.metadata, data.root, split=split)
+    if config.backbone.model_dir:
+        WeightsLayout.resolve(config.backbone.model_dir)
+    if config.checkpoint.init_from:
+        check_init_from(config.checkpoint.init_from)
+    if config.checkpoint.resume.strip().lower() not in ("none", "latest"):
+        resolve_resume(config.run.output_dir, config.checkpoint.resume)
+    objective = getattr(config, "objective", None)
+    if objective is not None:  # stage 2 starts from stage 1's exported heads
+        from stages.model import HeadPair
+
+        HeadPair.load(objective.heads_dir)
+
+
 def run_script(main: Any) -> None:
     """The ``__main__`` of a stage: a mistake in the config, the data or the launch, and a diverged
     run, end with one line saying what is wrong and exit status 2, not a traceback of the
     machinery that found it (``PWM_TRACEBACK=1`` shows that too)."""
     from data.errors import DataFormatError
     from heads.io import HeadLoadError
-    from stages.common import ConfigError, NonFiniteLossError
+    from stages.trainer import ConfigError, NonFiniteLossError
     from world_model.loading import WeightsError
 
     try:
@@ -99,7 +124,7 @@ def train(stage: Any) -> dict[str, float]:
     resumed = resume(run, config.checkpoint)
     if run.accelerator.is_main_process:  # only now: a refused resume must not overwrite the run's config
         save_config(config, run.run_dir / "config.toml")
-    with StopRequest() as stop:  # from here a SIGTERM stops at a step boundary (stages/common/preemption.py)
+    with StopRequest() as stop:  # from here a SIGTERM stops at a step boundary (stages/trainer/preemption.py)
         train_steps(stage, stop, saved_at=run.step if resumed else -1)
     metrics = run_validation(stage)
     export(stage, metrics)

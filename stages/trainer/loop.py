@@ -1,6 +1,6 @@
 """The training loop both stages share: accumulation, guard, clipping, EMA, schedule, checkpoints.
 
-A stage supplies ``loss_fn(batch) -> (loss, metrics)`` and the trainable module; everything
+A stage supplies ``loss_fn(batch, micro) -> (loss, metrics)`` and the trainable module; everything
 about stepping, saving and exact resumption lives here once.  Exact resume rests on four facts:
 the sampler records how many samples each epoch has consumed; data randomness is a function of
 (seed, epoch, index); checkpoints hold optimizer, scheduler, EMA, guard and every rank's RNG;
@@ -9,9 +9,7 @@ and the step counter counts optimizer steps, so the schedule continues where it 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,8 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stages import zero
-from stages.common import (
+from stages.trainer import (
     EMA,
     NonFiniteGuard,
     ResumableSampler,
@@ -38,14 +35,15 @@ from stages.common import (
     rng_for_rank,
     save_checkpoint,
 )
-from stages.common.config import ConfigError
-from stages.common.prefetch import prefetch_to_device
-from stages.common.sections import CheckpointConfig, OptimConfig
-from stages.common.timing import PhaseTimer
-from stages.preflight import check_init_from
+from stages.trainer.backend import AccelerateBackend
+from stages.trainer.config import ConfigError
+from stages.trainer.prefetch import prefetch_to_device
+from stages.trainer.sections import CheckpointConfig, OptimConfig
+from stages.trainer.tracking import PhaseTimer
 
 log = logging.getLogger(__name__)
-LossFn = Callable[[dict], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LossFn = Callable[[dict, int], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""``loss_fn(batch, micro) -> (loss, metrics)``; ``micro`` counts the micro-batches of the step."""
 
 
 @dataclass
@@ -53,6 +51,8 @@ class TrainRun:
     """Everything a running stage holds; ``step`` counts optimizer steps taken."""
 
     accelerator: Any
+    backend: AccelerateBackend
+    """How gradients are made, synchronised and applied (one process, DDP or ZeRO): stages.trainer.backend."""
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -66,10 +66,6 @@ class TrainRun:
     ema: EMA | None = None
     step: int = 0
     timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(enabled=False))
-    zero: bool = False
-    """DeepSpeed ZeRO-1/2: ``model`` is the engine, which clips, steps and clears (stages.zero)."""
-    zero_autocast: torch.dtype | None = None
-    """Under DeepSpeed the loop autocasts itself (accelerate does not): bf16, or None for fp32."""
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -93,26 +89,25 @@ def batch_stream(run: TrainRun) -> Iterator[dict]:
 
 def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim: OptimConfig) -> dict[str, float]:
     """One optimizer step over ``grad_accum`` micro-batches; a non-finite loss or gradient norm skips
-    the update (and counts toward the guard's limit)."""
-    acc, total, metrics = run.accelerator, torch.zeros((), device=run.accelerator.device), {}
+    the update (and counts toward the guard's limit).  ``loss_fn`` gets the micro-batch's index within
+    the step, so a recipe that draws randomness per micro-batch keeps no counter of its own."""
+    backend, total, metrics = run.backend, torch.zeros((), device=run.accelerator.device), {}
     for micro in range(optim.grad_accum):
         last = micro == optim.grad_accum - 1
         with run.timer.phase("data"):
             batch = next(stream)
-        with accumulation(run, last), run.timer.phase("forward_backward"):
-            with zero.autocast(acc.device, run.zero_autocast) if run.zero else acc.autocast():
-                loss, parts = loss_fn(batch)
+        with backend.accumulate(last), run.timer.phase("forward_backward"):
+            with backend.autocast():
+                loss, parts = loss_fn(batch, micro)
             total = total + loss.detach() / optim.grad_accum
-            if run.zero and last and not bool(torch.isfinite(total)):
-                loss = zero.poison(loss)
-            backward(run, loss / optim.grad_accum)
+            backend.backward(loss / optim.grad_accum, last, total)
         for key, value in parts.items():
             metrics[key] = metrics.get(key, 0.0) + float(value) / optim.grad_accum
     with run.timer.phase("optimizer"):
         if not run.guard.check(total, step=run.step):
-            discard_gradients(run)
+            backend.discard_gradients()
             return {"loss": float("nan"), "skipped": 1.0}
-        norm = apply_gradients(run, optim)
+        norm = backend.apply_gradients(optim.grad_clip)
         if norm is not None and not run.guard.check_grad_norm(norm, step=run.step):
             return {"loss": float(total), "skipped": 1.0}
         run.scheduler.step()
@@ -122,51 +117,6 @@ def optimizer_step(run: TrainRun, stream: Iterator[dict], loss_fn: LossFn, optim
     if norm is not None:
         metrics["grad_norm"] = norm
     return {**metrics, "loss": float(total), "lr": run.scheduler.get_last_lr()[0]}
-
-
-def accumulation(run: TrainRun, last: bool) -> contextlib.AbstractContextManager:
-    """Gradients are synchronised on the last micro-batch only: DDP skips its all-reduce before it,
-    and the DeepSpeed engine is told where its accumulation boundary is."""
-    if run.zero:
-        run.model.set_gradient_accumulation_boundary(last)
-        return contextlib.nullcontext()
-    return contextlib.nullcontext() if last else run.accelerator.no_sync(run.model)
-
-
-def backward(run: TrainRun, loss: torch.Tensor) -> None:
-    if run.zero:
-        # The loss is already divided by grad_accum; the engine must not divide it again.
-        run.model.backward(loss, scale_wrt_gas=False)
-    else:
-        run.accelerator.backward(loss)
-
-
-def apply_gradients(run: TrainRun, optim: OptimConfig) -> float | None:
-    """Clip, update (unless the gradient norm is not finite) and clear; returns the norm before
-    clipping.  With clipping off (grad_clip = 0) the norm is still computed: it is what catches a
-    NaN gradient under a finite loss."""
-    if run.zero:
-        run.model.step()  # clips (gradient_clipping = optim.grad_clip); skips the update on a non-finite norm
-        run.optimizer.step()  # accelerate's DeepSpeed wrapper: a no-op that tells the LR scheduler a step was taken
-        norm = run.model.get_global_grad_norm()
-        if getattr(run.model.optimizer, "overflow", False):
-            return float("nan")
-        return None if norm is None else float(norm)
-    params = [p for p in run.model.parameters() if p.requires_grad]
-    norm = float(run.accelerator.clip_grad_norm_(params, optim.grad_clip if optim.grad_clip > 0 else math.inf))
-    if math.isfinite(norm):
-        run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return norm
-
-
-def discard_gradients(run: TrainRun) -> None:
-    """Drop a skipped step's gradients (DeepSpeed: its overflow check skips the poisoned step)."""
-    if run.zero:
-        run.model.step()
-        zero.check_skipped(run.model)
-    else:
-        run.optimizer.zero_grad(set_to_none=True)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -190,13 +140,20 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], where
     model.load_state_dict(state, strict=False)
 
 
+def check_init_from(folder: str | Path) -> Path:
+    """``checkpoint.init_from`` must name a checkpoint folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"checkpoint.init_from={str(folder)!r} is not a checkpoint folder")
+    return folder
+
+
 def init_weights(run: TrainRun, folder: Path) -> None:
     """Start a fresh run from another run's weights (and EMA); optimizer, schedule, data order and
     step count start anew, so a finished run can train longer under a schedule of its own."""
     saved = load_checkpoint(check_init_from(folder))
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], folder)
-    if run.zero:
-        zero.follow_module_weights(run.optimizer)
+    run.backend.weights_loaded()
     if run.ema is not None:
         if "ema" in saved.tensors:
             run.ema.load_state_dict(saved.tensors["ema"])
@@ -217,7 +174,7 @@ def refuse_to_mix_runs(run_dir: Path) -> None:
 def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
     """Checkpoint on the main process (RNG of every rank gathered first: a collective)."""
     rng = capture_rng_all_ranks()
-    optimizer = all_ranks(zero.optimizer_state(run.optimizer)) if run.zero else run.optimizer.state_dict()
+    optimizer = run.backend.optimizer_state()
     if run.accelerator.is_main_process:
         tensors = {"trainable": trainable_state(run.unwrapped)}
         if run.ema is not None:
@@ -243,10 +200,7 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], path)
     if run.ema is not None:
         run.ema.load_state_dict(saved.tensors["ema"])
-    if run.zero:
-        zero.load_optimizer_state(run.optimizer, saved.state["optimizer"], run.accelerator.process_index)
-    else:
-        run.optimizer.load_state_dict(saved.state["optimizer"])
+    run.backend.load_optimizer_state(saved.state["optimizer"])
     load_scheduler_state(run.scheduler, saved.state["scheduler"])
     run.sampler.load_state_dict(saved.meta["sampler"])
     run.guard.load_state_dict(saved.meta["guard"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from stages.common.sections import OptimConfig
+from stages.trainer.sections import OptimConfig
 
 
 @dataclass
