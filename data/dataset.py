@@ -50,6 +50,10 @@ class DataConfig:
     window: WindowSpec = field(default_factory=WindowSpec)
     flow_convention: str = "replicator"
     """Sign convention of the motion-vector files (see data.flow.CONVENTIONS)."""
+    flow_units: str = "pixels"
+    """Units of the motion-vector files: pixels, fraction (of width/height) or ndc (see data.flow.FLOW_UNITS)."""
+    flow_timing: str = "current"
+    """Which file holds step t's motion: current (file t) or shifted (file t-1; see data.flow.FLOW_TIMINGS)."""
     far_clip_m: float = DEFAULT_FAR_CLIP_M
     """Distances at or beyond this are background: masked, never used as values."""
     fov_deg: float = 60.0
@@ -72,7 +76,7 @@ class DataConfig:
             raise ValueError(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
         if self.repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {self.repeat}")
-        FlowConvention(self.flow_convention)
+        FlowConvention(self.flow_convention, self.flow_units, self.flow_timing)
 
 
 class SimPhysicsDataset(Dataset):
@@ -80,7 +84,7 @@ class SimPhysicsDataset(Dataset):
 
     def __init__(self, config: DataConfig, split: str | None = None, train: bool = False, seed: int = 0) -> None:
         self.config, self.train, self.seed, self.epoch = config, train, seed, 0
-        self.convention = FlowConvention(config.flow_convention)
+        self.convention = FlowConvention(config.flow_convention, config.flow_units, config.flow_timing)
         self.entries: list[ClipEntry] = read_metadata(config.metadata, root=config.root, split=split)
         self.scenes: list[SceneFiles] = [scan_scene(Path(config.root) / e.video) for e in self.entries]
         for scene in self.scenes:
@@ -188,7 +192,8 @@ class SimPhysicsDataset(Dataset):
             if t == 0:
                 continue
             steps = range(frames[t - 1] + 1, frames[t] + 1)
-            one_step = [self.convention.to_internal(read_flow_file(scene.flow[i], hw)) for i in steps]
+            files = [scene.flow[self.convention.file_index(i)] for i in steps]
+            one_step = [self.convention.to_internal(read_flow_file(path, hw)) for path in files]
             if len(one_step) == 1:
                 flows[k], valid[k] = one_step[0], True
                 continue

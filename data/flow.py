@@ -12,6 +12,8 @@ exactly the displacement from the current pixel back to the previous one, so wit
 documentation the file values *are* the internal backward flow (signs +1, +1).  Because this
 must hold on real data rather than on paper, the signs are a setting, and
 ``scripts/check_flow_convention.py`` measures which setting warps frames best on a data set.
+Two more settings cover files that differ from the documentation in ways a sign cannot: the
+units (pixels, or fractions of the image size) and the timing (each file one step early).
 """
 
 from __future__ import annotations
@@ -34,26 +36,61 @@ CONVENTIONS: dict[str, tuple[float, float]] = {
     "flip_y": (1.0, -1.0),
 }
 
+FLOW_UNITS: dict[str, tuple[float, float]] = {
+    # (a, b): one file unit is a + b * size pixels along an axis of that size (width or height).
+    "pixels": (1.0, 0.0),
+    "fraction": (0.0, 1.0),  # fractions of the image width / height
+    "ndc": (0.0, 0.5),  # [-1, 1] across the image: 2 units span the width / height
+}
+
+FLOW_TIMINGS: dict[str, int] = {
+    # File index minus simulator step: where the flow of step t (motion t-1 -> t) is stored.
+    "current": 0,  # file t (as documented)
+    "shifted": -1,  # file t-1: every file one step early (file t holds the motion t -> t+1)
+}
+
+
+def unit_scale(units: str, height: int, width: int) -> tuple[float, float]:
+    """(x, y) factors that turn file values in ``units`` into pixels of an (H, W) file."""
+    if units not in FLOW_UNITS:
+        raise ValueError(f"unknown flow units {units!r}; choose from {sorted(FLOW_UNITS)}")
+    a, b = FLOW_UNITS[units]
+    return a + b * width, a + b * height
+
 
 @dataclass(frozen=True)
 class FlowConvention:
-    """How file motion vectors map to the internal backward flow (a per-axis sign)."""
+    """How file motion vectors map to the internal backward flow: per-axis sign, units, timing."""
 
     name: str = "replicator"
+    units: str = "pixels"
+    timing: str = "current"
 
     def __post_init__(self) -> None:
         if self.name not in CONVENTIONS:
             raise ValueError(f"unknown flow convention {self.name!r}; choose from {sorted(CONVENTIONS)}")
+        unit_scale(self.units, 1, 1)
+        if self.timing not in FLOW_TIMINGS:
+            raise ValueError(f"unknown flow timing {self.timing!r}; choose from {sorted(FLOW_TIMINGS)}")
 
     def to_internal(self, file_flow: np.ndarray) -> np.ndarray:
         """(2, H, W) file channels 0, 1 (``read_flow_file``) -> (2, H, W) internal backward flow.
 
-        A convention with both signs +1 (Replicator's) returns ``file_flow`` itself, not a copy.
+        The units are converted with the file's own size, before any resize of the window.
+        Replicator's signs in pixels return ``file_flow`` itself, not a copy.
         """
-        signs = CONVENTIONS[self.name]
-        if signs == (1.0, 1.0):
+        sx, sy = CONVENTIONS[self.name]
+        ux, uy = unit_scale(self.units, *file_flow.shape[-2:])
+        if (sx * ux, sy * uy) == (1.0, 1.0):
             return file_flow
-        return file_flow * np.asarray(signs, dtype=np.float32)[:, None, None]
+        return file_flow * np.asarray([sx * ux, sy * uy], dtype=np.float32)[:, None, None]
+
+    def file_index(self, step: int) -> int:
+        """Index of the file holding the one-step flow of simulator ``step`` (motion step-1 -> step)."""
+        index = step + FLOW_TIMINGS[self.timing]
+        if index < 0:
+            raise ValueError(f"step {step} has no motion-vector file with timing {self.timing!r}")
+        return index
 
 
 def pixel_grid(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:

@@ -1,10 +1,14 @@
-"""Which motion-vector sign convention do these files use?  Warp and see.
+"""How should these motion-vector files be read (signs, units, timing)?  Warp and see.
 
-    python scripts/check_flow_convention.py --root DATA_ROOT --metadata metadata/x.csv
+    python scripts/check_flow_convention.py --root DATA_ROOT --metadata metadata/x.csv \
+        [--flow-convention replicator --flow-units pixels --flow-timing current]
 
-Prints the photometric error of warping frame t-1 onto frame t with each convention (lower is
-better) and the setting to use (DataConfig.flow_convention / --data.flow_convention).  Exit 1
-when the best convention is not clearly better than the runner-up (ratio above --margin).
+Prints the photometric error of the best reading of the files (sign convention, pixels or
+fractions of the image size, which file holds which step's motion), how clearly each of the
+three beats its runner-up, and the settings to use (data.flow_convention, data.flow_units,
+data.flow_timing).  Exit 1 when any of them is not clearly better than its runner-up (ratio
+above --margin), when scenes disagree, when the files hold forward flow (no loader setting
+converts it), or when --flow-* settings are given and differ from the best reading.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import argparse
 
-from data.convention_check import check_conventions
+from data.convention_check import check_scenes, verdict
+from data.flow import FlowConvention
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,16 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata", required=True)
     parser.add_argument("--max-scenes", type=int, default=8)
     parser.add_argument("--margin", type=float, default=0.5, help="best/runner-up error ratio that counts as clear")
+    parser.add_argument("--flow-convention", help="the settings training will use; fail if the files say otherwise")
+    parser.add_argument("--flow-units", default="pixels")
+    parser.add_argument("--flow-timing", default="current")
     args = parser.parse_args(argv)
-    scores = check_conventions(args.root, args.metadata, args.max_scenes)
-    if scores[0].pixels == 0:
-        print("no moving pixels found; cannot tell the convention", file=sys.stderr)
-        return 1
-    for score in scores:
-        print(f"{score.name:>16}: warp error {score.error:.4f} over {score.pixels} moving pixels")
-    ratio = scores[0].error / max(scores[1].error, 1e-12)
-    print(f"best: {scores[0].name} (error ratio to runner-up {ratio:.2f})")
-    return 0 if ratio <= args.margin else 1
+    expected = None
+    if args.flow_convention is not None:
+        expected = FlowConvention(args.flow_convention, args.flow_units, args.flow_timing)
+    per_scene = check_scenes(args.root, args.metadata, args.max_scenes)
+    result = verdict(per_scene, args.margin, expected, dataset=f"{args.root} ({args.metadata})")
+    print("\n".join(result.lines), file=sys.stdout if result.ok else sys.stderr)
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":
