@@ -88,6 +88,10 @@ def test_gt_on_the_resampled_time_base_fits_true_g():
     row = phys.residuals(kin, sample["down_cam"][None], G, masks["free"], masks["static"])
     assert row["free_fall_px"] > 500
     assert row["g_fit"] == pytest.approx(G, rel=1e-3)
+    sample["dt"] = torch.tensor(1 / TI2V_5B.fps)  # pretending the nearest frames are evenly spaced
+    kin, masks = phys.gt_physics(sample, G)
+    uneven = phys.residuals(kin, sample["down_cam"][None], G, masks["free"], masks["static"])
+    assert abs(uneven["g_fit"] - G) > 0.1 * G
 
 
 def test_a_perfect_rollout_at_the_backbone_rate_fits_true_g():
