@@ -44,7 +44,8 @@ class Kinematics(TypedDict):
     points (B, T, 3, H, W), finite everywhere but meaningful only where points_valid (B, T, H, W);
     velocity / acceleration (B, T, 3, H, W), 0 where invalid;
     *_valid (B, T, H, W) bool; flow (B, T, 2, H, W) sanitised flow used for linking;
-    link_valid (B, T, H, W) bool; dt (B,) seconds between consecutive frames.
+    link_valid (B, T, H, W) bool; dt (B,) seconds between consecutive frames, or (B, T) when the
+    frames are unevenly spaced (dt[:, t] = time of frame t - time of frame t-1; entry 0 unused).
     """
 
     points: torch.Tensor
@@ -95,6 +96,22 @@ def per_clip(value: float | torch.Tensor, batch: int, like: torch.Tensor) -> tor
     """A scalar or (B,) value (dt, g, ...) as a (B,) tensor with `like`'s dtype and device."""
     v = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     return v.expand(batch).clone() if v.dim() == 0 else v.reshape(batch)
+
+
+def intervals(dt: float | torch.Tensor, batch: int, frames: int, like: torch.Tensor) -> torch.Tensor:
+    """dt as (B,) (one interval per clip) or (B, T) (per-frame intervals, for unevenly spaced frames)."""
+    v = torch.as_tensor(dt, dtype=like.dtype, device=like.device)
+    if v.dim() == 2:
+        return v.reshape(batch, frames)
+    return per_clip(v, batch, like)
+
+
+def midpoint_intervals(dt: torch.Tensor) -> torch.Tensor:
+    """Spacing of consecutive backward-difference velocities: they sit at interval midpoints, so an
+    acceleration at frame t spans (dt_t + dt_{t-1}) / 2; equal to dt when the frames are even."""
+    if dt.dim() < 2:
+        return dt
+    return (dt + torch.cat([dt[:, :1], dt[:, :-1]], dim=1)) / 2
 
 
 def _frames(x: torch.Tensor) -> torch.Tensor:
@@ -227,14 +244,14 @@ def time_derivative(
     """Backward difference along tracks: (Q_t(p) - Q_{t-1}(p + f_t(p))) / dt.
 
     quantity: (B, T, C, H, W), finite (0 where invalid); quantity_valid, link_valid: (B, T, H, W);
-    dt: (B,); previous: Q_{t-1}(p + f_t(p)) if already read (default: `follow`).
+    dt: (B,) or per-frame (B, T); previous: Q_{t-1}(p + f_t(p)) if already read (default: `follow`).
     Valid where the link and Q_t are valid and all four cell corners of Q_{t-1} are.
     Returns (derivative (B, T, C, H, W), 0 where invalid; valid (B, T, H, W) bool).
     """
     corners = _cell_min(_frames(quantity_valid).to(quantity.dtype)).reshape(quantity_valid.shape) > 0.5
     ok = link_valid & quantity_valid & _at_cell(corners, flow)
     previous = follow(quantity, flow) if previous is None else previous
-    diff = (quantity - previous) / dt[:, None, None, None, None]
+    diff = (quantity - previous) / dt.reshape(dt.shape[0], -1, 1, 1, 1)
     return torch.where(ok[:, :, None], diff, torch.zeros_like(diff)), ok
 
 
@@ -254,7 +271,8 @@ def kinematics(
     distance: (B, T, H, W) metres along the ray (raw: inf/0/NaN allowed where `valid` is False or
     non-finite); valid: (B, T, H, W) bool or None (= finite and > 0); flow: (B, T, 2, H, W)
     backward flow in px; flow_valid: (B, T, H, W) bool or None; intrinsics: (B, 4); dt: seconds
-    between *sampled* frames (stride / fps), scalar or (B,).
+    between *sampled* frames (stride / fps), scalar or (B,); or per-frame intervals (B, T) for
+    unevenly spaced frames (e.g. ground truth resampled in time to a generator's frame rate).
     link_valid: optional precomputed link mask (e.g. the ground truth's, to judge a prediction on
     the scene's own trustworthy links); it is ANDed with inside-frame for this flow.
     """
@@ -262,13 +280,13 @@ def kinematics(
     ok = ok & valid.bool() if valid is not None else ok
     points = unproject(distance, intrinsics, ok)
     flow, flow_ok = sanitise_flow(flow, flow_valid)
-    dt_b = per_clip(dt, distance.shape[0], points)
+    dt_b = intervals(dt, distance.shape[0], distance.shape[1], points)
     if link_valid is None:
         previous, link = track_points(points, flow, ok & flow_ok, intrinsics, edge_tol, occlusion_tol)
     else:
         previous, link = follow_points(points, flow, intrinsics), link_valid.bool() & ok & flow_ok & inside_frame(flow)
     velocity, velocity_ok = time_derivative(points, ok, flow, link, dt_b, previous)
-    acceleration, acceleration_ok = time_derivative(velocity, velocity_ok, flow, link, dt_b)
+    acceleration, acceleration_ok = time_derivative(velocity, velocity_ok, flow, link, midpoint_intervals(dt_b))
     return Kinematics(
         points=points, points_valid=ok, velocity=velocity, velocity_valid=velocity_ok,
         acceleration=acceleration, acceleration_valid=acceleration_ok, flow=flow, link_valid=link, dt=dt_b,

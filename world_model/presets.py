@@ -112,6 +112,10 @@ class BackbonePreset:
     text: TextEncoderConfig
     default_taps: tuple[int, ...]
     """0-based block indices whose outputs feed the heads by default."""
+    fps: float
+    """Frame rate of the videos the backbone generates (frames per second). Generated frame i is at
+    time i / fps, so derivatives of a rollout use dt = 1 / fps, and ground truth is resampled to this
+    rate before it is compared with a rollout. No default: every preset must say what it was trained at."""
     scheduler_shift: float = 5.0
     """Wan flow-matching shift: sigma' = s*sigma / (1 + (s-1)*sigma)."""
     num_train_timesteps: int = 1000
@@ -121,6 +125,8 @@ class BackbonePreset:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
         if self.dit.in_dim != self.vae.z_dim:
             raise ValueError("DiT in_dim must equal VAE z_dim")
         if self.dit.text_dim != self.text.dim:
@@ -227,6 +233,7 @@ TI2V_5B = BackbonePreset(
     # Four taps spread over depth: early (7), two in the middle third (12, 17 — DiffTrack finds
     # correspondence strongest near block 17 of 30) and the last block (29).
     default_taps=(7, 12, 17, 29),
+    fps=24.0,  # Wan2.2 TI2V-5B generates 24 fps video (720p at 24 fps in its model card)
     hub_id="Wan-AI/Wan2.2-TI2V-5B",
 )
 
@@ -238,6 +245,7 @@ TINY = BackbonePreset(
     text=TextEncoderConfig(vocab=512, dim=32, dim_attn=32, dim_ffn=64, num_heads=2,
                            num_layers=2, num_buckets=8, seq_len=16),
     default_taps=(0, 1, 2, 3),
+    fps=24.0,  # stands in for TI2V-5B, so the evaluation resamples ground truth exactly as it would there
 )
 
 PRESETS: dict[str, BackbonePreset] = {p.name: p for p in (TI2V_5B, TINY)}

@@ -22,7 +22,7 @@ from data.dataset import SimPhysicsDataset
 from data.scene_meta import read_scene_meta
 from heads.video_metrics import mean_metrics
 from stages.evaluation import checkpoints as ck
-from stages.evaluation import gallery, perception, report, rollout
+from stages.evaluation import gallery, perception, report, rollout, timebase
 from stages.evaluation import physics_report as phys
 from stages.evaluation.config import EvalConfig
 from data.windows import FixedWindows
@@ -46,7 +46,10 @@ NOTES = (
     ("Held-out means unseen scenario families: the split's families were never seen in training "
      "(make_metadata --holdout-families); new seeds of a seen family score like training data."),
     "Scoring models trained on Physics-IQ-like scenes on Physics-IQ itself risks leakage.",
-    "Generated rollouts are judged with the ground-truth window's camera (intrinsics, gravity direction, dt).",
+    ("Rollouts, physics and coherence use the ground truth resampled to the backbone's frame rate (nearest "
+     "simulator frame in time, true frame times kept); perception metrics use the training window."),
+    "Physics and coherence rows of a table are judged on the same ground-truth pixels (free fall, rest, motion).",
+    "Physics-IQ metrics score generated frames only (frame 0 is the conditioning image).",
 )
 
 
@@ -73,7 +76,7 @@ def _scene_gt(ctx: Context, k: int, sample: dict, g: float, kin: dict, masks: di
         return
     ctx.scenes.append({"scene": sample["scene"], "video": sample["video"], "prompt": sample["prompt"], "g_scene": g,
                        "physics_gt": phys.residuals(kin, sample["down_cam"][None], g, masks["free"], masks["static"]),
-                       "coherence_gt": phys.coherence(sample["rgb"], sample["flow"]), "models": {}})
+                       "coherence_gt": phys.coherence(sample["rgb"], sample["flow"], masks["moving"]), "models": {}})
     ctx.visuals[sample["scene"]] = gallery.scene_visuals(sample)
 
 
@@ -81,24 +84,29 @@ def _scene_model(ctx: Context, name: str, pair, k: int, overall_acc) -> None:
     """One scene under one model: perception, rollout, heads on the rollout, physics, coherence."""
     c, ref = ctx.config, ctx.refs[k]
     sample = ctx.windows.base.load_window(ref.scene_index, ctx.windows.frames(ref))
+    fps = ctx.source.preset.fps
+    timed = timebase.backbone_window(ctx.windows.base, ref.scene_index, ref.start, ctx.geometry.frames, fps)
     g = phys.scene_gravity(read_scene_meta(ctx.windows.base.scenes[ref.scene_index].directory))
-    kin, masks = phys.gt_physics(sample, g)
-    _scene_gt(ctx, k, sample, g, kin, masks)
+    kin, masks = phys.gt_physics(timed, g)
+    masks["moving"] = phys.motion_support(timed, ctx.moving_threshold)
+    _scene_gt(ctx, k, timed, g, kin, masks)
     flow, depth = perception.predict(pair, ctx.source, sample["rgb"], sample["prompt"])
     scene_acc = perception.new_accumulator(ctx.moving_threshold, ctx.far)
     perception.add([scene_acc, overall_acc], flow, depth, sample)
+    if not torch.equal(timed["steps"], sample["steps"]):  # heads on the GT frames of the rollout's time base
+        flow, depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
     seed = c.seed + k
-    generated = rollout.generate(ctx.pipe, sample["rgb"][0], sample["prompt"], seed=seed, frames=ctx.geometry.frames,
+    generated = rollout.generate(ctx.pipe, timed["rgb"][0], sample["prompt"], seed=seed, frames=ctx.geometry.frames,
                                  steps=c.steps, cfg_scale=c.cfg_scale)
     gen_flow, gen_depth = perception.predict(pair, ctx.source, generated, sample["prompt"])
     metrics = scene_acc.compute()
     ctx.scenes[k]["models"][name] = {
         "seed": seed, "perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
-        "prediction": rollout.prediction_metrics(generated, sample["rgb"], ctx.downsample),
-        "physics_heads": phys.source_physics(depth, flow, sample, kin, masks, g, own_links=False),
-        "coherence_heads": phys.coherence(sample["rgb"], flow),
-        "physics_generated": phys.source_physics(gen_depth, gen_flow, sample, kin, masks, g, own_links=True),
-        "coherence_generated": phys.coherence(generated, gen_flow)}
+        "prediction": rollout.prediction_metrics(generated, timed["rgb"], ctx.downsample),
+        "physics_heads": phys.source_physics(depth, flow, timed, kin, masks, g),
+        "coherence_heads": phys.coherence(timed["rgb"], flow, masks["moving"]),
+        "physics_generated": phys.source_physics(gen_depth, gen_flow, timed, kin, masks, g, rollout_fps=fps),
+        "coherence_generated": phys.coherence(generated, gen_flow, masks["moving"])}
     ctx.visuals[sample["scene"]][name] = gallery.model_visuals(ctx.visuals[sample["scene"]], generated, flow, depth,
                                                                 gen_flow, gen_depth)
 
@@ -183,6 +191,7 @@ def run_evaluation(config: EvalConfig) -> dict:
                "constants": {"warp_l1_max": phys.WARP_L1_MAX, "coherence_pass": phys.COHERENCE_PASS,
                              "g_tolerance": phys.G_TOLERANCE, "min_speed_m_s": phys.MIN_SPEED,
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,
+                             "backbone_fps": ctx.source.preset.fps,
                              "moving_threshold_px": ctx.moving_threshold}}
     stage_dirs = {name: where for name, (_, where) in pairs.items()}
     payload["outputs"] = report.write_all(out, payload, stage_dirs) + gallery.write_all(out, payload, ctx.visuals)

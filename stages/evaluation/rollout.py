@@ -4,7 +4,8 @@ The pipeline gets the *same* DiT module the feature source taps, so fusing the s
 (`world_model.lora_export.load_lora_into_dit`, diffsynth's own loader) changes generation and the
 heads' features together. Its VAE and text encoder are shared with the feature source's encoders
 (same cache ids), so each big module is resident once. Generated videos are compared with the
-ground-truth window by the Physics-IQ metrics (`heads.video_metrics.physics_iq_metrics`).
+ground-truth window, resampled to the backbone's frame rate, by the Physics-IQ metrics
+(`heads.video_metrics.physics_iq_metrics`) on generated frames only.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ def iq_downsample(requested: int, size: int) -> int:
 
 
 def prediction_metrics(generated: torch.Tensor, gt: torch.Tensor, downsample: int) -> dict[str, float]:
-    """Physics-IQ spatial / spatiotemporal / weighted spatial IoU and MSE, (T, 3, H, W) x2 in [0, 1]."""
-    return physics_iq_metrics(generated.permute(0, 2, 3, 1).numpy(), gt.permute(0, 2, 3, 1).numpy(),
+    """Physics-IQ spatial / spatiotemporal / weighted spatial IoU and MSE, (T, 3, H, W) x2 in [0, 1].
+
+    Frame 0 of a rollout is the conditioning image (the ground truth's own frame 0), so it is dropped
+    from both videos: only generated frames are scored. ``gt`` must be on the rollout's time base
+    (`stages.evaluation.timebase.backbone_window`)."""
+    if generated.shape[0] != gt.shape[0]:
+        raise ValueError(f"rollout has {generated.shape[0]} frames, ground truth {gt.shape[0]}")
+    return physics_iq_metrics(generated[1:].permute(0, 2, 3, 1).numpy(), gt[1:].permute(0, 2, 3, 1).numpy(),
                               downsample=downsample)
