@@ -12,6 +12,7 @@ ops autocast keeps in fp32 are counted at 2 bytes too, so the bound errs low).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -22,19 +23,12 @@ from heads.config import HeadConfig
 from heads.cost import run_head_step
 
 
-@dataclass(frozen=True)
-class Card:
-    """Dense bf16 peak and memory bandwidth (vendor data sheets, SXM parts)."""
+class Card(Protocol):
+    """What the bound needs of a GPU: dense bf16 FLOP/s and memory bytes/s (the table of real
+    cards is world_model.flops.GPUS; heads take any object with these two fields)."""
 
-    name: str
     peak_flops: float
     bandwidth: float
-
-
-CARDS = {
-    "h100": Card("H100 SXM", 989e12, 3.35e12),
-    "h200": Card("H200 SXM", 989e12, 4.8e12),
-}
 
 
 @dataclass(frozen=True)
@@ -105,4 +99,4 @@ def head_step_roofline(cfg: HeadConfig, latent_grid: tuple[int, int, int], super
                     memory_bound / total if total else 0.0, ranked)
 
 
-__all__ = ["CARDS", "Card", "OpCounter", "Roofline", "head_step_roofline"]
+__all__ = ["Card", "OpCounter", "Roofline", "head_step_roofline"]

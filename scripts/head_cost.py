@@ -23,7 +23,8 @@ import argparse
 
 from heads.config import HeadConfig
 from heads.cost import head_step_cost
-from heads.roofline import CARDS, head_step_roofline
+from heads.roofline import head_step_roofline
+from world_model.flops import GPUS
 from world_model.flops import dit_forward_flops
 from world_model.presets import get_preset
 
@@ -42,11 +43,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--features", type=int, default=128)
     parser.add_argument("--no-rgb-refine", action="store_true")
     parser.add_argument("--rgb-refine-stride", type=int, default=1, help="1 = full resolution, 2 = half")
-    parser.add_argument("--card", choices=sorted(CARDS), default="h100")
+    parser.add_argument("--card", choices=sorted(GPUS), default="h100")
     parser.add_argument("--dit-ms", type=float, help="measured DiT forward on --card, ms (default: "
                         f"{MEASURED_DIT_MS}, benchmarks/results/gpu-*.json)")
     args = parser.parse_args(argv)
-    card, dit_ms = CARDS[args.card], args.dit_ms or MEASURED_DIT_MS[args.card]
+    card, dit_ms = GPUS[args.card], args.dit_ms or MEASURED_DIT_MS.get(args.card)
+    if dit_ms is None:
+        parser.error(f"no measured DiT forward on {card.name}: pass --dit-ms")
     preset = get_preset(args.preset)
     grid = preset.token_grid(args.frames, *args.size)
     frames_per_latent, spatial, _ = preset.token_stride

@@ -155,7 +155,8 @@ def test_head_cost_script_reports_the_5b_geometry():
 def test_roofline_counts_each_kernel_once_and_views_not_at_all():
     import torch.nn.functional as F
 
-    from heads.roofline import CARDS, OpCounter, op_seconds
+    from heads.roofline import OpCounter, op_seconds
+    from world_model.flops import GPUS
 
     x = torch.empty(2, 8, 16, 16, dtype=torch.bfloat16, device="meta")
     w = torch.empty(4, 8, 3, 3, dtype=torch.bfloat16, device="meta")
@@ -166,16 +167,17 @@ def test_roofline_counts_each_kernel_once_and_views_not_at_all():
     (op,) = counter.ops
     assert op.flops == 2 * 2 * 4 * 8 * 9 * 16 * 16
     assert op.bytes == 2 * (x.numel() + w.numel() + b.numel() + y.numel())
-    card = CARDS["h100"]
+    card = GPUS["h100"]
     assert op_seconds(op, card) == max(op.flops / card.peak_flops, op.bytes / card.bandwidth)
 
 
 def test_roofline_sees_the_same_flops_as_the_flop_counter():
     from heads.cost import head_step_cost
-    from heads.roofline import CARDS, head_step_roofline
+    from heads.roofline import head_step_roofline
+    from world_model.flops import GPUS
 
     cfg = HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2)
     for k in (0, 3):
-        roof = head_step_roofline(cfg, (3, 2, 2), k, CARDS["h100"])
+        roof = head_step_roofline(cfg, (3, 2, 2), k, GPUS["h100"])
         assert roof.flops == pytest.approx(head_step_cost(cfg, (3, 2, 2), k).flops)
         assert roof.seconds >= (1 - 1e-9) * max(roof.flops / 989e12, roof.bytes / 3.35e12) and roof.ops > 100

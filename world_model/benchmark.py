@@ -16,35 +16,19 @@ from torch import nn
 
 from .attention import set_attention_backend
 from .features import dit_forward
-from .flops import dit_forward_flops, mfu
+from .flops import dit_forward_flops, gpu_by_name, mfu
 from .models import build_dit, count_parameters
 from .presets import get_preset
 
 log = logging.getLogger(__name__)
 
-# Dense bf16 tensor-core peaks in TFLOP/s (vendor datasheets; no sparsity).
-PEAK_TFLOPS_BF16: dict[str, float] = {
-    "H200": 989.0,
-    "H100": 989.0,  # SXM; the PCIe card is 756
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10G": 70.0,
-    "RTX 4090": 165.0,
-}
-
-
 def detect_peak_tflops(device: torch.device | str) -> float | None:
-    """Peak bf16 TFLOP/s of a CUDA device by name, or None when unknown / not CUDA."""
+    """Peak bf16 TFLOP/s of a CUDA device by name (world_model.flops.GPUS), None when unknown / not CUDA."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    if "H100" in name and "PCIe" in name:
-        return 756.0
-    for key, peak in PEAK_TFLOPS_BF16.items():
-        if key in name:
-            return peak
-    return None
+    gpu = gpu_by_name(torch.cuda.get_device_name(device))
+    return None if gpu is None else gpu.peak_tflops
 
 
 def materialize_random(model: nn.Module, device: torch.device | str, dtype: torch.dtype,

@@ -21,6 +21,7 @@ For TI2V-5B at 49x480x480 (N = 2,925, Lt = 512): ~29.8 TFLOP per forward, i.e. a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .presets import BackbonePreset, get_preset
 
@@ -60,3 +61,42 @@ def mfu(flops: float, seconds: float, peak_tflops: float) -> float:
     if seconds <= 0 or peak_tflops <= 0:
         raise ValueError("seconds and peak_tflops must be positive")
     return flops / seconds / (peak_tflops * 1e12)
+
+
+@dataclass(frozen=True)
+class GPU:
+    """A card's dense bf16 tensor-core peak (no sparsity) and memory bandwidth, from vendor data
+    sheets: what MFU (world_model.benchmark) and the heads' roofline (heads.roofline) divide by."""
+
+    name: str
+    peak_flops: float
+    """FLOP/s."""
+    bandwidth: float
+    """Bytes/s of device memory."""
+
+    @property
+    def peak_tflops(self) -> float:
+        return self.peak_flops / 1e12
+
+
+GPUS: dict[str, GPU] = {
+    "h200": GPU("H200 SXM", 989e12, 4.8e12),
+    "h100": GPU("H100 SXM", 989e12, 3.35e12),
+    "h100_pcie": GPU("H100 PCIe", 756e12, 2.0e12),
+    "a100": GPU("A100 SXM", 312e12, 2.04e12),
+    "l40s": GPU("L40S", 362e12, 0.864e12),
+    "a10g": GPU("A10G", 70e12, 0.6e12),
+    "rtx4090": GPU("RTX 4090", 165e12, 1.008e12),
+}
+"""The one table of GPU peak figures; keys are what ``gpu_by_name`` matches device names against."""
+
+_NAME_KEYS = (("H100", "PCIe", "h100_pcie"), ("H200", "", "h200"), ("H100", "", "h100"), ("A100", "", "a100"),
+              ("L40S", "", "l40s"), ("A10G", "", "a10g"), ("RTX 4090", "", "rtx4090"))
+
+
+def gpu_by_name(device_name: str) -> GPU | None:
+    """The table's entry for a CUDA device name (``torch.cuda.get_device_name``), None if unknown."""
+    for marker, qualifier, key in _NAME_KEYS:
+        if marker in device_name and qualifier in device_name:
+            return GPUS[key]
+    return None
