@@ -308,11 +308,42 @@ def test_preflight_checks_the_named_files_and_writes_nothing(generated_dataset, 
         run_stage1([*args, "--resume", str(tmp_path / "nope")])
 
 
+def _toml_leaves(table: dict, prefix: tuple[str, ...] = ()):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _toml_leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
 def test_shipped_stage1_configs_parse(path):
+    """Every value the file writes reaches the config unchanged (a key dropped or a section read into
+    the wrong place would leave a default), and the geometry fits the backbone's token grid."""
+    import tomllib
+
+    from world_model.presets import get_preset
+
     # Real-weight recipes name their weights directory through the launcher (MODEL_DIR).
     config = load_config(Stage1Config, path, ["backbone.model_dir=weights/Wan2.2-TI2V-5B"])
-    assert config.data.height % 32 == 0 and config.optim.lr > 0
+    assert str(config.backbone.model_dir) == "weights/Wan2.2-TI2V-5B"
+    leaves = list(_toml_leaves(tomllib.loads(path.read_text())))
+    assert len(leaves) > 15, leaves
+    for keys, written in leaves:
+        value = config
+        for key in keys:
+            value = getattr(value, key)
+        where = ".".join(keys)
+        if isinstance(value, Path):
+            assert value == Path(written), where
+        elif isinstance(value, tuple):
+            assert list(value) == written, where
+        elif isinstance(written, str) and not isinstance(value, str):
+            assert str(value).endswith(written) or getattr(value, "value", None) == written, (where, value)
+        else:
+            assert value == written and type(value) is type(written), (where, value, written)
+    geometry = (config.data.window.num_frames, config.data.height, config.data.width)
+    get_preset(config.backbone.preset).check_video_size(*geometry)
 
 
 def test_demo_recipe_beats_the_trivial_baselines(generated_dataset, tmp_path):
