@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_stage1 import overrides
+from tests.helpers import overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,25 +17,7 @@ from safetensors.torch import load_file
 from stages.common import ConfigError, NonFiniteLossError, load_config
 from stages.stage1_config import Stage1Config
 from tests.conftest import sigkill_when_written, start_stage
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "stages/configs/stage1_demo.toml"
-
-
-def overrides(root: Path, csv: Path, out: Path, cache: Path, **extra) -> list[str]:
-    base = {"data.root": root, "data.metadata": csv, "run.output_dir": out, "features.cache_dir": cache,
-            "data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2,
-            "features.windows_per_scene": 2, "heads.features": 16, "optim.max_steps": 6, "optim.warmup_steps": 1,
-            "checkpoint.every_steps": 2, "checkpoint.keep_last": 0, "run.val_every": 1000, "run.val_max_windows": 2,
-            "log.every_steps": 1}
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
-
-
-def run_stage1(args: list[str]) -> dict:
-    from stages.stage1 import main
-
-    return main(["--config", str(DEMO), *args])
+from tests.helpers import DEMO, REPO, overrides, run_stage1, run_two_process_stage1
 
 
 def test_cached_features_equal_online_features(generated_dataset, tmp_path):
@@ -90,17 +72,6 @@ def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(genera
     assert np.isfinite(metrics["flow_epe"]) and np.isfinite(metrics["depth_abs_rel"]), metrics
     lines = (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()
     assert any('"loss"' in line for line in lines)
-
-
-def run_two_process_stage1(args: list[str], port: int) -> subprocess.CompletedProcess:
-    """The demo recipe under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPUs)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(port), str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
