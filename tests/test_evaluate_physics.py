@@ -103,7 +103,7 @@ def test_every_output_exists_and_metrics_json_has_every_field(evaluation, export
     args = metrics["args"]
     assert args["split"] == "test" and metrics["geometry"] == {"frames": 5, "stride": 2, "size": 64}
 
-    # The scenes: --max-scenes of the split's rows, each a held-out family, seeded seed + k.
+    # The scenes: --max-scenes distinct rows of the evaluated split, scene k seeded seed + k.
     with open(generated_dataset[1], newline="") as handle:
         split_rows = [row["video"] for row in csv.DictReader(handle) if row["split"] == args["split"]]
     assert len(metrics["scenes"]) == min(args["max_scenes"], len(split_rows)) == 2
