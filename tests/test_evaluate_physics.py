@@ -4,11 +4,14 @@ self-contained with one section per scene, PNGs open; and inputs that cannot wor
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -66,7 +69,21 @@ def evaluation(generated_dataset, exports, tmp_path_factory) -> tuple[Path, dict
     return out, payload
 
 
-def test_every_output_exists_and_metrics_json_has_every_field(evaluation):
+def _sha256_tree(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else value  # metrics.json writes NaN as null
+
+
+def test_every_output_exists_and_metrics_json_has_every_field(evaluation, exports, generated_dataset):
+    """Besides every file and field: the values metrics.json records follow from its other values
+    (which scenes, their seeds, the checkpoint hashes, each overall row pooled from the scene rows,
+    each verdict from its overall value and rule), checked here by recomputing them."""
     from stages.evaluation.evaluate import (
         METRICS_FIELDS,
         OVERALL_FIELDS,
@@ -81,22 +98,68 @@ def test_every_output_exists_and_metrics_json_has_every_field(evaluation):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(METRICS_FIELDS) <= set(metrics), set(METRICS_FIELDS) - set(metrics)
-    assert metrics["models"] == ["stage1", "stage2"] and len(metrics["scenes"]) >= 1
-    for scene in metrics["scenes"]:
+    assert all((out / name).is_file() for name in metrics["outputs"]), metrics["outputs"]
+    assert metrics["models"] == ["stage1", "stage2"]
+    args = metrics["args"]
+    assert args["split"] == "test" and metrics["geometry"] == {"frames": 5, "stride": 2, "size": 64}
+
+    # The scenes: --max-scenes distinct rows of the evaluated split, scene k seeded seed + k.
+    with open(generated_dataset[1], newline="") as handle:
+        split_rows = [row["video"] for row in csv.DictReader(handle) if row["split"] == args["split"]]
+    assert len(metrics["scenes"]) == min(args["max_scenes"], len(split_rows)) == 2
+    assert len({s["video"] for s in metrics["scenes"]}) == 2 and {s["video"] for s in metrics["scenes"]} <= set(split_rows)
+    for k, scene in enumerate(metrics["scenes"]):
         assert set(SCENE_FIELDS) <= set(scene)
+        assert scene["g_scene"] == pytest.approx(9.81, rel=1e-3)
         for model in metrics["models"]:
-            assert set(SCENE_MODEL_FIELDS) <= set(scene["models"][model])
+            record = scene["models"][model]
+            assert set(SCENE_MODEL_FIELDS) <= set(record) and record["seed"] == args["seed"] + k
             for key in ("depth_abs_rel", "median_depth_abs_rel", "flow_epe", "zero_flow_epe_moving"):
-                assert key in scene["models"][model]["perception"]
-            assert set(scene["models"][model]["prediction"]) >= {"spatial_iou", "spatiotemporal_iou", "mse"}
-    for model in metrics["models"]:
-        assert set(OVERALL_FIELDS) <= set(metrics["overall"][model])
-        assert set(VERDICT_FIELDS) <= set(metrics["verdicts"][model])
-        assert all(isinstance(v["pass"], bool) for v in metrics["verdicts"][model].values())
+                assert record["perception"][key] >= 0, (model, key)
+            assert set(record["prediction"]) >= {"spatial_iou", "spatiotemporal_iou", "mse"}
+            assert 0 <= record["prediction"]["spatial_iou"] <= 1 and record["prediction"]["mse"] >= 0
+
+    # The checkpoints: sha256 of every file of each export, recomputed here.
+    assert metrics["checkpoints"] == {"stage1": _sha256_tree(exports[0]), "stage2": _sha256_tree(exports[1])}
     assert {"heads.safetensors", "heads.json"} <= set(metrics["checkpoints"]["stage1"])
     assert re.fullmatch(r"[0-9a-f]{64}", metrics["checkpoints"]["stage2"]["lora.safetensors"])
-    assert metrics["args"]["split"] == "test" and metrics["geometry"] == {"frames": 5, "stride": 2, "size": 64}
-    assert metrics["scenes"][0]["g_scene"] == pytest.approx(9.81, rel=1e-3)
+
+    # Overall rows pooled from the scene rows: prediction means, pixel-weighted g, frame-weighted coherence.
+    for model in metrics["models"]:
+        overall, rows = metrics["overall"][model], [s["models"][model] for s in metrics["scenes"]]
+        assert set(OVERALL_FIELDS) <= set(overall)
+        for key, value in overall["prediction"].items():
+            assert _nan(value) == pytest.approx(np.mean([_nan(r["prediction"][key]) for r in rows]), nan_ok=True), key
+        for part in ("physics_heads", "physics_generated"):
+            pixels = [r[part]["free_fall_px"] for r in rows]
+            assert overall[part]["free_fall_px"] == sum(pixels), part
+            if sum(pixels):
+                fits = [r[part]["g_fit"] for r in rows]
+                pooled = sum(_nan(g) * n for g, n in zip(fits, pixels) if n) / sum(pixels)
+                assert overall[part]["g_fit"] == pytest.approx(pooled), part
+        for part in ("coherence_heads", "coherence_generated"):
+            frames = [r[part]["frames_scored"] for r in rows]
+            assert overall[part]["frames_scored"] == sum(frames) > 0, part
+            share = sum(r[part]["coherent_frames"] * n for r, n in zip(rows, frames)) / sum(frames)
+            assert overall[part]["coherent_frames"] == pytest.approx(share), part
+
+        # Verdicts: the overall value they quote, and pass exactly when the rule holds.
+        verdicts, constants = metrics["verdicts"][model], metrics["constants"]
+        assert set(VERDICT_FIELDS) <= set(verdicts)
+        assert all(isinstance(v["pass"], bool) for v in verdicts.values())
+        coherence = verdicts["temporal_coherence"]
+        assert coherence["value"] == overall["coherence_generated"]["coherent_frames"]
+        assert coherence["pass"] is (coherence["value"] >= constants["coherence_pass"])
+        for part in ("physics_heads", "physics_generated"):
+            error = overall[part]["g_rel_error"]
+            assert verdicts[part]["value"] == error
+            assert verdicts[part]["pass"] is (error is not None and error < constants["g_tolerance"]), part
+        beats = overall["beats_baseline"]
+        assert verdicts["heads_beat_baselines"]["value"] == overall["perception"]["depth_abs_rel"]
+        if verdicts["heads_beat_baselines"]["pass"]:  # (the rule may grow: EPE on all pixels too)
+            assert beats["depth_abs_rel"] and beats["flow_epe_moving"], beats
+        perception = overall["perception"]
+        assert beats["depth_abs_rel"] is (perception["depth_abs_rel"] < perception["median_depth_abs_rel"])
     report = (out / "report.md").read_text()
     assert "unseen" in report and "leakage" in report and ("PASS" in report or "FAIL" in report)
 
@@ -113,12 +176,34 @@ def test_gallery_is_self_contained_with_one_section_per_scene(evaluation):
 
 
 def test_pngs_open(evaluation):
-    out, _ = evaluation
-    for path in out.glob("*.png"):
-        with Image.open(path) as image:
+    """Every PNG the run lists opens, is not blank, and each contact sheet has the documented layout:
+    per scene a title line and four strips (GT, generated, flow, depth) of the picked frames."""
+    from stages.evaluation.gallery import LABEL_PX, MODEL_ROWS, STRIP_FRAMES, THUMB_PX
+
+    out, payload = evaluation
+    pngs = [name for name in payload["outputs"] if name.endswith(".png")]
+    assert {"per_scene.png", "metrics_table.png", "contact_sheet_stage1.png", "contact_sheet_stage2.png"} <= set(pngs)
+    assert sorted(pngs) == sorted(p.name for p in out.glob("*.png"))
+    for name in pngs:
+        with Image.open(out / name) as image:
             image.verify()
-    with Image.open(out / "contact_sheet_stage1.png") as sheet:
-        assert sheet.width > 64 and sheet.height > 4 * 64 // 2
+        with Image.open(out / name) as image:
+            lo, hi = zip(*image.convert("RGB").getextrema())
+            assert image.width >= 100 and image.height >= 100 and max(hi) - min(lo) > 50, (name, image.size)
+
+    geometry = payload["geometry"]
+    thumb, k = min(geometry["size"], THUMB_PX), min(geometry["frames"], STRIP_FRAMES)
+    strip_w, rows = k * thumb + (k - 1) * 2, 1 + len(MODEL_ROWS)
+    block_h = 18 + rows * (thumb + 4)
+    for model in payload["models"]:
+        with Image.open(out / f"contact_sheet_{model}.png") as sheet:
+            pixels = np.asarray(sheet.convert("RGB"))
+        assert pixels.shape[:2] == (len(payload["scenes"]) * (block_h + 8), LABEL_PX + strip_w), pixels.shape
+        for scene in range(len(payload["scenes"])):
+            for row in range(rows):  # every strip holds pictures, not the white background
+                y = scene * (block_h + 8) + 18 + row * (thumb + 4)
+                strip = pixels[y:y + thumb, LABEL_PX:LABEL_PX + strip_w].astype(float)
+                assert strip.std() > 1 and (strip < 250).mean() > 0.5, (model, scene, row)
 
 
 def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path):

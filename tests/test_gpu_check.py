@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from scripts import gpu_check
 
@@ -15,11 +16,30 @@ def cpu_args():
     return gpu_check.parse(["--device", "cpu", "--quick"])
 
 
+def _lora_params(dit: torch.nn.Module, rank: int) -> int:
+    """rank * (in + out) for every Linear whose dotted name ends in one of the LoRA targets."""
+    from world_model.lora import DEFAULT_LORA_TARGETS
+
+    return sum(rank * (m.in_features + m.out_features) for name, m in dit.named_modules()
+               if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in DEFAULT_LORA_TARGETS))
+
+
 @pytest.mark.parametrize("name", gpu_check.ITEMS)
 def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
+    from world_model.flops import dit_forward_flops
+    from world_model.models import build_dit, count_parameters
+    from world_model.presets import get_preset
+
+    assert (cpu_args.preset, cpu_args.frames, cpu_args.height, cpu_args.width) == ("tiny", 9, 64, 64)
     result = gpu_check.run_item(name, cpu_args)
     if name == "dit_forward":
-        assert result["tokens"] == 3 * 2 * 2 and result["median_s"] > 0 and result["flops"] > 0
+        # 9x64x64 -> latents (3, 4, 4) -> 2x2 patches: 3 x 2 x 2 tokens; FLOPs from the formula, and
+        # TFLOP/s from FLOPs and the median time (no bf16 peak on a CPU, so no MFU).
+        assert result["preset"] == "tiny" and result["tokens"] == 3 * 2 * 2 and result["median_s"] > 0
+        assert result["flops"] == dit_forward_flops("tiny", 9, 64, 64)
+        assert result["params"] == count_parameters(build_dit("tiny"))
+        assert result["tflops"] == pytest.approx(result["flops"] / result["median_s"] / 1e12)
+        assert result["mfu"] is None and result["peak_tflops"] is None
     elif name == "stage1_step":
         assert result["online_backbone_ms"] > 0 and result["cached_read_features_ms"] > 0
         assert result["speedup"] == pytest.approx(result["online_step_ms"] / result["cached_step_ms"])
@@ -45,10 +65,14 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
     elif name.startswith("stage2"):
         # Regression: 'stage2_step_no_gc' ends with '_gc' and once ran with checkpointing on.
         assert result["gradient_checkpointing"] is (name == "stage2_step_gc")
-        assert result["lora_params"] > 0 and result["step_ms"] > 0
+        assert result["lora_rank"] == 32 and result["lora_params"] == _lora_params(build_dit("tiny"), 32)
+        phases = {k: v for k, v in result.items() if k in ("forward_backward_ms", "optimizer_ms")}
+        assert len(phases) == 2 and all(v > 0 for v in phases.values()), result
+        assert result["step_ms"] == pytest.approx(sum(phases.values()))
     else:
         assert result["tiled"] is (name == "vae_encode_tiled")
-        assert result["latent_shape"] == [1, 48, 3, 4, 4]
+        assert result["latent_shape"] == [1, *get_preset("tiny").latent_shape(9, 64, 64)] == [1, 48, 3, 4, 4]
+        assert result["median_ms"] > 0
 
 
 def test_stage1_item_decodes_a_frame_subset_and_profiles(cpu_args):

@@ -103,20 +103,58 @@ def test_latent_frame_k_only_drives_its_video_frames(head_cls, k: int) -> None:
     assert moved == expected
 
 
+def _reference_temporal_attention(block, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """TemporalAttention written out position by position: pre-norm self-attention over the frames of
+    one sample at one pixel (plus the sin/cos frame code), then a pre-norm MLP, both residual."""
+    from heads.blocks import sinusoidal_embedding
+
+    n, c, h, w = x.shape
+    heads, d = block.heads, c // block.heads
+    out = torch.empty_like(x)
+    code = sinusoidal_embedding(num_frames, c)
+    for b in range(n // num_frames):
+        for i in range(h):
+            for j in range(w):
+                seq = x[b * num_frames:(b + 1) * num_frames, :, i, j]  # (F, C)
+                q, k, v = block.qkv(block.norm1(seq) + code).split(c, dim=1)
+                attended = []
+                for m in range(heads):
+                    qm, km, vm = (z[:, m * d:(m + 1) * d] for z in (q, k, v))
+                    attended.append(torch.softmax(qm @ km.T / d**0.5, dim=1) @ vm)
+                seq = seq + block.proj(torch.cat(attended, dim=1))
+                out[b * num_frames:(b + 1) * num_frames, :, i, j] = seq + block.mlp(block.norm2(seq))
+    return out
+
+
 def test_temporal_mixing_once_trained_links_latent_frames() -> None:
-    """Sanity of the temporal path: non-zero output projections let latent 2 reach frame 0."""
+    """Non-zero output projections (as after training) let latent 2 reach every video frame, frame 0
+    included, and only through the temporal blocks (the same head without them keeps frame 0 apart);
+    each block is attention across the frames of one sample at one pixel, never across samples."""
     torch.manual_seed(0)
     cfg = tiny_cfg()
     head = MotionVectorHead(cfg).eval()
     for name, p in head.named_parameters():
         if "temporal" in name:
             torch.nn.init.normal_(p, std=0.2)
-    taps, frames = taps_for(cfg, f=3), frames_for(cfg, 1, 3, 2, 2)
+    no_temporal = MotionVectorHead(tiny_cfg(temporal_levels=0)).eval()
+    missing, unexpected = no_temporal.load_state_dict(head.state_dict(), strict=False)
+    assert not missing and unexpected and all("temporal" in k for k in unexpected)
+
+    taps, frames = taps_for(cfg, b=2, f=3), frames_for(cfg, 2, 3, 2, 2)
     changed = [t.clone() for t in taps]
     for t in changed:
-        t[:, :, 2] += 1.0
+        t[1, :, 2] += 1.0  # latent 2 of sample 1 only
     with torch.no_grad():
-        assert (head(taps, frames) - head(changed, frames))[:, 0].abs().max() > 1e-4
+        diff = (head(taps, frames) - head(changed, frames)).abs().flatten(2).amax(dim=2)  # (B, T)
+        plain = (no_temporal(taps, frames) - no_temporal(changed, frames)).abs().flatten(2).amax(dim=2)
+    assert (diff[1] > 1e-4).all(), diff[1]  # every frame of sample 1, frame 0 included
+    assert diff[0].max() == 0, diff[0]  # sample 0 untouched
+    assert (plain[1, :5] == 0).all() and (plain[1, 5:] > 1e-4).all(), plain[1]  # without mixing: frames 5..8 only
+
+    block = head.neck.temporal_in[str(cfg.num_taps - 1)]
+    x = torch.randn(2 * 3, cfg.features, 2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x, 3), _reference_temporal_attention(block, x, 3), atol=1e-5, rtol=1e-5)
 
 
 def test_samples_in_a_batch_are_independent() -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from stages.trainer import ConfigError, load_config
 from stages.stage1_config import Stage1Config
-from tests.test_stage1 import DEMO, overrides, run_stage1, run_two_process_stage1
+from tests.helpers import DEMO, overrides, run_stage1, run_two_process_stage1
 
 
 def test_compiled_heads_train_like_eager_ones(generated_dataset, tmp_path):

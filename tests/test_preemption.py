@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from stages.trainer.preemption import EXIT_STATUS
 from tests.conftest import start_stage
-from tests.test_stage1 import DEMO, REPO, overrides
+from tests.helpers import DEMO, REPO, overrides
 
 LONG = {"optim.max_steps": 16, "checkpoint.every_steps": 1000}  # only the final step is checkpointed on schedule
 

@@ -17,25 +17,7 @@ from safetensors.torch import load_file
 from stages.trainer import ConfigError, NonFiniteLossError, load_config
 from stages.stage1_config import Stage1Config
 from tests.conftest import sigkill_when_written, start_stage
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "stages/configs/stage1_demo.toml"
-
-
-def overrides(root: Path, csv: Path, out: Path, cache: Path, **extra) -> list[str]:
-    base = {"data.root": root, "data.metadata": csv, "run.output_dir": out, "features.cache_dir": cache,
-            "data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2,
-            "features.windows_per_scene": 2, "heads.features": 16, "optim.max_steps": 6, "optim.warmup_steps": 1,
-            "checkpoint.every_steps": 2, "checkpoint.keep_last": 0, "run.val_every": 1000, "run.val_max_windows": 2,
-            "log.every_steps": 1}
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
-
-
-def run_stage1(args: list[str]) -> dict:
-    from stages.stage1 import main
-
-    return main(["--config", str(DEMO), *args])
+from tests.helpers import DEMO, REPO, overrides, run_stage1, run_two_process_stage1
 
 
 def test_cached_features_equal_online_features(generated_dataset, tmp_path):
@@ -90,17 +72,6 @@ def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(genera
     assert np.isfinite(metrics["flow_epe"]) and np.isfinite(metrics["depth_abs_rel"]), metrics
     lines = (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()
     assert any('"loss"' in line for line in lines)
-
-
-def run_two_process_stage1(args: list[str], port: int) -> subprocess.CompletedProcess:
-    """The demo recipe under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPUs)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(port), str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
@@ -308,11 +279,42 @@ def test_preflight_checks_the_named_files_and_writes_nothing(generated_dataset, 
         run_stage1([*args, "--resume", str(tmp_path / "nope")])
 
 
+def _toml_leaves(table: dict, prefix: tuple[str, ...] = ()):
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _toml_leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "stages/configs").glob("stage1_*.toml")), ids=lambda p: p.name)
 def test_shipped_stage1_configs_parse(path):
+    """Every value the file writes reaches the config unchanged (a key dropped or a section read into
+    the wrong place would leave a default), and the geometry fits the backbone's token grid."""
+    import tomllib
+
+    from world_model.presets import get_preset
+
     # Real-weight recipes name their weights directory through the launcher (MODEL_DIR).
     config = load_config(Stage1Config, path, ["backbone.model_dir=weights/Wan2.2-TI2V-5B"])
-    assert config.data.height % 32 == 0 and config.optim.lr > 0
+    assert str(config.backbone.model_dir) == "weights/Wan2.2-TI2V-5B"
+    leaves = list(_toml_leaves(tomllib.loads(path.read_text())))
+    assert len(leaves) > 15, leaves
+    for keys, written in leaves:
+        value = config
+        for key in keys:
+            value = getattr(value, key)
+        where = ".".join(keys)
+        if isinstance(value, Path):
+            assert value == Path(written), where
+        elif isinstance(value, tuple):
+            assert list(value) == written, where
+        elif isinstance(written, str) and not isinstance(value, str):
+            assert str(value).endswith(written) or getattr(value, "value", None) == written, (where, value)
+        else:
+            assert value == written and type(value) is type(written), (where, value, written)
+    geometry = (config.data.window.num_frames, config.data.height, config.data.width)
+    get_preset(config.backbone.preset).check_video_size(*geometry)
 
 
 def test_demo_recipe_beats_the_trivial_baselines(generated_dataset, tmp_path):

@@ -12,24 +12,8 @@ from safetensors.torch import load_file
 
 from stages.trainer import load_config
 from stages.stage2_config import Stage2Config
-from tests.conftest import SMALL_WINDOWS, sigkill_when_written, start_stage
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO2 = REPO / "stages/configs/stage2_demo.toml"
-
-
-def as_args(values: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in values.items()]
-
-
-def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str]:
-    root, csv = generated_dataset
-    values = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out,
-              "features.cache_dir": out.parent / "cache2", "objective.heads_dir": stage1_heads,
-              "optim.max_steps": 4, "optim.warmup_steps": 1, "checkpoint.every_steps": 2, "checkpoint.keep_last": 0,
-              "run.val_split": "", "lora.rank": 4, "lora.alpha": 8.0, "log.every_steps": 1}
-    values.update(extra)
-    return as_args(values)
+from tests.conftest import sigkill_when_written, start_stage
+from tests.helpers import DEMO2, REPO, stage2_args
 
 
 def build(args: list[str]):

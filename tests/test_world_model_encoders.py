@@ -55,10 +55,22 @@ def test_causal_temporal_grouping():
 
 
 def test_tiled_encode_shape():
-    # 96 px with 64 px tiles every 32 px: 2x2 overlapping tiles blended by diffsynth
-    enc = VideoLatentEncoder(build_vae(P, seed=0), "tiny", P, tiled=True, tile_size=(4, 4), tile_stride=(2, 2))
-    z = enc.encode(_video(frames=1, hw=96))
+    """96 px with 64 px tiles every 32 px (4/2 latents): 2x2 overlapping tiles blended by diffsynth.
+    A corner latent lies in one tile only, so it must equal that 64 px crop encoded alone; the
+    untiled encode (one receptive field over all 96 px) must differ there."""
+    vae = build_vae(P, seed=0)
+    enc = VideoLatentEncoder(vae, "tiny", P, tiled=True, tile_size=(4, 4), tile_stride=(2, 2))
+    video = _video(frames=1, hw=96)
+    z = enc.encode(video)
     assert z.shape == (1, 48, 1, 6, 6) and torch.isfinite(z).all()
+    plain = VideoLatentEncoder(vae, "tiny", P).encode(video)
+    with torch.no_grad():
+        top_left = vae.encode(video[..., :64, :64], device="cpu")
+        bottom_right = vae.encode(video[..., 32:, 32:], device="cpu")
+    torch.testing.assert_close(z[..., :2, :2], top_left[..., :2, :2], atol=1e-6, rtol=0)
+    torch.testing.assert_close(z[..., -2:, -2:], bottom_right[..., -2:, -2:], atol=1e-6, rtol=0)
+    assert (z - plain).abs().max() > 1e-2
+    assert not torch.allclose(plain[..., :2, :2], top_left[..., :2, :2], atol=1e-2)
 
 
 def test_prompt_encoder_matches_pipeline_rules_and_caches(tmp_path):

@@ -38,10 +38,21 @@ def test_matches_diffsynth_model_fn_ti2v(dit, timestep):
 
 
 def test_first_frame_timestep_zero_matters(dit):
+    """TI2V gives the first latent frame's tokens timestep 0 and the rest t; T2V gives every token t.
+    Each mode must equal diffsynth's own model_fn for that mode, and the two must differ, most of
+    all on the first latent frame (the only tokens whose timestep changes)."""
+    from diffsynth.pipelines.wan_video import model_fn_wan_video
+
     lat, ctx = _inputs()
+    ts = torch.tensor([500.0])
     ti2v = dit_forward(dit, lat, 500.0, ctx, taps=(), return_output=True).output
     t2v = dit_forward(dit, lat, 500.0, ctx, taps=(), return_output=True, first_frame_clean=False).output
-    assert (ti2v - t2v).abs().max() > 1e-4
+    ref_ti2v = model_fn_wan_video(dit=dit, latents=lat, timestep=ts, context=ctx, fuse_vae_embedding_in_latents=True)
+    ref_t2v = model_fn_wan_video(dit=dit, latents=lat, timestep=ts, context=ctx, fuse_vae_embedding_in_latents=False)
+    torch.testing.assert_close(ti2v, ref_ti2v, atol=1e-5, rtol=0)
+    torch.testing.assert_close(t2v, ref_t2v, atol=1e-5, rtol=0)
+    gap = (ti2v - t2v).abs().amax(dim=(0, 1, 3, 4))  # per latent frame
+    assert gap[0] > 0.1 and gap[0] > 10 * gap[1:].max(), gap
 
 
 def test_taps_shapes_and_early_stop(dit):

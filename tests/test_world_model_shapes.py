@@ -20,10 +20,31 @@ def test_5b_latent_and_token_geometry():
     assert any(10 <= t <= 20 for t in p.default_taps)
 
 
-@pytest.mark.parametrize("frames,h,w", [(48, 480, 480), (49, 470, 480), (49, 480, 500)])
-def test_invalid_video_sizes_are_rejected(frames, h, w):
-    with pytest.raises(ValueError):
-        get_preset("ti2v_5b").latent_shape(frames, h, w)
+@pytest.mark.parametrize("frames,h,w,message", [
+    (48, 480, 480, r"frames must be 1 \+ 4k, got 48"),
+    (0, 480, 480, r"frames must be 1 \+ 4k, got 0"),
+    (-3, 480, 480, r"frames must be 1 \+ 4k, got -3"),  # (-3 - 1) % 4 == 0: only the 'frames >= 1' rule stops it
+    (49, 470, 480, "height/width must be multiples of 32/32, got 470x480"),
+    (49, 480, 500, "height/width must be multiples of 32/32, got 480x500"),
+    # 16 px is one whole latent (VAE stride 16) but half a 2x2 DiT patch: still rejected.
+    (49, 496, 480, "height/width must be multiples of 32/32, got 496x480"),
+    (49, 480, 496, "height/width must be multiples of 32/32, got 480x496"),
+])
+def test_invalid_video_sizes_are_rejected(frames, h, w, message):
+    p = get_preset("ti2v_5b")
+    with pytest.raises(ValueError, match=message):
+        p.latent_shape(frames, h, w)
+    with pytest.raises(ValueError, match=message):
+        p.token_grid(frames, h, w)
+
+
+@pytest.mark.parametrize("frames,h,w,latent", [
+    (1, 32, 32, (48, 1, 2, 2)), (5, 480, 512, (48, 2, 30, 32)), (49, 512, 480, (48, 13, 32, 30)),
+])
+def test_valid_neighbours_of_the_invalid_sizes_are_accepted(frames, h, w, latent):
+    p = get_preset("ti2v_5b")
+    assert p.latent_shape(frames, h, w) == latent
+    assert p.token_grid(frames, h, w) == (latent[1], latent[2] // 2, latent[3] // 2)
 
 
 def test_temporal_grouping_of_latent_frames():

@@ -16,8 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_stage1 import DEMO, overrides
-from tests.test_stage2 import DEMO2, stage2_args
+from tests.helpers import DEMO, DEMO2, overrides, stage2_args
 
 REPO = Path(__file__).resolve().parents[1]
 ZERO2 = REPO / "stages/configs/accelerate_zero2.yaml"

@@ -1,0 +1,58 @@
+"""Helpers several test files share (not fixtures: those live in conftest.py): the stage demo
+configs, the override lists the stage tests run them with, and the stage-1 launchers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import SMALL_WINDOWS
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "stages/configs/stage1_demo.toml"
+DEMO2 = REPO / "stages/configs/stage2_demo.toml"
+
+
+def overrides(root: Path, csv: Path, out: Path, cache: Path, **extra) -> list[str]:
+    """Stage-1 demo overrides for a short run on the generated scenes (64 px, 5-frame windows)."""
+    base = {"data.root": root, "data.metadata": csv, "run.output_dir": out, "features.cache_dir": cache,
+            "data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2,
+            "features.windows_per_scene": 2, "heads.features": 16, "optim.max_steps": 6, "optim.warmup_steps": 1,
+            "checkpoint.every_steps": 2, "checkpoint.keep_last": 0, "run.val_every": 1000, "run.val_max_windows": 2,
+            "log.every_steps": 1}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_stage1(args: list[str]) -> dict:
+    from stages.stage1 import main
+
+    return main(["--config", str(DEMO), *args])
+
+
+def run_two_process_stage1(args: list[str], port: int) -> subprocess.CompletedProcess:
+    """The demo recipe under `accelerate launch --multi_gpu --num_processes 2` (gloo on CPUs)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               str(port), str(REPO / "stages/stage1.py"), "--config", str(DEMO), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def as_args(values: dict) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str]:
+    """Stage-2 demo overrides for a 4-step run on top of the ``stage1_heads`` export."""
+    root, csv = generated_dataset
+    values = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out,
+              "features.cache_dir": out.parent / "cache2", "objective.heads_dir": stage1_heads,
+              "optim.max_steps": 4, "optim.warmup_steps": 1, "checkpoint.every_steps": 2, "checkpoint.keep_last": 0,
+              "run.val_split": "", "lora.rank": 4, "lora.alpha": 8.0, "log.every_steps": 1}
+    values.update(extra)
+    return as_args(values)
