@@ -76,9 +76,9 @@ class Stage2Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     """Stage-1 heads, flow-matching and head-loss weights, timestep sampling."""
     loss: LossConfig = field(default_factory=LossConfig)
-    """Flow/depth head loss settings (as in stage 1)."""
+    """Flow/depth head loss settings (as in stage 1), including the one depth TGM weight."""
     physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
-    """Temporal-consistency and physics terms and their weights."""
+    """Flow-warp and physics terms and their weights (depth TGM is in `loss`)."""
     optim: OptimConfig = field(default_factory=_stage2_optim)
     """AdamW on the LoRA (and heads); TI2V-5B LoRA collapses at 1e-4, so the default is 2e-5."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
