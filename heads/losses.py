@@ -131,17 +131,26 @@ def gradient_matching(residual: torch.Tensor, valid: torch.Tensor, scales: int =
 
 
 def temporal_gradient_matching(
-    residual: torch.Tensor, valid: torch.Tensor, max_change: float | None = None, target: torch.Tensor | None = None
+    residual: torch.Tensor,
+    valid: torch.Tensor,
+    max_change: float | None = None,
+    target: torch.Tensor | None = None,
+    frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TGM (Video Depth Anything): |(p_t - p_{t-1}) - (g_t - g_{t-1})| where both frames are valid.
 
     residual = pred - target in log space, (B, T, H, W), 0 where invalid. If `max_change` is given
     (with the log `target`), pixels whose GT log depth changes more than that are ignored, as VDA
-    does to skip occlusion boundaries.
+    does to skip occlusion boundaries. ``frame_index`` (B, T): the window frame each given frame
+    is, when only some are supervised; only pairs one window frame apart count, since a change
+    over a longer gap is not the per-frame change this term matches (None: consecutive frames).
     """
     if residual.shape[1] < 2:
         return _zero_loss(residual)
     v = valid[:, 1:] & valid[:, :-1]
+    if frame_index is not None:
+        adjacent = (frame_index[:, 1:] - frame_index[:, :-1]) == 1
+        v = v & adjacent.to(v.device)[:, :, None, None]
     if max_change is not None and target is not None:
         v = v & ((target[:, 1:] - target[:, :-1]).abs() <= max_change)
     return _masked_mean((residual[:, 1:] - residual[:, :-1]).abs(), v)
@@ -158,11 +167,13 @@ def depth_loss(
     tgm_weight: float = 1.0,
     tgm_max_change: float | None = None,
     far: float = float("inf"),
+    frame_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Log-depth L1 (+ optional scale-shift-invariant L1) + gradient matching + TGM, on valid pixels.
 
     pred_log: (B, T, H, W) predicted log distance; target: (B, T, H, W) GT distance in metres (raw:
-    inf/0/NaN allowed, they are masked); mask: (B, T, H, W) bool or None; `far` is the far clip.
+    inf/0/NaN allowed, they are masked); mask: (B, T, H, W) bool or None; `far` is the far clip;
+    ``frame_index`` (B, T) when only some window frames are given (see `temporal_gradient_matching`).
     """
     valid = depth_valid_mask(target, mask, far)
     tgt = safe_log_depth(target, valid)
@@ -180,7 +191,7 @@ def depth_loss(
         loss = loss + grad_weight * grad
         metrics["depth_grad"] = grad.detach()
     if tgm_weight > 0:
-        tgm = temporal_gradient_matching(residual, valid, tgm_max_change, tgt)
+        tgm = temporal_gradient_matching(residual, valid, tgm_max_change, tgt, frame_index)
         loss = loss + tgm_weight * tgm
         metrics["depth_tgm"] = tgm.detach()
     return loss, metrics
@@ -246,6 +257,7 @@ class HeadLoss:
             ld, md = depth_loss(
                 depth_pred_log, depth_target, depth_mask, c.depth_l1_weight, c.depth_ssi_weight,
                 c.depth_grad_weight, c.depth_grad_scales, c.depth_tgm_weight, c.depth_tgm_max_change, c.depth_far,
+                frame_index,
             )  # fmt: skip
             terms.append(c.depth_weight * ld)
             metrics.update(md, loss_depth=ld.detach())

@@ -218,8 +218,10 @@ def flow_warp_consistency(
 def temporal_depth_consistency(
     pred_log: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, max_change: float | None = None
 ) -> tuple[torch.Tensor, Metrics]:
-    """Temporal gradient matching (Video Depth Anything) of log distance, via `heads.losses`.
+    """Temporal gradient matching (Video Depth Anything) of log distance, as a standalone measure.
 
+    Training counts TGM once, in the head depth loss (`heads.losses.depth_loss`, weight
+    `LossConfig.depth_tgm_weight`); `PhysicsLoss` does not add it again.
     pred_log: (B, T, H, W) predicted log distance; target: (B, T, H, W) GT distance (raw);
     mask: (B, T, H, W) bool or None; max_change: skip pixels whose GT log depth jumps more."""
     valid = depth_valid_mask(target, mask)
@@ -231,7 +233,10 @@ def temporal_depth_consistency(
 
 @dataclass
 class PhysicsLossConfig:
-    """Weights and thresholds of the stage-2 physics loss. Terms with weight 0 are not computed."""
+    """Weights and thresholds of the stage-2 physics loss. Terms with weight 0 are not computed.
+
+    Depth TGM is not here: it belongs to the head depth loss (`LossConfig.depth_tgm_weight`),
+    which stage 2 adds beside this one, so it is counted once."""
 
     acceleration_weight: float = 0.1
     """Weight of |a_pred - a_gt| (m/s^2; ~g-sized when wrong, hence below 1)."""
@@ -241,8 +246,6 @@ class PhysicsLossConfig:
     """Weight of the jerk penalty (m/s^3: one frame of dt = 1/30 s turns 1 m/s^2 into 30 m/s^3)."""
     warp_weight: float = 1.0
     """Weight of the photometric flow-warp L1 (needs `frames`; skipped when they are not given)."""
-    depth_tgm_weight: float = 1.0
-    """Weight of temporal gradient matching of predicted log distance."""
     g: float = STANDARD_GRAVITY
     """Gravitational acceleration in m/s^2."""
     min_speed: float = 0.1
@@ -255,15 +258,11 @@ class PhysicsLossConfig:
     """Relative distance spread inside a sampled 2x2 cell above which a GT link is untrusted."""
     occlusion_tolerance: float = 0.1
     """Relative distance jump along one GT link above which it is treated as an occlusion."""
-    depth_tgm_max_change: float | None = None
-    """Ignore TGM where GT log distance changes more than this between frames (None = keep all)."""
     max_log_distance: float = 10.0
     """Predicted log distance is clamped to +-this before exp (keeps points finite early on)."""
 
     def __post_init__(self) -> None:
-        weights = (
-            self.acceleration_weight, self.free_fall_weight, self.jerk_weight, self.warp_weight, self.depth_tgm_weight,
-        )  # fmt: skip
+        weights = (self.acceleration_weight, self.free_fall_weight, self.jerk_weight, self.warp_weight)
         if min(weights) < 0:
             raise ValueError(f"physics loss weights must be >= 0, got {weights}")
         if self.g <= 0 or self.min_speed < 0 or self.contact_tolerance <= 0 or self.charbonnier_eps < 0:
@@ -324,9 +323,6 @@ class PhysicsLoss:
             add(c.jerk_weight, jerk_penalty(pred, contact, moving, c.charbonnier_eps))
         if c.warp_weight > 0 and frames is not None:
             add(c.warp_weight, flow_warp_consistency(frames, pred_flow, gt_flow_valid))
-        if c.depth_tgm_weight > 0:
-            tgm = temporal_depth_consistency(pred_log_distance, gt_distance, gt_valid, c.depth_tgm_max_change)
-            add(c.depth_tgm_weight, tgm)
         total = torch.stack(terms).sum() if terms else pred_log_distance.sum() * 0.0
         with torch.no_grad():
             free = moving & ~contact

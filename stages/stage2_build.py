@@ -2,7 +2,8 @@
 
 Per micro-batch: VAE latents and text context come from the caches; a training sigma is drawn
 (shifted towards high noise), the first latent frame stays clean (TI2V); one forward of the
-adapted DiT gives both the velocity (flow-matching loss) and the tapped grids, which the heads
+adapted DiT gives both the velocity (flow-matching loss, weighted over timesteps as diffsynth
+weighs it unless `objective.fm_weighting` says "uniform") and the tapped grids, which the heads
 turn into flow and log distance (head losses + temporal/physics terms against ground truth).
 """
 
@@ -30,6 +31,7 @@ from stages.trainer.loop import TrainRun
 from stages.model import HeadPair, print_validation, validate
 from stages.stage2_config import Stage2Config
 from world_model.features import dit_forward, make_noise, noisy_latents
+from world_model.flow_matching import flow_matching_loss, sigma_to_timestep
 from world_model.lora import add_lora
 from world_model.lora_export import export_lora_for_diffsynth
 
@@ -80,16 +82,18 @@ class Stage2:
         since a wrapper's forward may start collectives the other ranks never join."""
         config, model = self.run.config, model or self.run.model
         latents, context = self.source.encode(batch["rgb"], list(batch["prompt"]))
-        sigma = sigma.to(latents.device, latents.dtype)
+        objective = config.objective
+        sigma = sigma.to(latents.device, torch.float32)
+        timestep = sigma_to_timestep(sigma)
         x_t = noisy_latents(latents, sigma, noise.to(latents))
-        velocity, flow, log_depth = model(x_t, sigma * 1000.0, context, batch["rgb"])
-        fm = (velocity.float() - (noise.to(latents) - latents).float())[:, :, 1:].square().mean()
+        velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"])
+        fm = flow_matching_loss(velocity, noise.to(latents) - latents, timestep, objective.fm_weighting,
+                                objective.timestep_shift)
         heads, head_metrics = self.head_loss(flow, batch["flow"], batch["flow_valid"], log_depth,
                                                      batch["depth"], batch["depth_valid"])
         physics, physics_metrics = self.physics(
             log_depth.float(), flow.float(), batch["depth"], batch["depth_valid"], batch["flow"], batch["flow_valid"],
             batch["intrinsics"], batch["dt"], frames=batch["rgb"], down_cam=batch["down_cam"])
-        objective = config.objective
         total = objective.fm_weight * fm + objective.heads_weight * heads + physics
         head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
         return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}

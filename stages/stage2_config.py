@@ -9,6 +9,7 @@ from heads.losses import LossConfig
 from heads.physics import PhysicsLossConfig
 from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
 from stages.sections import BackboneConfig, FeatureConfig, RunConfig, require
+from world_model.flow_matching import Weighting
 from world_model.lora import DEFAULT_LORA_TARGETS
 
 
@@ -43,6 +44,10 @@ class ObjectiveConfig:
     """Weight of the Wan flow-matching loss (x_t = (1-s) x0 + s e, target e - x0; frame 0 clean)."""
     heads_weight: float = 1.0
     """Weight of the flow/depth head losses on features of the adapted backbone."""
+    fm_weighting: Weighting = "bell"
+    """How each sample's flow-matching MSE is weighted by its timestep t: "bell" as diffsynth trains
+    Wan (a bump peaking at t = 500, ~0 at t = 1000, mean 1 over the training grid at
+    `timestep_shift`; see world_model/flow_matching.py) or "uniform" (every t alike)."""
     timestep_shift: float = 5.0
     """Training sigmas are u ~ U(0,1) shifted as s = k u / (1 + (k-1) u): most samples are noisy,
     where motion is decided (VideoJAM); k = 1 is uniform."""
@@ -51,6 +56,8 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
+        require(self.fm_weighting in ("bell", "uniform"),
+                f"fm_weighting must be 'bell' or 'uniform', got {self.fm_weighting!r}")
         require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
         require(bool(self.heads_dir), "heads_dir must name the stage-1 final/ directory")
 
@@ -76,9 +83,9 @@ class Stage2Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     """Stage-1 heads, flow-matching and head-loss weights, timestep sampling."""
     loss: LossConfig = field(default_factory=LossConfig)
-    """Flow/depth head loss settings (as in stage 1)."""
+    """Flow/depth head loss settings (as in stage 1), including the one depth TGM weight."""
     physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
-    """Temporal-consistency and physics terms and their weights."""
+    """Flow-warp and physics terms and their weights (depth TGM is in `loss`)."""
     optim: OptimConfig = field(default_factory=_stage2_optim)
     """AdamW on the LoRA (and heads); TI2V-5B LoRA collapses at 1e-4, so the default is 2e-5."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

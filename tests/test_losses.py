@@ -183,6 +183,17 @@ def test_temporal_gradient_matching_hand_computed() -> None:
     assert temporal_gradient_matching(residual, valid, 1.0, target).item() == pytest.approx(1.5)
 
 
+def test_temporal_gradient_matching_differences_only_adjacent_window_frames() -> None:
+    """Residuals 0, 5, 6, 10 at window frames 0, 2, 3, 7: only (2, 3) are one frame apart -> |6 - 5|."""
+    residual = torch.tensor([0.0, 5.0, 6.0, 10.0]).reshape(1, 4, 1, 1)
+    valid = torch.ones_like(residual, dtype=torch.bool)
+    index = torch.tensor([[0, 2, 3, 7]])
+    assert temporal_gradient_matching(residual, valid, frame_index=index).item() == pytest.approx(1.0)
+    assert temporal_gradient_matching(residual, valid).item() == pytest.approx(10.0 / 3)
+    no_pair = temporal_gradient_matching(residual, valid, frame_index=torch.tensor([[0, 2, 4, 7]]))
+    assert no_pair.item() == 0.0
+
+
 def test_gradient_matching_hand_computed() -> None:
     """1x1x2x2 residual [[0, 1], [0, 0]], one scale: |gx| = 1, 0; |gy| = 0, 1 -> 2 / 4."""
     residual = torch.tensor([[0.0, 1.0], [0.0, 0.0]]).reshape(1, 1, 2, 2)

@@ -346,7 +346,7 @@ def test_physics_loss_finite_with_invalid_depth_and_gradients_reach_both_heads()
     total, metrics = loss_fn(pred_log, pred_flow, *gt, frames=r["frames"])
     total.backward()
     assert torch.isfinite(total) and all(torch.isfinite(v) for v in metrics.values())
-    for key in ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp", "phys_tgm", "phys_loss"):
+    for key in ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp", "phys_loss"):
         assert key in metrics
     for grad in (pred_log.grad, pred_flow.grad):
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -355,7 +355,7 @@ def test_physics_loss_finite_with_invalid_depth_and_gradients_reach_both_heads()
 
 def test_physics_loss_small_at_ground_truth_and_larger_when_wrong() -> None:
     r = render(EXACT)
-    cfg = PhysicsLossConfig(warp_weight=0.0, depth_tgm_weight=0.0, jerk_weight=0.0, charbonnier_eps=0.0)
+    cfg = PhysicsLossConfig(warp_weight=0.0, jerk_weight=0.0, charbonnier_eps=0.0)
     loss_fn = PhysicsLoss(cfg)
     args = (r["distance"], r["valid"], r["flow"], r["flow_valid"], r["intrinsics"], EXACT.dt)
     at_gt, m = loss_fn(r["distance"].log(), r["flow"], *args)

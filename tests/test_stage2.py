@@ -49,7 +49,7 @@ def test_only_lora_trains_and_the_loss_terms_go_down(generated_dataset, stage1_h
     assert after["loss"] < before["loss"] and after["loss_fm"] < before["loss_fm"], (before, after)
 
 
-PHYSICS_TERMS = ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp", "phys_tgm")
+PHYSICS_TERMS = ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp", "depth_tgm")
 
 
 def test_demo_settings_lower_the_total_and_each_physics_term(generated_dataset, stage1_heads, tmp_path):
@@ -62,14 +62,14 @@ def test_demo_settings_lower_the_total_and_each_physics_term(generated_dataset, 
 
     stage = build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{
         "optim.max_steps": 40, "optim.lr": 2e-3, "ema.enabled": "false", "checkpoint.every_steps": 100,
-        "physics.acceleration_weight": 1.0, "physics.free_fall_weight": 1.0, "physics.depth_tgm_weight": 10.0}))
+        "physics.acceleration_weight": 1.0, "physics.free_fall_weight": 1.0, "loss.depth_tgm_weight": 10.0}))
     before = stage.probe_terms()
     train(stage)
     after = stage.probe_terms()
     print({k: (round(before[k], 4), round(after[k], 4)) for k in before})
     assert after["loss"] < before["loss"] and after["phys_loss"] < before["phys_loss"]
     measured = [t for t in PHYSICS_TERMS if before[t] > 0]
-    assert {"phys_warp", "phys_tgm", "phys_accel"} <= set(measured), before
+    assert {"phys_warp", "depth_tgm", "phys_accel"} <= set(measured), before
     for term in measured:
         assert after[term] < before[term], (term, before[term], after[term])
 

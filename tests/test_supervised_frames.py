@@ -15,7 +15,7 @@ import torch
 from data.dataset import DataConfig, SimPhysicsDataset
 from data.sampling import WindowSpec, supervised_subset
 from heads import DepthHead, HeadConfig, MotionVectorHead, flow_loss
-from heads.losses import flow_valid_mask
+from heads.losses import HeadLoss, LossConfig, flow_valid_mask
 
 TARGETS = ("flow", "flow_valid", "depth", "depth_valid")
 
@@ -112,6 +112,21 @@ def test_flow_loss_skips_window_frame_zero_wherever_it_sits():
     pred = torch.zeros_like(target)
     assert flow_loss(pred, target, None, moving_weight=1.0, frame_index=index)[0].item() == pytest.approx(2 * 2**0.5)
     assert flow_loss(pred, target, None, moving_weight=1.0)[0].item() == pytest.approx(2.5 * 2**0.5)
+
+
+def test_head_loss_tgm_uses_only_frames_adjacent_in_the_window():
+    """K = 4 of 8 window frames (1, 2, 5, 6): TGM is the mean of the whole window's per-frame
+    changes at (1, 2) and (5, 6), never the jump from frame 2 to frame 5."""
+    g = torch.Generator().manual_seed(0)
+    depth = 1.0 + torch.rand(1, 8, 4, 4, generator=g)
+    pred = depth.log() + torch.randn(1, 8, 4, 4, generator=g)
+    index = torch.tensor([[1, 2, 5, 6]])
+    residual = pred - depth.log()
+    expected = torch.cat([residual[:, 2] - residual[:, 1], residual[:, 6] - residual[:, 5]]).abs().mean()
+    loss = HeadLoss(LossConfig(depth_l1_weight=0.0, depth_grad_weight=0.0))
+    total, metrics = loss(depth_pred_log=pred[:, index[0]], depth_target=depth[:, index[0]], frame_index=index)
+    torch.testing.assert_close(metrics["depth_tgm"], expected)
+    torch.testing.assert_close(total, expected)
 
 
 def test_stage2_refuses_a_frame_subset():

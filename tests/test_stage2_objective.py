@@ -1,0 +1,140 @@
+"""Stage 2's objective (`Stage2.losses`) on stand-in backbone outputs: each term enters the total
+once with its configured weight. Fast: no backbone, the model is a function returning fixed
+outputs and the feature source returns fixed latents."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import heads.losses
+import heads.physics
+from heads.losses import HeadLoss, LossConfig
+from heads.physics import PhysicsLoss
+from stages.stage2_build import Stage2
+from stages.stage2_config import ObjectiveConfig, Stage2Config
+from world_model.flow_matching import timestep_weight
+
+B, T, H, W = 1, 5, 16, 16
+LATENT = (B, 4, 2, 2, 2)
+
+
+def _batch(batch: int = B, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "rgb": torch.rand(batch, T, 3, H, W, generator=g), "prompt": ["a ball"] * batch,
+        "flow": torch.randn(batch, T, 2, H, W, generator=g),
+        "flow_valid": torch.ones(batch, T, H, W, dtype=torch.bool),
+        "depth": 1.0 + torch.rand(batch, T, H, W, generator=g),
+        "depth_valid": torch.ones(batch, T, H, W, dtype=torch.bool),
+        "intrinsics": torch.tensor([[20.0, 20.0, 7.5, 7.5]]).expand(batch, 4),
+        "dt": torch.full((batch,), 1 / 15), "down_cam": torch.tensor([[0.0, 1.0, 0.0]]).expand(batch, 3),
+    }
+
+
+def _stage(config: Stage2Config, batch: int = B, latent_dtype: torch.dtype = torch.float32,
+           seen: list | None = None) -> Stage2:
+    """A Stage2 whose model returns fixed (velocity, flow, log depth) and records the timesteps it
+    gets; ``stage.fixed`` holds (latents, velocity) for computing expected values."""
+    g = torch.Generator().manual_seed(1)
+    shape = (batch, *LATENT[1:])
+    latents = torch.randn(shape, generator=g).to(latent_dtype)
+    outputs = (torch.randn(shape, generator=g), torch.randn(batch, T, 2, H, W, generator=g),
+               torch.randn(batch, T, H, W, generator=g))
+
+    def model(x_t, timestep, context, rgb):
+        if seen is not None:
+            seen.append(timestep)
+        return outputs
+
+    run = SimpleNamespace(config=config, model=model)
+    source = SimpleNamespace(encode=lambda rgb, prompts: (latents, torch.zeros(batch, 3, 8)))
+    stage = Stage2(run=run, source=source, val_set=None, probe_set=None, head_loss=HeadLoss(config.loss),
+                   physics=PhysicsLoss(config.physics))
+    stage.fixed = (latents, outputs[0])
+    return stage
+
+
+def _total(config: Stage2Config, sigma: float = 0.6) -> tuple[torch.Tensor, dict]:
+    noise = torch.randn(LATENT, generator=torch.Generator().manual_seed(2))
+    return _stage(config).losses(_batch(), torch.tensor([sigma]), noise)
+
+
+def test_depth_tgm_enters_the_stage2_total_once_with_its_weight(monkeypatch):
+    """Zeroing every TGM computation lowers the total by exactly heads * depth * tgm weight x TGM."""
+    values: list[torch.Tensor] = []
+    real = heads.losses.temporal_gradient_matching
+    scale = {"factor": 1.0}
+
+    def spy(*args, **kwargs):
+        value = real(*args, **kwargs)
+        values.append(value.detach())
+        return value * scale["factor"]
+
+    monkeypatch.setattr(heads.losses, "temporal_gradient_matching", spy)
+    monkeypatch.setattr(heads.physics, "temporal_gradient_matching", spy, raising=False)
+    config = Stage2Config(objective=ObjectiveConfig(heads_weight=0.5),
+                          loss=LossConfig(depth_weight=2.0, depth_tgm_weight=3.0))
+    with_tgm, metrics = _total(config)
+    assert len(values) == 1, f"TGM computed {len(values)} times in one stage-2 loss"
+    scale["factor"] = 0.0
+    without_tgm, _ = _total(config)
+    assert values[0] > 0.1
+    torch.testing.assert_close(with_tgm - without_tgm, 0.5 * 2.0 * 3.0 * values[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(metrics["depth_tgm"], values[0])
+    assert "phys_tgm" not in metrics
+
+
+def test_physics_config_has_no_second_tgm_weight():
+    with pytest.raises(TypeError):
+        heads.physics.PhysicsLossConfig(depth_tgm_weight=1.0)
+
+
+def _diffsynth_weights(timesteps: torch.Tensor, shift: float) -> torch.Tensor:
+    """The reference: diffsynth's Wan scheduler set up as its trainer does, one timestep at a time."""
+    from diffsynth.diffusion.flow_match import FlowMatchScheduler
+
+    scheduler = FlowMatchScheduler("Wan")
+    scheduler.set_timesteps(1000, training=True, shift=shift)
+    return torch.stack([scheduler.training_weight(t) for t in timesteps])
+
+
+@pytest.mark.parametrize("shift", [5.0, 3.0])
+def test_timestep_weight_is_diffsynths(shift):
+    t = torch.cat([torch.tensor([0.0, 1.0, 499.0, 500.0, 999.9, 1000.0]),
+                   1000 * torch.rand(200, generator=torch.Generator().manual_seed(0))])
+    torch.testing.assert_close(timestep_weight(t, shift), _diffsynth_weights(t, shift), rtol=0, atol=0)
+
+
+def test_stage2_flow_matching_loss_is_weighted_by_diffsynths_weight_of_t():
+    """Per sample: MSE over latent frames >= 1 of velocity vs noise - x0, times diffsynth's weight
+    of t = 1000 sigma ("bell", the default), or times 1 ("uniform"); then the batch mean."""
+    sigma = torch.tensor([0.3, 0.9])
+    noise = torch.randn(2, *LATENT[1:], generator=torch.Generator().manual_seed(2))
+    weights = _diffsynth_weights(1000 * sigma, 5.0)
+    assert weights[0] > 1.5 and weights[1] < 0.7, weights
+
+    def loss_fm(weighting: str) -> tuple[torch.Tensor, torch.Tensor]:
+        stage = _stage(Stage2Config(objective=ObjectiveConfig(fm_weighting=weighting)), batch=2)
+        latents, velocity = stage.fixed
+        mse = (velocity - (noise - latents))[:, :, 1:].square().flatten(1).mean(1)
+        return stage.losses(_batch(2), sigma, noise)[1]["loss_fm"], mse
+
+    assert ObjectiveConfig().fm_weighting == "bell"
+    bell, mse = loss_fm("bell")
+    torch.testing.assert_close(bell, (weights * mse).mean())
+    uniform, _ = loss_fm("uniform")
+    torch.testing.assert_close(uniform, mse.mean())
+
+
+def test_stage2_timestep_is_1000_sigma_in_fp32_with_bf16_latents():
+    """bf16 rounds 0.997 to 0.99609375; the model must still get t = 997 (not 996)."""
+    seen: list[torch.Tensor] = []
+    stage = _stage(Stage2Config(), latent_dtype=torch.bfloat16, seen=seen)
+    sigma = torch.tensor([0.997])
+    assert sigma.to(torch.bfloat16).item() == 0.99609375
+    stage.losses(_batch(), sigma, torch.randn(LATENT))
+    assert seen[0].dtype == torch.float32
+    assert torch.equal(seen[0], sigma * 1000.0) and abs(seen[0].item() - 997.0) < 1e-3
