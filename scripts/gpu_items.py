@@ -22,7 +22,7 @@ from heads.losses import depth_loss, flow_loss
 from stages.trainer.tracking import PhaseTimer, synchronize
 from stages.model import HeadPair
 from stages.model import build_heads as build_stage_heads
-from stages.sections import HeadsConfig
+from stages.trainer.sections import HeadsConfig
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.windows import FixedWindows, WindowRef
-from stages.sections import BackboneConfig
+from stages.trainer.sections import BackboneConfig
 from stages.trainer.tracking import PhaseTimer
 from world_model.backbone import FrozenBackbone
 from world_model.cache import TensorCache, sha256_key

@@ -10,7 +10,7 @@ from heads.depth import DepthHead
 from heads.flow import MotionVectorHead
 from heads.io import load_heads
 from heads.metrics import MetricAccumulator
-from stages.sections import HeadsConfig
+from stages.trainer.sections import HeadsConfig
 from world_model.presets import BackbonePreset
 
 

@@ -6,8 +6,17 @@ from dataclasses import dataclass, field
 
 from data.dataset import DataConfig
 from heads.losses import LossConfig
-from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
-from stages.sections import BackboneConfig, FeatureConfig, HeadsConfig, RunConfig
+from stages.trainer.sections import (
+    BackboneConfig,
+    CheckpointConfig,
+    EMAConfig,
+    FeatureConfig,
+    GuardConfig,
+    HeadsConfig,
+    LogConfig,
+    OptimConfig,
+    RunConfig,
+)
 
 
 @dataclass

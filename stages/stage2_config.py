@@ -7,8 +7,17 @@ from dataclasses import dataclass, field
 from data.dataset import DataConfig
 from heads.losses import LossConfig
 from heads.physics import PhysicsLossConfig
-from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, LogConfig, OptimConfig
-from stages.sections import BackboneConfig, FeatureConfig, RunConfig, require
+from stages.trainer.sections import (
+    BackboneConfig,
+    CheckpointConfig,
+    EMAConfig,
+    FeatureConfig,
+    GuardConfig,
+    LogConfig,
+    OptimConfig,
+    RunConfig,
+    require,
+)
 from world_model.flow_matching import Weighting
 from world_model.lora import DEFAULT_LORA_TARGETS
 

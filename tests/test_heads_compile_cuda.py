@@ -14,7 +14,7 @@ import torch
 
 from heads.losses import depth_loss, flow_loss
 from stages.model import build_heads, validate
-from stages.sections import HeadsConfig
+from stages.trainer.sections import HeadsConfig
 from world_model.presets import get_preset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -12,7 +12,7 @@ from heads.io import CONFIG_NAME, WEIGHTS_NAME, HeadLoadError
 from stages.trainer import ConfigError, load_config
 from stages.evaluation.config import EvalConfig, EvaluationError
 from stages.model import HeadPair
-from stages.sections import BackboneConfig
+from stages.trainer.sections import BackboneConfig
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from heads.video_metrics import physics_iq_metrics
 from stages.features import FeatureSource
-from stages.sections import BackboneConfig
+from stages.trainer.sections import BackboneConfig
 from world_model.encoders import PromptEncoder, VideoLatentEncoder
 
 log = logging.getLogger(__name__)
