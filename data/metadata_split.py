@@ -156,7 +156,7 @@ def describe_split(root: str | Path, metadata: str | Path, split: str, train_spl
         what = "scenes of families never seen in training"
     else:
         what = f"{n_seen} scene(s) of seen families and {len(scenes) - n_seen} of families never seen in training"
-    return f"{what} (split {split}, {len(scenes)} scenes)"
+    return f"{what} (split {split}, {len(scenes)} scene{'' if len(scenes) == 1 else 's'})"
 
 
 def write_csv(rows: list[dict[str, str]], out: Path) -> None:

@@ -29,7 +29,7 @@ from stages.feature_cache import (
 )
 from stages.features import FeatureSource
 from stages.loop import TrainRun
-from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
+from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
 from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 
@@ -58,7 +58,7 @@ class Stage1:
         """Nothing to record before stage 1."""
 
     def report(self, metrics: dict[str, float]) -> None:
-        print_validation(metrics)
+        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
 
     def export(self, final: Path) -> None:
         save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)
