@@ -2,24 +2,32 @@
 
 Families come from ``scene.json`` for generated scenes, otherwise from the scene name (real data:
 ``test_ball_collide`` -> ``ball_collide``).  Splits are drawn per family so every family appears
-in train at the requested proportions; ``holdout`` families go entirely to ``test`` so that
-"held-out" means scenarios never seen in training.
+in train at the requested proportions: ``val`` and ``test_seen`` hold unseen scenes of families
+seen in training.  Held-out families go entirely to ``holdout`` and nowhere else, so that split
+means scenarios never seen in training.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from data.layout import SCENE_SUBPATH
+from data.metadata import read_metadata
 from data.sim.prompts import family_from_name, prompt_from_name, prompt_from_scene
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test_seen", "holdout")
+"""Split names: training, validation and test on seen families, and the held-out families."""
+HOLDOUT = "holdout"
+
+log = logging.getLogger(__name__)
 
 
 def discover_scenes(root: Path) -> list[str]:
@@ -62,9 +70,10 @@ def _apportion(sizes: dict[str, int], fraction: float, capacity: dict[str, int],
 
 def assign_splits(families: dict[str, str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
                   holdout: set[str] = frozenset(), seed: int = 0) -> dict[str, str]:
-    """Scene name -> 'train' | 'val' | 'test', deterministic from ``seed``.
+    """Scene name -> 'train' | 'val' | 'test_seen' | 'holdout', deterministic from ``seed``.
 
-    Every non-held-out family keeps at least one scene in train (if train's fraction is > 0).
+    ``fractions`` (train, val, test_seen) apply to the non-held-out families; every such family
+    keeps at least one scene in train (if train's fraction is > 0).
     """
     total = sum(fractions)
     if total <= 0 or min(fractions) < 0:
@@ -73,7 +82,7 @@ def assign_splits(families: dict[str, str], fractions: tuple[float, float, float
     by_family: dict[str, list[str]] = {}
     for name, family in sorted(families.items()):
         by_family.setdefault(family, []).append(name)
-    split = {n: "test" for f in holdout for n in by_family.pop(f, [])}
+    split = {n: HOLDOUT for f in holdout for n in by_family.pop(f, [])}
     rng = np.random.default_rng(seed)
     sizes = {f: len(names) for f, names in by_family.items()}
     keep = 1 if train_f > 0 else 0
@@ -87,8 +96,32 @@ def assign_splits(families: dict[str, str], fractions: tuple[float, float, float
         shuffled = [names[i] for i in order]
         cut_val, cut_test = n_val[family], n_val[family] + n_test[family]
         for i, name in enumerate(shuffled):
-            split[name] = "val" if i < cut_val else "test" if i < cut_test else "train"
+            split[name] = "val" if i < cut_val else "test_seen" if i < cut_test else "train"
+    if val_f > 0 and "val" not in split.values():
+        _scene_level_val(split, families, val_f, seed)
     return split
+
+
+def _scene_level_val(split: dict[str, str], families: dict[str, str], val_f: float, seed: int) -> None:
+    """Move round(N * val) scenes (at least 1) from train to val when the per-family draw gave val
+    none (e.g. one scene per family, as real data named per scenario), so validation does not
+    silently vanish.  Scenes whose family keeps a training scene go first; one stays in train."""
+    pool = [n for n, s in split.items() if s != HOLDOUT]
+    train = [n for n in sorted(pool) if split[n] == "train"]
+    count = min(max(1, round(len(pool) * val_f)), len(train) - 1)
+    if count <= 0:
+        log.warning("split: %d training scene(s), none to spare for val; val is empty", len(train))
+        return
+    in_train = Counter(families[n] for n in train)
+    shuffled = [train[i] for i in np.random.default_rng([seed, 1]).permutation(len(train))]
+    chosen = sorted(sorted(shuffled, key=lambda n: in_train[families[n]] == 1)[:count])
+    for name in chosen:
+        split[name] = "val"
+        in_train[families[name]] -= 1
+    unseen = [n for n in chosen if in_train[families[n]] == 0]
+    log.warning("split: no family gave a scene to val (too few scenes per family); drew %d scene(s) for val at the "
+                "scene level: %s; %d of them of a family left with no training scene (val then measures "
+                "transfer to new families)", count, ", ".join(chosen), len(unseen))
 
 
 def build_rows(root: Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -104,6 +137,26 @@ def build_rows(root: Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.
     split = assign_splits({n: f for n, (f, _) in described.items()}, fractions, set(holdout), seed)
     return [{"video": (Path(n) / SCENE_SUBPATH).as_posix(), "prompt": described[n][1], "split": split[n]}
             for n in scenes]
+
+
+def seen_families(root: str | Path, metadata: str | Path, train_split: str = "train") -> set[str]:
+    """Families with a scene in ``train_split`` of the metadata CSV (none when it has no such rows)."""
+    return {describe_scene(Path(root), e.scene)[0] for e in read_metadata(metadata) if e.split == train_split}
+
+
+def describe_split(root: str | Path, metadata: str | Path, split: str, train_split: str = "train") -> str:
+    """What ``split`` holds relative to training, from the CSV itself (not from the split's name),
+    e.g. 'unseen scenes of seen families (split val, 3 scenes)'."""
+    seen = seen_families(root, metadata, train_split)
+    scenes = sorted({e.scene for e in read_metadata(metadata) if e.split == split})
+    n_seen = sum(describe_scene(Path(root), s)[0] in seen for s in scenes)
+    if n_seen == len(scenes):
+        what = "unseen scenes of seen families"
+    elif n_seen == 0:
+        what = "scenes of families never seen in training"
+    else:
+        what = f"{n_seen} scene(s) of seen families and {len(scenes) - n_seen} of families never seen in training"
+    return f"{what} (split {split}, {len(scenes)} scene{'' if len(scenes) == 1 else 's'})"
 
 
 def write_csv(rows: list[dict[str, str]], out: Path) -> None:

@@ -210,3 +210,45 @@ class MetricAccumulator:
         if self.depth:
             out["depth_valid_pixels"] = self.depth["n"]
         return out
+
+
+# ---------------------------------------------------------------- head outputs (one validation path)
+
+LOG_DEPTH_LIMIT = 10.0
+"""|log distance| a head's output is clamped to before exp: e^10 m is past any scene, and the clamp
+keeps an untrained head's metrics finite (exp of a large float32 log overflows to inf)."""
+
+HEAD_METRIC_ROWS = (
+    ("depth AbsRel", "depth_abs_rel", "median_depth_abs_rel", True),
+    ("depth delta<1.25", "depth_delta1", "median_depth_delta1", False),
+    ("depth RMSE(log)", "depth_rmse_log", "median_depth_rmse_log", True),
+    ("flow EPE all (px)", "flow_epe", "zero_flow_epe", True),
+    ("flow EPE moving (px)", "flow_epe_moving", "zero_flow_epe_moving", True),
+    ("flow outlier rate", "flow_outlier_rate", "zero_flow_outlier_rate", True),
+)
+"""(label, head key, baseline key, lower is better): the one table training validation prints and
+the evaluation reports (keys of `MetricAccumulator.compute`)."""
+
+
+def depth_from_log(log_depth: torch.Tensor) -> torch.Tensor:
+    """A head's log distance -> distance in metres (fp32), clamped to +-LOG_DEPTH_LIMIT first."""
+    return log_depth.float().clamp(-LOG_DEPTH_LIMIT, LOG_DEPTH_LIMIT).exp()
+
+
+def head_accumulator(moving_threshold: float, far: float) -> MetricAccumulator:
+    """The accumulator both training validation and the evaluation use (frame 0 has no flow target)."""
+    return MetricAccumulator(moving_threshold=moving_threshold, skip_first_frame=True, far=far)
+
+
+def add_head_outputs(accumulators: list[MetricAccumulator], flow: torch.Tensor, log_depth: torch.Tensor,
+                     target: dict) -> None:
+    """Add one batch of head outputs, flow (B, T, 2, H, W) px and log distance (B, T, H, W), scored
+    against ``target``'s flow / flow_valid / depth / depth_valid, to every accumulator.
+
+    The single place head outputs become metrics, so training validation and the evaluation cannot
+    drift apart (they once differed in whether log depth was clamped before exp).
+    """
+    depth = depth_from_log(log_depth)
+    for acc in accumulators:
+        acc.add_flow(flow.float(), target["flow"], target["flow_valid"])
+        acc.add_depth(depth, target["depth"], target["depth_valid"])

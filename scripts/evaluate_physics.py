@@ -1,7 +1,7 @@
 """Evaluate trained heads (stage 1) and the LoRA-tuned backbone (stage 2) on held-out scenes.
 
     python scripts/evaluate_physics.py --stage1 runs/stage1_demo/final [--stage2 runs/stage2_demo/final] \\
-        --root runs/scenes/demo --metadata metadata/demo.csv [--split test] [--model-dir DIR] \\
+        --root runs/scenes/demo --metadata metadata/demo.csv [--split holdout] [--model-dir DIR] \\
         [--out runs/eval] [--steps N --frames T --size S --seed K] [--max-scenes N]
 
 For every scene of the split (windows from frame 0):
@@ -13,6 +13,8 @@ For every scene of the split (windows from frame 0):
 3. physics: depth + flow lifted to 3D on GT, on the heads' predictions and on the heads run over the
    rollout: fitted g (m/s^2) vs the scene's g, free-fall residual, rest drift (m/s);
 4. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines.
+Scenes of families never seen in training and unseen scenes of seen families (a family is seen when
+the metadata's train split has a scene of it) are pooled and judged apart.
 Writes metrics.json, report.md, plots, contact_sheet_<model>.png and a self-contained gallery.html.
 Defaults for frames, stride and size come from the stage-1 run's config. Without --model-dir the
 stage-1 run's backbone is used (tiny preset: random seeded weights, runs on a CPU in minutes).
@@ -38,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--stage2", default="", help="stage-2 export directory (lora.safetensors + heads/)")
     ap.add_argument("--root", required=True, help="data root holding <scene>/env_0/0/0")
     ap.add_argument("--metadata", required=True, help="metadata CSV with video,prompt,split")
-    ap.add_argument("--split", default="test", help="split to evaluate (default: test = held-out families)")
+    ap.add_argument("--split", default="holdout",
+                    help="split to evaluate (default: holdout = the held-out families alone; test_seen = unseen "
+                         "scenes of seen families)")
     ap.add_argument("--model-dir", default="", help="local Wan2.2-TI2V-5B weights (default: the stage-1 run's)")
     ap.add_argument("--out", default="runs/eval", help="output directory (default: runs/eval)")
     ap.add_argument("--cache-dir", default="runs/cache", help="latent / text-context cache (default: runs/cache)")
@@ -62,11 +66,13 @@ def summary(payload: dict) -> str:
     """The pass/fail lines printed at the end."""
     lines = [(f"\nevaluated {len(payload['scenes'])} scene(s) of split {payload['args']['split']!r} "
               f"-> {payload['args']['out']}")]
-    for model, checks in payload["verdicts"].items():
-        for name, v in checks.items():
-            value = v["value"]
-            shown = "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
-            lines.append(f"  {model:<7} {name:<22} {shown:>10}  {'PASS' if v['pass'] else 'FAIL'}  ({v['rule']})")
+    for group in payload["groups"].values():
+        lines.append(f"{group['holds']} ({len(group['scenes'])}):")
+        for model, checks in group["verdicts"].items():
+            for name, v in checks.items():
+                value = v["value"]
+                shown = "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
+                lines.append(f"  {model:<7} {name:<22} {shown:>10}  {'PASS' if v['pass'] else 'FAIL'}  ({v['rule']})")
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@
         --holdout-families stack_topple,domino --seed 0
 
 Prompts come from each scene's scene.json (generated data) or from the scene name (real data:
-test_ball_collide -> "ball collide"). Held-out families go entirely to the test split.
+test_ball_collide -> "ball collide"). Splits: train, val and test_seen draw from every family not
+held out (val and test_seen are unseen scenes of seen families); held-out families go entirely to
+the holdout split, which then holds families never seen in training and nothing else.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, help="dataset root holding <scene>/env_0/0/0")
     ap.add_argument("--out", type=Path, required=True, help="CSV to write (folders are created)")
-    ap.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
-                    help="split fractions, normalised to sum 1 (default 0.8 0.1 0.1)")
-    ap.add_argument("--holdout-families", default="", help="comma-separated families sent wholly to test")
+    ap.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST_SEEN"),
+                    help="fractions of the non-held-out scenes, normalised to sum 1 (default 0.8 0.1 0.1)")
+    ap.add_argument("--holdout-families", default="", help="comma-separated families sent wholly to the holdout split")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     return ap.parse_args(argv)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from data.metadata_split import describe_split
 from heads.config import HeadConfig
 from heads.depth import DepthHead
 from heads.flow import MotionVectorHead
 from heads.io import load_heads
-from heads.metrics import MetricAccumulator
+from heads.metrics import HEAD_METRIC_ROWS, add_head_outputs, head_accumulator
 from stages.trainer.sections import HeadsConfig
 from world_model.presets import BackbonePreset
 
@@ -71,27 +72,34 @@ def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 
 @torch.no_grad()
 def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: float) -> dict[str, float]:
-    """Dataset-level head metrics with the trivial baselines beside them (zero flow, median depth)."""
-    accumulator = MetricAccumulator(moving_threshold=moving_threshold, skip_first_frame=True, far=far)
+    """Dataset-level head metrics with the trivial baselines beside them (zero flow, median depth),
+    through `heads.metrics.add_head_outputs`, as the evaluation computes them."""
+    accumulator = head_accumulator(moving_threshold, far)
     was_training = model.training
     model.eval()
     for batch in batches:
         flow, log_depth = model(taps_fn(batch), batch["rgb"])
-        accumulator.add_flow(flow.float(), batch["flow"], batch["flow_valid"])
-        accumulator.add_depth(log_depth.float().exp(), batch["depth"], batch["depth_valid"])
+        add_head_outputs([accumulator], flow, log_depth, batch)
     model.train(was_training)
     return accumulator.compute()
 
 
-def print_validation(metrics: dict[str, float]) -> None:
-    """Validation metrics beside the trivial baselines, the way the demo ends."""
-    rows = [("flow EPE (all)", "flow_epe", "zero_flow_epe"), ("flow EPE (moving)", "flow_epe_moving", "zero_flow_epe_moving"),
-            ("flow outliers", "flow_outlier_rate", "zero_flow_outlier_rate"), ("depth AbsRel", "depth_abs_rel", "median_depth_abs_rel"),
-            ("depth delta<1.25", "depth_delta1", "median_depth_delta1"), ("depth RMSE(log)", "depth_rmse_log", "median_depth_rmse_log")]
+def validation_holds(config) -> str:
+    """What a run's validation split holds relative to its training split, read from the metadata
+    (e.g. 'unseen scenes of seen families (split val, 2 scenes)'); '' without validation."""
+    run, data = config.run, config.data
+    return describe_split(data.root, data.metadata, run.val_split, run.train_split) if run.val_split else ""
+
+
+def print_validation(metrics: dict[str, float], holds: str = "") -> None:
+    """Validation metrics beside the trivial baselines, the way the demo ends; ``holds`` says what
+    the validation split is (`data.metadata_split.describe_split`)."""
     if not metrics:
         print("\nvalidation: none (run.val_split is empty or has no windows)")
         return
-    print(f"\n{'validation':<20}{'heads':>10}{'baseline':>10}   (baseline: zero flow / per-clip median depth)")
-    for label, ours, base in rows:
+    if holds:
+        print(f"\nvalidation: {holds}")
+    print(f"\n{'validation':<22}{'heads':>10}{'baseline':>10}   (baseline: zero flow / per-clip median depth)")
+    for label, ours, base, _ in HEAD_METRIC_ROWS:
         if ours in metrics:
-            print(f"{label:<20}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}")
+            print(f"{label:<22}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}")

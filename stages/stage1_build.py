@@ -18,7 +18,7 @@ from data.windows import FixedWindows
 from heads.io import save_heads
 from heads.losses import HeadLoss
 from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, check_budget, estimate_bytes
-from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate
+from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
 from stages.stage1_config import Stage1Config
 from stages.trainer import seed_everything
 from stages.trainer.assemble import make_train_run
@@ -52,7 +52,7 @@ class Stage1:
         """Nothing to record before stage 1."""
 
     def report(self, metrics: dict[str, float]) -> None:
-        print_validation(metrics)
+        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
 
     def export(self, final: Path) -> None:
         save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)

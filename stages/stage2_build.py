@@ -28,7 +28,7 @@ from stages.trainer.prefetch import to_device
 from data.windows import FixedWindows
 from stages.features import FeatureSource
 from stages.trainer.loop import TrainRun
-from stages.model import HeadPair, print_validation, validate
+from stages.model import HeadPair, print_validation, validate, validation_holds
 from stages.stage2_config import Stage2Config
 from world_model.features import dit_forward, make_noise, noisy_latents
 from world_model.flow_matching import flow_matching_loss, sigma_to_timestep
@@ -172,7 +172,7 @@ class Stage2:
             if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
                 pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
                 print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")
-        print_validation(metrics)
+        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
 
     def export(self, final: Path) -> None:
         model = self.run.unwrapped

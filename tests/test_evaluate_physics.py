@@ -1,10 +1,11 @@
-"""scripts/evaluate_physics.py end to end on generated held-out scenes with tiny stage-1 / stage-2
-exports: every output exists, metrics.json has every documented field, the gallery is
-self-contained with one section per scene, PNGs open; and inputs that cannot work fail clearly."""
+"""scripts/evaluate_physics.py end to end on generated scenes with tiny stage-1 / stage-2 exports: every
+output exists, metrics.json has every documented field, scenes of held-out and of seen families are
+pooled apart, the gallery is self-contained with one section per scene, PNGs open; and inputs that
+cannot work fail clearly."""
 
 from __future__ import annotations
 
-import csv
+import csv as csv_module
 import json
 import math
 import re
@@ -54,10 +55,25 @@ def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
 
 def _eval_args(generated_dataset, exports, out: Path, **extra) -> list[str]:
     root, csv = generated_dataset
-    values = {"--stage1": exports[0], "--stage2": exports[1], "--root": root, "--metadata": csv, "--split": "test",
+    values = {"--stage1": exports[0], "--stage2": exports[1], "--root": root, "--metadata": csv, "--split": "holdout",
               "--out": out, "--cache-dir": out.parent / "eval_cache", "--steps": 2, "--frames": 5, "--size": 64,
               "--cfg-scale": 1.0, "--max-scenes": 2, "--log-level": "WARNING", **extra}
     return [str(x) for kv in values.items() for x in kv if x != ""]
+
+
+def _mixed_split(csv: Path, out: Path) -> tuple[Path, list[str]]:
+    """The CSV with split 'mixed' = the first holdout scene and the first test_seen scene (what the
+    old 'test' split was: held-out and seen families together)."""
+    with csv.open(newline="") as handle:
+        rows = list(csv_module.DictReader(handle))
+    picked = [next(r for r in rows if r["split"] == split) for split in ("test_seen", "holdout")]
+    for row in picked:
+        row["split"] = "mixed"
+    with out.open("w", newline="") as handle:
+        writer = csv_module.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, [r["video"].split("/")[0] for r in picked]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +81,8 @@ def evaluation(generated_dataset, exports, tmp_path_factory) -> tuple[Path, dict
     from evaluate_physics import main
 
     out = tmp_path_factory.mktemp("eval") / "out"
-    payload = main(_eval_args(generated_dataset, exports, out))
+    mixed, _ = _mixed_split(generated_dataset[1], out.parent / "mixed.csv")
+    payload = main(_eval_args((generated_dataset[0], mixed), exports, out, **{"--split": "mixed"}))
     return out, payload
 
 
@@ -101,11 +118,11 @@ def test_every_output_exists_and_metrics_json_has_every_field(evaluation, export
     assert all((out / name).is_file() for name in metrics["outputs"]), metrics["outputs"]
     assert metrics["models"] == ["stage1", "stage2"]
     args = metrics["args"]
-    assert args["split"] == "test" and metrics["geometry"] == {"frames": 5, "stride": 2, "size": 64}
+    assert args["split"] == "mixed" and metrics["geometry"] == {"frames": 5, "stride": 2, "size": 64}
 
     # The scenes: --max-scenes distinct rows of the evaluated split, scene k seeded seed + k.
-    with open(generated_dataset[1], newline="") as handle:
-        split_rows = [row["video"] for row in csv.DictReader(handle) if row["split"] == args["split"]]
+    with open(out.parent / "mixed.csv", newline="") as handle:
+        split_rows = [row["video"] for row in csv_module.DictReader(handle) if row["split"] == args["split"]]
     assert len(metrics["scenes"]) == min(args["max_scenes"], len(split_rows)) == 2
     assert len({s["video"] for s in metrics["scenes"]}) == 2 and {s["video"] for s in metrics["scenes"]} <= set(split_rows)
     for k, scene in enumerate(metrics["scenes"]):
@@ -156,12 +173,39 @@ def test_every_output_exists_and_metrics_json_has_every_field(evaluation, export
             assert verdicts[part]["pass"] is (error is not None and error < constants["g_tolerance"]), part
         beats = overall["beats_baseline"]
         assert verdicts["heads_beat_baselines"]["value"] == overall["perception"]["depth_abs_rel"]
-        if verdicts["heads_beat_baselines"]["pass"]:  # (the rule may grow: EPE on all pixels too)
-            assert beats["depth_abs_rel"] and beats["flow_epe_moving"], beats
+        assert verdicts["heads_beat_baselines"]["pass"] is (
+            beats["depth_abs_rel"] and beats["flow_epe_moving"] and beats["flow_epe"]), beats
         perception = overall["perception"]
         assert beats["depth_abs_rel"] is (perception["depth_abs_rel"] < perception["median_depth_abs_rel"])
     report = (out / "report.md").read_text()
     assert "unseen" in report and "leakage" in report and ("PASS" in report or "FAIL" in report)
+
+
+def test_held_out_and_seen_families_are_pooled_apart(evaluation):
+    """One scene per group: each group's pooled numbers are exactly its scene's, the pooled-over-all
+    ones are neither, and the report has a section per group."""
+    from stages.evaluation.evaluate import GROUP_FIELDS
+
+    out, _ = evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    scenes = {s["scene"]: s for s in metrics["scenes"]}
+    seen = next(name for name in scenes if not name.startswith("stack_topple"))
+    assert sorted(scenes) == sorted([seen, "stack_topple_00000"])
+    assert (scenes["stack_topple_00000"]["family"], scenes["stack_topple_00000"]["group"]) == \
+        ("stack_topple", "held_out_families")
+    assert (scenes[seen]["family"], scenes[seen]["group"]) == (seen.rsplit("_", 1)[0], "seen_families")
+    groups = metrics["groups"]
+    assert list(groups) == ["held_out_families", "seen_families"]
+    for key, name in (("held_out_families", "stack_topple_00000"), ("seen_families", seen)):
+        assert set(GROUP_FIELDS) <= set(groups[key]) and groups[key]["scenes"] == [name]
+        for model in metrics["models"]:
+            pooled = groups[key]["overall"][model]["perception"]
+            assert pooled == scenes[name]["models"][model]["perception"]
+            assert pooled["flow_epe"] != metrics["overall"][model]["perception"]["flow_epe"]
+            assert set(groups[key]["verdicts"][model]) == set(metrics["verdicts"][model])
+    report = (out / "report.md").read_text()
+    assert "## Scenes of families never seen in training: 1 scene(s) (`held_out_families`)" in report
+    assert "## Unseen scenes of families seen in training: 1 scene(s) (`seen_families`)" in report
 
 
 def test_gallery_is_self_contained_with_one_section_per_scene(evaluation):
@@ -219,8 +263,8 @@ def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path
 def test_empty_split_and_bad_geometry_are_clear_errors(generated_dataset, exports, tmp_path):
     from evaluate_physics import main
 
-    with pytest.raises(SystemExit, match="no rows with split 'holdout'"):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--split": "holdout"}))
+    with pytest.raises(SystemExit, match="no rows with split 'nope'"):
+        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--split": "nope"}))
     with pytest.raises(SystemExit, match="multiple of 32"):
         main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--size": 80}))
     with pytest.raises(SystemExit, match="1 \\+ 4k"):

@@ -1,4 +1,4 @@
-"""Metadata CSV: prompts from scene.json or names, family-stratified and held-out splits."""
+"""Metadata CSV: prompts from scene.json or names, family-stratified and held-out splits, val for real data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data.metadata_split import assign_splits, build_rows
+from data.metadata_split import assign_splits, build_rows, describe_split, seen_families, write_csv
 from data.sim.prompts import family_from_name, prompt_from_name, prompt_from_scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,11 +50,11 @@ def test_stratified_split_is_deterministic_and_covers_families() -> None:
     assert split == assign_splits(families, seed=3)
     assert split != assign_splits(families, seed=4)
     counts = Counter(split.values())
-    assert counts == {"train": 28, "val": 3, "test": 3}  # round(34 * 0.1) each
+    assert counts == {"train": 28, "val": 3, "test_seen": 3}  # round(34 * 0.1) each
     for family in "abcd":
         assert any(s == "train" for n, s in split.items() if families[n] == family), family
     per_a = Counter(s for n, s in split.items() if families[n] == "a")
-    assert per_a == {"train": 16, "val": 2, "test": 2}
+    assert per_a == {"train": 16, "val": 2, "test_seen": 2}
 
 
 def test_small_families_still_give_val_and_test() -> None:
@@ -62,19 +62,23 @@ def test_small_families_still_give_val_and_test() -> None:
     families = {f"{f}_{i}": f for f in "abcdefgh" for i in range(2)}
     split = assign_splits(families, seed=0)
     counts = Counter(split.values())
-    assert counts["val"] >= 1 and counts["test"] >= 1
+    assert counts["val"] >= 1 and counts["test_seen"] >= 1
     for family in "abcdefgh":
         assert "train" in {s for n, s in split.items() if families[n] == family}
 
 
-def test_holdout_families_only_in_test(tmp_path: Path) -> None:
-    root = _fake_root(tmp_path, {"ball_collide": 6, "domino": 6, "ramp_roll": 5, "stack_topple": 4})
+def test_holdout_split_holds_held_out_families_alone(tmp_path: Path) -> None:
+    """The holdout split is the held-out families and nothing else; seen families' test scenes are
+    test_seen (the old 'test' split mixed both, so 'held out' scored seen families too)."""
+    root = _fake_root(tmp_path, {"ball_collide": 10, "domino": 6, "ramp_roll": 10, "stack_topple": 4})
     rows = build_rows(root, holdout={"domino", "stack_topple"}, seed=1)
-    by_family = {}
+    by_family: dict[str, set[str]] = {}
     for row in rows:
         by_family.setdefault(row["video"].split("/")[0].rsplit("_", 1)[0], set()).add(row["split"])
-    assert by_family["domino"] == {"test"} and by_family["stack_topple"] == {"test"}
-    assert all("train" in by_family[f] for f in ("ball_collide", "ramp_roll"))
+    assert by_family["domino"] == {"holdout"} and by_family["stack_topple"] == {"holdout"}
+    assert by_family["ball_collide"] == by_family["ramp_roll"] == {"train", "val", "test_seen"}
+    holdout = sorted(r["video"].split("/")[0] for r in rows if r["split"] == "holdout")
+    assert holdout == [f"domino_{i:05d}" for i in range(6)] + [f"stack_topple_{i:05d}" for i in range(4)]
     assert rows[0]["video"] == "ball_collide_00000/env_0/0/0"
     # Objects the template names (ball_a, ball_b) are missing: colours drop out, no crash.
     assert rows[0]["prompt"] == "A ball and a ball roll towards each other and collide on a checkered floor."
@@ -95,4 +99,62 @@ def test_cli_on_real_style_names(tmp_path: Path) -> None:
     assert [r["video"] for r in rows] == [f"{n}/env_0/0/0" for n in
                                           ("test_ball_collide", "test_domino", "test_roll_behind_box")]
     assert [r["prompt"] for r in rows] == ["ball collide", "domino", "roll behind box"]
-    assert [r["split"] for r in rows] == ["train", "test", "train"]
+    assert [r["split"] for r in rows] == ["train", "holdout", "train"]
+
+
+REAL_NAMES = ("test_ball_collide", "test_domino", "test_roll_behind_box", "test_ball_falls_in_box",
+              "test_pendulum_swing", "test_stack_topple")
+
+
+def test_one_scene_per_family_still_gets_val(caplog: pytest.LogCaptureFixture) -> None:
+    """Real-style names give one scene per family, so no family can spare one for val: the split
+    falls back to drawing val at the scene level (round(6 * 0.1) -> at least 1), with a warning."""
+    families = {name: family_from_name(name) for name in REAL_NAMES}
+    with caplog.at_level("WARNING", logger="data.metadata_split"):
+        split = assign_splits(families, seed=0)
+    assert Counter(split.values()) == {"train": 5, "val": 1}
+    assert split == assign_splits(families, seed=0)
+    assert "scene level" in caplog.text and "1 of them of a family left with no training scene" in caplog.text
+
+
+def test_scene_level_val_prefers_families_that_keep_a_training_scene(caplog: pytest.LogCaptureFixture) -> None:
+    """Two scenes of 'a' and one each of b, c: round(4 * 0.1) = 0 per-family, so val falls back to
+    one scene, taken from 'a' (which keeps the other in train), not from a family it would empty."""
+    families = {"a_0": "a", "a_1": "a", "b_0": "b", "c_0": "c"}
+    with caplog.at_level("WARNING", logger="data.metadata_split"):
+        split = assign_splits(families, seed=0)
+    assert sorted(n for n, s in split.items() if s == "val") in (["a_0"], ["a_1"])
+    assert "0 of them of a family left with no training scene" in caplog.text
+
+
+def test_single_scene_keeps_train_and_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="data.metadata_split"):
+        assert assign_splits({"test_domino": "domino"}) == {"test_domino": "train"}
+    assert "val is empty" in caplog.text
+
+
+def test_cli_writes_val_for_real_style_names(tmp_path: Path) -> None:
+    root = tmp_path / "real"
+    for name in REAL_NAMES:
+        (root / name / LEAF).mkdir(parents=True)
+    out = tmp_path / "real.csv"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_metadata.py"), str(root), "--out", str(out)],
+                          check=True, capture_output=True, text=True)
+    with out.open() as handle:
+        assert Counter(r["split"] for r in csv.DictReader(handle)) == {"train": 5, "val": 1}
+    assert "WARNING" in done.stderr and "scene level" in done.stderr
+
+
+def test_describe_split_says_what_a_split_holds(tmp_path: Path) -> None:
+    """The printed validation label comes from the CSV: which families of a split were trained on."""
+    root = _fake_root(tmp_path / "scenes", {"ball_collide": 10, "ramp_roll": 10, "stack_topple": 3})
+    rows = build_rows(root, holdout={"stack_topple"}, seed=0)
+    rows.append({"video": f"stack_topple_00000/{LEAF.as_posix()}", "prompt": "p", "split": "mixed"})
+    rows.append({"video": f"ramp_roll_00000/{LEAF.as_posix()}", "prompt": "p", "split": "mixed"})
+    csv_path = tmp_path / "meta.csv"
+    write_csv(rows, csv_path)
+    assert seen_families(root, csv_path) == {"ball_collide", "ramp_roll"}
+    assert describe_split(root, csv_path, "val") == "unseen scenes of seen families (split val, 2 scenes)"
+    assert describe_split(root, csv_path, "holdout") == "scenes of families never seen in training (split holdout, 3 scenes)"
+    assert describe_split(root, csv_path, "mixed") == ("1 scene(s) of seen families and 1 of families never seen in "
+                                                       "training (split mixed, 2 scenes)")

@@ -108,6 +108,8 @@ def test_the_launcher_gives_a_cpu_run_every_core_and_honours_pwm_paths(generated
     assert f"process 0 of 1 on cpu ({len(os.sched_getaffinity(0))} CPU threads)" in proc.stderr, proc.stderr[-3000:]
     assert (tmp_path / "run" / "final" / "heads.safetensors").is_file() and (tmp_path / "cache").is_dir()
     assert "samples_per_s=" in proc.stderr, "the progress bar shows the throughput"
+    # The printed validation says what it is on (generated_dataset: 14 scenes of 7 seen families).
+    assert "validation: unseen scenes of seen families (split val, 1 scene)" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_nan_losses_are_skipped_then_stop_the_run(generated_dataset, tmp_path, monkeypatch):

@@ -21,8 +21,9 @@ class EvalConfig:
     """Metadata CSV (video,prompt,split)."""
     stage2: str = ""
     """Stage-2 export directory (lora.safetensors + heads/); empty = evaluate the base model only."""
-    split: str = "test"
-    """Metadata split to evaluate; make_metadata --holdout-families puts unseen families in 'test'."""
+    split: str = "holdout"
+    """Metadata split to evaluate; make_metadata --holdout-families puts the held-out families, and
+    nothing else, in 'holdout' ('test_seen': unseen scenes of seen families)."""
     model_dir: str = ""
     """Local Wan2.2-TI2V-5B weights; empty = the weights the stage-1 run used (tiny: random, seeded)."""
     out: str = "runs/eval"

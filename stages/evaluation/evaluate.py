@@ -1,5 +1,7 @@
 """The evaluation loop: for each model (base backbone + stage-1 heads; LoRA-fused backbone + stage-2
-heads) and each held-out scene, perception on GT, a TI2V rollout, heads on the rollout, physics.
+heads) and each scene of the split, perception on GT, a TI2V rollout, heads on the rollout, physics.
+Scenes of families never seen in training and unseen scenes of seen families are pooled apart
+(metrics.json "groups"): the two answer different questions and must not be averaged together.
 
 Models run one after the other because fusing the LoRA changes the shared DiT in place; the
 rollout seeds (config.seed + scene index) are the same for both. Everything measured goes into
@@ -19,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from data.dataset import SimPhysicsDataset
+from data.metadata_split import describe_scene, seen_families
 from data.scene_meta import read_scene_meta
+from heads.metrics import depth_from_log
 from heads.video_metrics import mean_metrics
 from stages.evaluation import checkpoints as ck
 from stages.evaluation import gallery, perception, report, rollout, timebase
@@ -31,9 +35,14 @@ from stages.features import FeatureSource
 log = logging.getLogger(__name__)
 
 METRICS_FIELDS = ("args", "geometry", "backbone", "device", "checkpoints", "models", "scenes", "overall",
-                  "verdicts", "constants", "notes", "outputs", "seconds")
-"""Top-level fields of metrics.json."""
-SCENE_FIELDS = ("scene", "video", "prompt", "g_scene", "physics_gt", "coherence_gt", "models")
+                  "verdicts", "groups", "constants", "notes", "outputs", "seconds")
+"""Top-level fields of metrics.json; "overall" and "verdicts" pool every scene evaluated."""
+GROUPS = (("held_out_families", "scenes of families never seen in training"),
+          ("seen_families", "unseen scenes of families seen in training"))
+"""(key, what it holds) of metrics.json["groups"]: a family is seen when the metadata's training split
+(the stage-1 run's run.train_split) has a scene of it.  Each present group has GROUP_FIELDS."""
+GROUP_FIELDS = ("holds", "scenes", "overall", "verdicts")
+SCENE_FIELDS = ("scene", "video", "prompt", "family", "group", "g_scene", "physics_gt", "coherence_gt", "models")
 """Fields of each entry of metrics.json["scenes"]; "models" maps model name -> SCENE_MODEL_FIELDS."""
 SCENE_MODEL_FIELDS = ("seed", "perception", "beats_baseline", "prediction", "physics_heads", "coherence_heads",
                       "physics_generated", "coherence_generated")
@@ -43,8 +52,9 @@ OVERALL_FIELDS = ("perception", "beats_baseline", "prediction", "physics_heads",
 VERDICT_FIELDS = ("heads_beat_baselines", "physics_heads", "physics_generated", "temporal_coherence")
 """Pass/fail heuristics per model in metrics.json["verdicts"][model]: each {value, rule, pass}."""
 NOTES = (
-    ("Held-out means unseen scenario families: the split's families were never seen in training "
-     "(make_metadata --holdout-families); new seeds of a seen family score like training data."),
+    ("Held-out means unseen scenario families: 'held_out_families' scenes belong to families with no scene "
+     "in the training split (make_metadata --holdout-families puts them in the 'holdout' split); "
+     "'seen_families' scenes are new seeds of trained families and score like training data."),
     "Scoring models trained on Physics-IQ-like scenes on Physics-IQ itself risks leakage.",
     ("Rollouts, physics and coherence use the ground truth resampled to the backbone's frame rate (nearest "
      "simulator frame in time, true frame times kept); perception metrics use the training window."),
@@ -66,6 +76,8 @@ class Context:
     moving_threshold: float
     far: float
     downsample: int
+    families: list[tuple[str, str]] = field(default_factory=list)
+    """(family, group) of each ref."""
     scenes: list[dict] = field(default_factory=list)
     visuals: dict = field(default_factory=dict)
 
@@ -74,13 +86,15 @@ def _scene_gt(ctx: Context, k: int, sample: dict, g: float, kin: dict, masks: di
     """Record the ground truth's own physics, coherence and frame strips once per scene."""
     if len(ctx.scenes) > k:
         return
-    ctx.scenes.append({"scene": sample["scene"], "video": sample["video"], "prompt": sample["prompt"], "g_scene": g,
+    family, group = ctx.families[k]
+    ctx.scenes.append({"scene": sample["scene"], "video": sample["video"], "prompt": sample["prompt"],
+                       "family": family, "group": group, "g_scene": g,
                        "physics_gt": phys.residuals(kin, sample["down_cam"][None], g, masks["free"], masks["static"]),
                        "coherence_gt": phys.coherence(sample["rgb"], sample["flow"], masks["moving"]), "models": {}})
     ctx.visuals[sample["scene"]] = gallery.scene_visuals(sample)
 
 
-def _scene_model(ctx: Context, name: str, pair, k: int, overall_acc) -> None:
+def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
     """One scene under one model: perception, rollout, heads on the rollout, physics, coherence."""
     c, ref = ctx.config, ctx.refs[k]
     sample = ctx.windows.base.load_window(ref.scene_index, ctx.windows.frames(ref))
@@ -90,15 +104,17 @@ def _scene_model(ctx: Context, name: str, pair, k: int, overall_acc) -> None:
     kin, masks = phys.gt_physics(timed, g)
     masks["moving"] = phys.motion_support(timed, ctx.moving_threshold)
     _scene_gt(ctx, k, timed, g, kin, masks)
-    flow, depth = perception.predict(pair, ctx.source, sample["rgb"], sample["prompt"])
+    flow, log_depth = perception.predict(pair, ctx.source, sample["rgb"], sample["prompt"])
     scene_acc = perception.new_accumulator(ctx.moving_threshold, ctx.far)
-    perception.add([scene_acc, overall_acc], flow, depth, sample)
+    perception.add([scene_acc, *pooled], flow, log_depth, sample)
     if not torch.equal(timed["steps"], sample["steps"]):  # heads on the GT frames of the rollout's time base
-        flow, depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
+        flow, log_depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
+    depth = depth_from_log(log_depth)
     seed = c.seed + k
     generated = rollout.generate(ctx.pipe, timed["rgb"][0], sample["prompt"], seed=seed, frames=ctx.geometry.frames,
                                  steps=c.steps, cfg_scale=c.cfg_scale)
-    gen_flow, gen_depth = perception.predict(pair, ctx.source, generated, sample["prompt"])
+    gen_flow, gen_log_depth = perception.predict(pair, ctx.source, generated, sample["prompt"])
+    gen_depth = depth_from_log(gen_log_depth)
     metrics = scene_acc.compute()
     ctx.scenes[k]["models"][name] = {
         "seed": seed, "perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
@@ -118,8 +134,8 @@ def _coherence_overall(records: list[dict]) -> dict[str, float]:
     return {"coherent_frames": share, "warp_l1_mean": warp, "frames_scored": frames}
 
 
-def _overall(ctx: Context, name: str, acc) -> dict:
-    per = [s["models"][name] for s in ctx.scenes]
+def _overall(scenes: list[dict], name: str, acc) -> dict:
+    per = [s["models"][name] for s in scenes]
     metrics = acc.compute()
     return {"perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
             "prediction": mean_metrics([p["prediction"] for p in per]),
@@ -129,11 +145,19 @@ def _overall(ctx: Context, name: str, acc) -> dict:
             "coherence_generated": _coherence_overall([p["coherence_generated"] for p in per])}
 
 
+def _gt_overall(scenes: list[dict]) -> dict:
+    return {"physics": phys.pooled_g([s["physics_gt"] for s in scenes]),
+            "coherence": _coherence_overall([s["coherence_gt"] for s in scenes])}
+
+
 def _verdicts(overall: dict) -> dict:
+    """Pass/fail per model; the heads must beat zero flow on all pixels too, not only on moving ones
+    (a head can win on moving pixels while being worse overall)."""
     beats = overall["beats_baseline"]
     value = overall["perception"].get("depth_abs_rel", math.nan)
-    return {"heads_beat_baselines": phys.verdict(value, beats["depth_abs_rel"] and beats["flow_epe_moving"],
-                                                 "depth AbsRel < median-depth baseline and flow EPE (moving) < zero flow"),
+    passed = beats["depth_abs_rel"] and beats["flow_epe_moving"] and beats["flow_epe"]
+    rule = "depth AbsRel < median-depth baseline; flow EPE (moving) and flow EPE (all) < zero flow's"
+    return {"heads_beat_baselines": phys.verdict(value, passed, rule),
             "physics_heads": phys.g_verdict(overall["physics_heads"]),
             "physics_generated": phys.g_verdict(overall["physics_generated"]),
             "temporal_coherence": phys.coherence_verdict(overall["coherence_generated"]["coherent_frames"])}
@@ -158,12 +182,37 @@ def _setup(config: EvalConfig) -> tuple[Context, dict, dict]:
                    width=geometry.size, window=window, hflip_prob=0.0)
     windows = FixedWindows(SimPhysicsDataset(data, split=config.split, train=False), per_scene=1)
     refs = windows.refs[: config.max_scenes or None]
+    families = _families(windows, refs, config, trained.run.train_split)
     source = FeatureSource(backbone, device, config.cache_dir)
     ctx = Context(config=config, geometry=geometry, windows=windows, refs=refs, source=source,
                   pipe=rollout.build_pipeline(source), moving_threshold=trained.loss.moving_threshold,
-                  far=trained.loss.depth_far, downsample=rollout.iq_downsample(config.iq_downsample, geometry.size))
+                  far=trained.loss.depth_far, downsample=rollout.iq_downsample(config.iq_downsample, geometry.size),
+                  families=families)
     hashes = {"stage1": ck.sha256_files(stage1), **({"stage2": ck.sha256_files(stage2)} if stage2 else {})}
     return ctx, pairs, {"hashes": hashes, "backbone": asdict(backbone), "device": str(device)}
+
+
+def _families(windows: FixedWindows, refs: list, config: EvalConfig, train_split: str) -> list[tuple[str, str]]:
+    """(family, group) of each evaluated scene; seen = a scene of it is in the metadata's train split."""
+    seen = seen_families(config.root, config.metadata, train_split)
+    if not seen:
+        log.warning("%s has no rows in the training split %r: every scene counts as a held-out family",
+                    config.metadata, train_split)
+    families = [describe_scene(Path(config.root), windows.base.entries[r.scene_index].scene)[0] for r in refs]
+    return [(f, GROUPS[1][0] if f in seen else GROUPS[0][0]) for f in families]
+
+
+def _groups(ctx: Context, models: list[str], accs: dict) -> dict:
+    """metrics.json["groups"]: per present group, its scenes pooled per model, the GT, and verdicts."""
+    out = {}
+    for key, holds in GROUPS:
+        scenes = [s for s in ctx.scenes if s["group"] == key]
+        if scenes:
+            overall = {m: _overall(scenes, m, accs[m][key]) for m in models}
+            out[key] = {"holds": holds, "scenes": [s["scene"] for s in scenes],
+                        "overall": {**overall, "gt": _gt_overall(scenes)},
+                        "verdicts": {m: _verdicts(overall[m]) for m in models}}
+    return out
 
 
 def run_evaluation(config: EvalConfig) -> dict:
@@ -172,22 +221,22 @@ def run_evaluation(config: EvalConfig) -> dict:
 
     started = time.perf_counter()
     ctx, pairs, info = _setup(config)
-    overall, verdicts = {}, {}
+    overall, verdicts, accs = {}, {}, {}
     for name, (pair, where) in pairs.items():
         if name == "stage2":
             load_lora_into_dit(ctx.source.backbone.dit, where / ck.LORA_NAME, pipe=ctx.pipe)
-        acc = perception.new_accumulator(ctx.moving_threshold, ctx.far)
+        accs[name] = {key: perception.new_accumulator(ctx.moving_threshold, ctx.far) for key in ("all", *dict(GROUPS))}
         for k in tqdm(range(len(ctx.refs)), desc=f"evaluate {name}", unit="scene"):
-            _scene_model(ctx, name, pair, k, acc)
-        overall[name] = _overall(ctx, name, acc)
+            _scene_model(ctx, name, pair, k, [accs[name]["all"], accs[name][ctx.families[k][1]]])
+        overall[name] = _overall(ctx.scenes, name, accs[name]["all"])
         verdicts[name] = _verdicts(overall[name])
-    overall["gt"] = {"physics": phys.pooled_g([s["physics_gt"] for s in ctx.scenes]),
-                     "coherence": _coherence_overall([s["coherence_gt"] for s in ctx.scenes])}
+    overall["gt"] = _gt_overall(ctx.scenes)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"args": asdict(config), "geometry": asdict(ctx.geometry), "backbone": info["backbone"],
                "device": info["device"], "checkpoints": info["hashes"], "models": list(pairs),
-               "scenes": ctx.scenes, "overall": overall, "verdicts": verdicts, "notes": list(NOTES),
+               "scenes": ctx.scenes, "overall": overall, "verdicts": verdicts,
+               "groups": _groups(ctx, list(pairs), accs), "notes": list(NOTES),
                "constants": {"warp_l1_max": phys.WARP_L1_MAX, "coherence_pass": phys.COHERENCE_PASS,
                              "g_tolerance": phys.G_TOLERANCE, "min_speed_m_s": phys.MIN_SPEED,
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,

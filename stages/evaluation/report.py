@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from stages.evaluation.perception import PERCEPTION_ROWS
+from heads.metrics import HEAD_METRIC_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ SCENE_BARS = (
     ("fitted g (heads on rollout)", lambda r: r["physics_generated"]["g_fit"], "m/s^2"),
     ("rest drift (heads on rollout)", lambda r: r["physics_generated"]["rest_drift"], "m/s"),
 )
+GROUP_LABELS = {"held_out_families": "held-out families", "seen_families": "seen families"}
+"""Short names of metrics.json["groups"] keys in tables."""
 PHYSICS_ROWS = (("fitted g", "g_fit", "m/s^2"), ("|g_fit - g| / g", "g_rel_error", ""),
                 ("free-fall residual", "free_fall_residual", "m/s^2"), ("free-fall pixels", "free_fall_px", ""),
                 ("rest drift", "rest_drift", "m/s"))
@@ -60,22 +62,29 @@ def scene_bars(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _table_rows(payload: dict) -> list[list[str]]:
+def _model_rows(overall: dict, models: list[str]) -> list[list[str]]:
+    """[model, metric, heads, baseline] rows of one pooled group: perception, then rollout metrics."""
     rows = []
-    for model in payload["models"]:
-        o = payload["overall"][model]
-        for label, ours, base, _ in PERCEPTION_ROWS:
+    for model in models:
+        o = overall[model]
+        for label, ours, base, _ in HEAD_METRIC_ROWS:
             rows.append([model, label, fmt(o["perception"].get(ours)), fmt(o["perception"].get(base))])
         for key in ("spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou", "mse"):
             rows.append([model, f"rollout {key}", fmt(o["prediction"][key]), ""])
     return rows
 
 
+def _table_rows(payload: dict) -> list[list[str]]:
+    """[scenes, model, metric, heads, baseline]: each family group apart, never pooled together."""
+    return [[GROUP_LABELS[key], *row] for key, group in payload["groups"].items()
+            for row in _model_rows(group["overall"], payload["models"])]
+
+
 def table_figure(payload: dict, path: Path) -> None:
     rows = _table_rows(payload)
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 0.8))
     ax.axis("off")
-    table = ax.table(cellText=rows, colLabels=["model", "metric", "value", "baseline"], loc="center")
+    table = ax.table(cellText=rows, colLabels=["scenes", "model", "metric", "value", "baseline"], loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     fig.tight_layout()
@@ -120,6 +129,35 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def _group_section(key: str, group: dict, payload: dict) -> list[str]:
+    """Pass/fail, perception, physics and coherence of one family group (metrics.json["groups"])."""
+    lines = [f"## {group['holds'][0].upper()}{group['holds'][1:]}: {len(group['scenes'])} scene(s) (`{key}`)", "",
+             "### Pass / fail (heuristics)", "", "| model | check | value | rule | result |", "|---|---|---|---|---|"]
+    for model, checks in group["verdicts"].items():
+        lines += [f"| {model} | {name} | {fmt(v['value'])} | {cell(v['rule'])} | {'PASS' if v['pass'] else 'FAIL'} |"
+                  for name, v in checks.items()]
+    lines += ["", "### Perception on ground-truth windows (pixel-weighted over scenes)", "",
+              "| model | metric | heads | baseline |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in _model_rows(group["overall"], payload["models"])]
+    lines += ["", ("Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
+                   "MSE is better) between the generated continuation and the ground-truth window."), "",
+              "### Physics residuals (depth + flow lifted to 3D)", "",
+              "| source | " + " | ".join(cell(f"{label}{f' ({u})' if u else ''}") for label, _, u in PHYSICS_ROWS) + " |",
+              "|---|" + "---|" * len(PHYSICS_ROWS)]
+    overall = group["overall"]
+    sources = [("ground truth", overall["gt"]["physics"])]
+    for model in payload["models"]:
+        sources += [(f"{model} heads on GT", overall[model]["physics_heads"]),
+                    (f"{model} heads on rollout", overall[model]["physics_generated"])]
+    lines += [f"| {name} | " + " | ".join(fmt(p.get(k)) for _, k, _ in PHYSICS_ROWS) + " |" for name, p in sources]
+    c = payload["constants"]
+    lines += ["", f"Temporal coherence: share of frames whose flow-warp L1 is <= {c['warp_l1_max']} "
+              f"(GT flow on GT frames: {fmt(overall['gt']['coherence']['coherent_frames'])}; "
+              + "; ".join(f"{m} heads on rollout: {fmt(overall[m]['coherence_generated']['coherent_frames'])}"
+                          for m in payload["models"]) + ").", ""]
+    return lines
+
+
 def markdown(payload: dict, curves: bool) -> str:
     a, g = payload["args"], payload["geometry"]
     lines = [f"# Physics evaluation: split `{a['split']}`, {len(payload['scenes'])} scene(s)", "",
@@ -127,36 +165,17 @@ def markdown(payload: dict, curves: bool) -> str:
              (f"Backbone `{payload['backbone']['preset']}` ({payload['backbone']['model_dir'] or 'random weights'}), "
               f"device {payload['device']}; windows {g['frames']} frames at stride {g['stride']}, "
               f"{g['size']}x{g['size']}; rollouts {a['steps']} steps, cfg {a['cfg_scale']}, seeds {a['seed']}+scene "
-              "index."), "",
-             "## Pass / fail (heuristics)", "", "| model | check | value | rule | result |", "|---|---|---|---|---|"]
-    for model, checks in payload["verdicts"].items():
-        lines += [f"| {model} | {name} | {fmt(v['value'])} | {cell(v['rule'])} | {'PASS' if v['pass'] else 'FAIL'} |"
-                  for name, v in checks.items()]
-    lines += ["", "## Perception on ground-truth windows (pixel-weighted over scenes)", "",
-              "| model | metric | heads | baseline |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(row)} |" for row in _table_rows(payload)]
-    lines += ["", ("Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
-                   "MSE is better) between the generated continuation and the ground-truth window."), "",
-              "## Physics residuals (depth + flow lifted to 3D)", "",
-              "| source | " + " | ".join(cell(f"{label}{f' ({u})' if u else ''}") for label, _, u in PHYSICS_ROWS) + " |",
-              "|---|" + "---|" * len(PHYSICS_ROWS)]
-    sources = [("ground truth", payload["overall"]["gt"]["physics"])]
-    for model in payload["models"]:
-        sources += [(f"{model} heads on GT", payload["overall"][model]["physics_heads"]),
-                    (f"{model} heads on rollout", payload["overall"][model]["physics_generated"])]
-    lines += [f"| {name} | " + " | ".join(fmt(p.get(key)) for _, key, _ in PHYSICS_ROWS) + " |" for name, p in sources]
-    c = payload["constants"]
-    lines += ["", f"Temporal coherence: share of frames whose flow-warp L1 is <= {c['warp_l1_max']} "
-              f"(GT flow on GT frames: {fmt(payload['overall']['gt']['coherence']['coherent_frames'])}; "
-              + "; ".join(f"{m} heads on rollout: {fmt(payload['overall'][m]['coherence_generated']['coherent_frames'])}"
-                          for m in payload["models"]) + ").", "",
-              "## Per scene", "", "| scene | model | AbsRel | EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |",
-              "|---|---|---|---|---|---|---|"]
+              "index."), ""]
+    for key, group in payload["groups"].items():
+        lines += _group_section(key, group, payload)
+    lines += ["## Per scene", "", "| scene | family | scenes | model | AbsRel | EPE moving (px) | ST-IoU | g_fit heads | "
+              "g_fit rollout |", "|---|---|---|---|---|---|---|---|---|"]
     for s in payload["scenes"]:
         for m, r in s["models"].items():
-            lines.append(f"| {s['scene']} | {m} | {fmt(r['perception'].get('depth_abs_rel'))} | "
-                         f"{fmt(r['perception'].get('flow_epe_moving'))} | {fmt(r['prediction']['spatiotemporal_iou'])} | "
-                         f"{fmt(r['physics_heads']['g_fit'])} | {fmt(r['physics_generated']['g_fit'])} |")
+            lines.append(f"| {s['scene']} | {s['family']} | {GROUP_LABELS[s['group']]} | {m} | "
+                         f"{fmt(r['perception'].get('depth_abs_rel'))} | {fmt(r['perception'].get('flow_epe_moving'))} | "
+                         f"{fmt(r['prediction']['spatiotemporal_iou'])} | {fmt(r['physics_heads']['g_fit'])} | "
+                         f"{fmt(r['physics_generated']['g_fit'])} |")
     lines += ["", "![per scene](per_scene.png)", "", "![metrics](metrics_table.png)", ""]
     lines += ["![training curves](training_curves.png)", ""] if curves else ["(no metrics.jsonl next to the stage exports)", ""]
     lines += [f"Contact sheets: {', '.join(f'contact_sheet_{m}.png' for m in payload['models'])}; gallery: gallery.html.", ""]
