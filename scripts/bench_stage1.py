@@ -31,12 +31,11 @@ PHASES = ("data", "encode", "backbone", "heads_fwd_bwd", "optimizer")
 def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
     """Run ``warmup + steps`` optimizer steps of one path in this process; per-step ms by phase."""
     import torch
-    from stages.trainer.backend import make_accelerator
 
+    from stages.stage1 import Stage1Config, build_stage1
     from stages.trainer import load_config
+    from stages.trainer.backend import make_accelerator
     from stages.trainer.loop import batch_stream, optimizer_step
-    from stages.stage1_build import build_stage1
-    from stages.stage1_config import Stage1Config
 
     config = load_config(Stage1Config, REPO / "stages/configs/stage1_demo.toml",
                          [*overrides, f"features.mode={path}", "run.val_split=", "optim.max_steps=100000"])

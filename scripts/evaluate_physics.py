@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.errors import DataFormatError
-from stages.evaluation.config import EvalConfig, EvaluationError
+from stages.evaluation.eval_config import EvalConfig, EvaluationError
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:

@@ -19,10 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
 from heads.losses import depth_loss, flow_loss
-from stages.trainer.tracking import PhaseTimer, synchronize
 from stages.model import HeadPair
 from stages.model import build_heads as build_stage_heads
 from stages.trainer.sections import HeadsConfig
+from stages.trainer.tracking import PhaseTimer, synchronize
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder

@@ -5,7 +5,12 @@
 Usually started through stages/stage1_heads.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
 A run resumes from its newest checkpoint by default; ``--resume none|latest|PATH`` chooses.
+
+The recipe in one file: its config (``Stage1Config``), how a run is built from it (features
+cached or online, data, heads, optimizer: ``build_stage1``) and its loss (``heads_loss``, which
+the benchmarks time too).  The machinery it shares with stage 2 is in stages/trainer.
 """
+# ruff: noqa: E402  (the repository goes on sys.path before the project imports)
 
 from __future__ import annotations
 
@@ -14,17 +19,188 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stages.stage1_config import Stage1Config  # noqa: E402
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.dataset import DataConfig, SimPhysicsDataset
+from data.windows import FixedWindows
+from heads.io import save_heads
+from heads.losses import HeadLoss, LossConfig
+from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, check_budget, estimate_bytes
+from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
+from stages.trainer import seed_everything
+from stages.trainer.assemble import make_train_run
+from stages.trainer.loop import TrainRun
+from stages.trainer.preemption import Preempted, StopRequest
+from stages.trainer.prefetch import to_device
+from stages.trainer.runner import run_entry, run_script
+from stages.trainer.sections import (
+    BackboneConfig,
+    CheckpointConfig,
+    EMAConfig,
+    FeatureConfig,
+    GuardConfig,
+    HeadsConfig,
+    LogConfig,
+    OptimConfig,
+    RunConfig,
+)
+from world_model.presets import get_preset
+
+
+@dataclass
+class Stage1Config:
+    """Stage 1: heads on tapped features of the frozen WAN backbone (see stages/configs/*.toml)."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    """Output directory, seed, batching and validation cadence."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data root, metadata CSV, window size/stride, resize and augmentation."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """Backbone preset and weights, feature extraction timestep/noise/taps."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    """Cached or online features, cache location and budget."""
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    """Head architecture knobs."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Flow/depth loss weights and thresholds."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW, clipping, accumulation and warmup + cosine schedule."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint cadence, retention and resume."""
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    """EMA of the head weights (used for validation and the final export when enabled)."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """Non-finite loss handling."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Tracking backend and cadence."""
+
+    def __post_init__(self) -> None:
+        if self.features.mode == "cached" and (self.data.hflip_prob > 0):
+            raise ValueError("features.mode=cached stores features of fixed, un-augmented windows; "
+                             "set data.hflip_prob=0 or use features.mode=online")
+
+
+log = logging.getLogger(__name__)
+
+
+def heads_loss(model: HeadPair, head_loss: HeadLoss, taps: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict]:
+    """Stage 1's loss of one batch: both heads on the tapped grids (and the batch's RGB, for all
+    frames or its supervised ones), scored against the batch's targets.  Training and the
+    benchmarks both run it."""
+    flow, log_depth = model(taps, *head_inputs(batch))
+    return head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"], batch["depth_valid"],
+                     frame_index=batch.get("frame_index"))
+
+
+@dataclass
+class Stage1:
+    """A built stage-1 run: the generic TrainRun plus what the recipe needs to compute losses."""
+
+    run: TrainRun
+    loss_fn: Callable
+    val_batches: Callable[[], list[dict]] | None
+    taps_fn: Callable[[dict], list[torch.Tensor]]
+    source: FeatureSource | None
+
+    def validate(self) -> dict[str, float]:
+        """Head metrics beside the trivial baselines on the validation windows."""
+        if self.val_batches is None:
+            return {}
+        device, loss = self.run.accelerator.device, self.run.config.loss
+        batches = (to_device(b, device) for b in self.val_batches())
+        return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far)
+
+    def before_training(self) -> None:
+        """Nothing to record before stage 1."""
+
+    def report(self, metrics: dict[str, float]) -> None:
+        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
+
+    def export(self, final: Path) -> None:
+        save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)
+
+
+def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: FeatureSource, accelerator,
+            per_scene: int, repeat: int, train: bool) -> CachedFeatureWindows:
+    """Fixed windows with features computed once, sharded over processes, then shared by all.
+
+    With ``window.supervised_frames`` K > 0, training windows supervise K random frames each and
+    skip the whole-window RGB (only the backbone, which the cached path never runs, reads it).
+    """
+    supervised = config.data.window.supervised_frames if train else 0
+    windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
+                           video=not supervised)
+    cache = FeatureCache(config.features.cache_dir, windows, source)
+    data = config.data
+    needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
+    with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/trainer/preemption.py)
+        if accelerator.is_main_process:
+            log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
+                     len(cache.missing()), needed / 1e9)
+            check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
+        accelerator.wait_for_everyone()
+        written = cache.build(source, accelerator.process_index, accelerator.num_processes,
+                              accelerator.is_local_main_process, should_stop=lambda: stop.received)
+    if stop.received:
+        log.warning("SIGTERM: stopped building the feature cache (this rank wrote %d windows); run the same "
+                    "command to continue it", written)
+        raise Preempted()
+    accelerator.wait_for_everyone()
+    return CachedFeatureWindows(windows, cache)
+
+
+def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, Dataset | None]:
+    run, online = config.run, config.features.mode == "online"
+    train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed)
+    val_base = SimPhysicsDataset(config.data, split=run.val_split, train=False) if run.val_split else None
+    if online:
+        return train_base, (FixedWindows(val_base, 1) if val_base else None)
+    train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat,
+                    train=True)
+    val = _cached(val_base, config, source, accelerator, 1, 1, train=False) if val_base else None
+    return train, val
+
+
+def build_stage1(config: Stage1Config, accelerator) -> Stage1:
+    """Everything training needs (the runner writes the resolved config once resume has succeeded)."""
+    seed_everything(config.run.seed)
+    preset = get_preset(config.backbone.preset)
+    # Heads first, straight after seeding: their initialisation must not depend on the cache state.
+    model = build_heads(config.heads, preset, len(preset.taps(tuple(config.backbone.taps) or None)))
+    source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)
+    train_set, val_set = _datasets(config, source, accelerator)
+    if config.features.mode == "cached":
+        source.release_encoders()
+        source = None  # the cached path never touches the backbone again
+    return _assemble(config, accelerator, model, train_set, val_set, source)
+
+
+def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val_set, source) -> Stage1:
+    run = make_train_run(config, accelerator, model, train_set)
+    model = run.model
+    head_loss = HeadLoss(config.loss)
+
+    def taps_fn(batch: dict) -> list[torch.Tensor]:
+        return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
+
+    def loss_fn(batch: dict, micro: int = 0):
+        return heads_loss(model, head_loss, taps_fn(batch), batch)
+
+    val_batches = None
+    if val_set is not None:
+        limit = min(len(val_set), config.run.val_max_windows)
+        val_batches = lambda: DataLoader(torch.utils.data.Subset(val_set, range(limit)), batch_size=1)  # noqa: E731
+    return Stage1(run=run, loss_fn=loss_fn, val_batches=val_batches, taps_fn=taps_fn, source=source)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from stages.trainer.runner import run_entry
-    from stages.stage1_build import build_stage1
-
     return run_entry(Stage1Config, build_stage1, argv, __doc__)
 
 
 if __name__ == "__main__":
-    from stages.trainer.runner import run_script
-
     run_script(main)

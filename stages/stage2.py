@@ -5,7 +5,18 @@
 Usually started through stages/stage2_lora.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
 A run resumes from its newest checkpoint by default; ``--resume none|latest|PATH`` chooses.
+
+The recipe in one file: its config (``Stage2Config``), how a run is built (LoRA on the DiT, the
+stage-1 heads: ``build_stage2``) and its loss (``stage2_objective``, which the benchmarks time
+too).  The machinery it shares with stage 1 is in stages/trainer.
+
+Per micro-batch: VAE latents and text context come from the caches; a training sigma is drawn
+(shifted towards high noise), the first latent frame stays clean (TI2V); one forward of the
+adapted DiT gives both the velocity (flow-matching loss, weighted over timesteps as diffsynth
+weighs it unless `objective.fm_weighting` says "uniform") and the tapped grids, which the heads
+turn into flow and log distance (head losses + temporal/physics terms against ground truth).
 """
+# ruff: noqa: E402  (the repository goes on sys.path before the project imports)
 
 from __future__ import annotations
 
@@ -14,17 +25,309 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stages.stage2_config import Stage2Config  # noqa: E402
+import json
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from data.dataset import DataConfig, SimPhysicsDataset
+from data.windows import FixedWindows
+from heads.io import save_heads
+from heads.losses import HeadLoss, LossConfig
+from heads.physics import PhysicsLoss, PhysicsLossConfig
+from stages.features import FeatureSource
+from stages.model import HeadPair, print_validation, validate, validation_holds
+from stages.trainer import seed_everything
+from stages.trainer.assemble import make_train_run
+from stages.trainer.loop import TrainRun
+from stages.trainer.prefetch import to_device
+from stages.trainer.runner import run_entry, run_script
+from stages.trainer.sections import (
+    BackboneConfig,
+    CheckpointConfig,
+    EMAConfig,
+    FeatureConfig,
+    GuardConfig,
+    LogConfig,
+    OptimConfig,
+    RunConfig,
+    require,
+)
+from world_model.features import dit_forward, make_noise, noisy_latents
+from world_model.flow_matching import Weighting, flow_matching_loss, sigma_to_timestep
+from world_model.lora import DEFAULT_LORA_TARGETS, add_lora
+from world_model.lora_export import export_lora_for_diffsynth
+
+
+@dataclass
+class LoraConfig:
+    """Which DiT modules get LoRA adapters, and what else trains."""
+
+    rank: int = 32
+    """LoRA rank (upstream Wan practice: 32)."""
+    alpha: float = 32.0
+    """LoRA alpha; peft scales the update by alpha / rank (folded into B at export)."""
+    targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    """Module names (suffixes) that get adapters: attention q, k, v, o and both FFN linears."""
+    train_heads: bool = False
+    """Co-train the stage-1 heads; False keeps them frozen so the backbone must carry the signal."""
+    gradient_checkpointing: bool = True
+    """Recompute DiT blocks in backward (the 5B LoRA step then fits in well under 40 GB)."""
+
+    def __post_init__(self) -> None:
+        require(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        require(bool(self.targets), "targets must name at least one module")
+
+
+@dataclass
+class ObjectiveConfig:
+    """The diffusion objective and how the loss terms are weighted."""
+
+    heads_dir: str = "runs/stage1/final"
+    """Stage-1 export (heads.safetensors + heads.json) whose heads read the adapted features."""
+    fm_weight: float = 1.0
+    """Weight of the Wan flow-matching loss (x_t = (1-s) x0 + s e, target e - x0; frame 0 clean)."""
+    heads_weight: float = 1.0
+    """Weight of the flow/depth head losses on features of the adapted backbone."""
+    fm_weighting: Weighting = "bell"
+    """How each sample's flow-matching MSE is weighted by its timestep t: "bell" as diffsynth trains
+    Wan (a bump peaking at t = 500, ~0 at t = 1000, mean 1 over the training grid at
+    `timestep_shift`; see world_model/flow_matching.py) or "uniform" (every t alike)."""
+    timestep_shift: float = 5.0
+    """Training sigmas are u ~ U(0,1) shifted as s = k u / (1 + (k-1) u): most samples are noisy,
+    where motion is decided (VideoJAM); k = 1 is uniform."""
+    noise_seed: int = 0
+    """Seed of the fixed (sigma, noise) pairs used by validation, so validations are comparable."""
+
+    def __post_init__(self) -> None:
+        require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
+        require(self.fm_weighting in ("bell", "uniform"),
+                f"fm_weighting must be 'bell' or 'uniform', got {self.fm_weighting!r}")
+        require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
+        require(bool(self.heads_dir), "heads_dir must name the stage-1 final/ directory")
+
+
+def _stage2_optim() -> OptimConfig:
+    return OptimConfig(lr=2e-5, warmup_steps=100, min_lr_ratio=0.1)
+
+
+@dataclass
+class Stage2Config:
+    """Stage 2: LoRA on the WAN DiT; losses in stages/stage2.py (see stages/configs/stage2_*.toml)."""
+
+    run: RunConfig = field(default_factory=lambda: RunConfig(output_dir="runs/stage2"))
+    """Output directory, seed, batching and validation cadence."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Data root, metadata CSV, window size/stride, resize and augmentation."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    """Backbone preset and weights; its extraction timestep is used for validation features."""
+    features: FeatureConfig = field(default_factory=lambda: FeatureConfig(mode="online"))
+    """Only cache_dir matters (latent/text caches): an adapted backbone cannot use cached features."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA rank/targets, head co-training, gradient checkpointing."""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """Stage-1 heads, flow-matching and head-loss weights, timestep sampling."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Flow/depth head loss settings (as in stage 1), including the one depth TGM weight."""
+    physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
+    """Flow-warp and physics terms and their weights (depth TGM is in `loss`)."""
+    optim: OptimConfig = field(default_factory=_stage2_optim)
+    """AdamW on the LoRA (and heads); TI2V-5B LoRA collapses at 1e-4, so the default is 2e-5."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoint cadence, retention and resume."""
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    """EMA of the trainable weights (LoRA, heads), used for validation and export when enabled."""
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    """Non-finite loss handling."""
+    log: LogConfig = field(default_factory=LogConfig)
+    """Tracking backend and cadence."""
+
+    def __post_init__(self) -> None:
+        require(self.features.mode == "online",
+                 "stage 2 adapts the backbone, so its features change every step: features.mode must be 'online'")
+        require(self.data.window.supervised_frames == 0,
+                 "stage 2's temporal and physics terms need every frame of a window: "
+                 "data.window.supervised_frames must be 0")
+
+
+log = logging.getLogger(__name__)
+
+
+class AdaptedWorldModel(nn.Module):
+    """The LoRA-adapted DiT and the heads as one module, so DDP sees every trainable parameter."""
+
+    def __init__(self, dit: nn.Module, heads: HeadPair, taps: tuple[int, ...], checkpointing: bool) -> None:
+        super().__init__()
+        self.dit, self.heads, self.taps, self.checkpointing = dit, heads, taps, checkpointing
+
+    def forward(self, x_t: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, rgb: torch.Tensor):
+        """-> velocity (B, C, T', h, w), flow (B, T, 2, H, W), log distance (B, T, H, W)."""
+        out = dit_forward(self.dit, x_t, timestep, context, taps=self.taps, return_output=True,
+                          gradient_checkpointing=self.checkpointing and self.training)
+        flow, log_depth = self.heads(out.as_list(), rgb)
+        return out.output, flow, log_depth
+
+
+def shifted_sigmas(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Wan's shifted sigma: s = k u / (1 + (k - 1) u), u ~ U(0, 1); k > 1 favours high noise."""
+    u = torch.rand(batch, generator=generator)
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def load_stage1_heads(directory: str) -> HeadPair:
+    return HeadPair.load(directory)
+
+
+def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Tensor, batch: dict,
+                     sigma: torch.Tensor, noise: torch.Tensor, head_loss: HeadLoss, physics: PhysicsLoss,
+                     objective: ObjectiveConfig) -> tuple[torch.Tensor, dict]:
+    """The stage-2 loss of one batch from its VAE latents (B, C, T', h, w) and text context: the
+    weighted flow-matching loss at ``sigma`` (B,) with ``noise``, the head losses and the
+    physics terms on the adapted features.  Training, the probes and the benchmarks all run it."""
+    sigma = sigma.to(latents.device, torch.float32)
+    timestep = sigma_to_timestep(sigma)
+    x_t = noisy_latents(latents, sigma, noise.to(latents))
+    velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"])
+    fm = flow_matching_loss(velocity, noise.to(latents) - latents, timestep, objective.fm_weighting,
+                            objective.timestep_shift)
+    heads, head_metrics = head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"],
+                                    batch["depth_valid"])
+    terms, physics_metrics = physics(
+        log_depth.float(), flow.float(), batch["depth"], batch["depth_valid"], batch["flow"], batch["flow_valid"],
+        batch["intrinsics"], batch["dt"], frames=batch["rgb"], down_cam=batch["down_cam"])
+    total = objective.fm_weight * fm + objective.heads_weight * heads + terms
+    head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
+    return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}
+
+
+@dataclass
+class Stage2:
+    """A built stage-2 run: the generic TrainRun plus the objective."""
+
+    run: TrainRun
+    source: FeatureSource
+    val_set: Dataset | None
+    probe_set: Dataset
+    head_loss: HeadLoss
+    physics: PhysicsLoss
+    _start_terms: dict = field(default_factory=dict)
+
+    def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor,
+               model: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
+        """Total loss and every term for one batch at given sigmas (B,) and noise. Training goes
+        through the distributed wrapper (``run.model``); one-rank probes must pass the plain module,
+        since a wrapper's forward may start collectives the other ranks never join."""
+        latents, context = self.source.encode(batch["rgb"], list(batch["prompt"]))
+        return stage2_objective(model or self.run.model, latents, context, batch, sigma, noise, self.head_loss,
+                                self.physics, self.run.config.objective)
+
+    def loss_fn(self, batch: dict, micro: int) -> tuple[torch.Tensor, dict]:
+        """Training: sigmas and noise drawn from (seed, step, micro-batch, rank) alone, so a resumed
+        run draws exactly what the uninterrupted run drew, whatever else touched the global RNG."""
+        run = self.run
+        generator = torch.Generator().manual_seed(
+            hash((run.config.run.seed, run.step, micro, run.accelerator.process_index)) & 0x7FFF_FFFF_FFFF)
+        batch_size = batch["rgb"].shape[0]
+        shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
+        sigma = shifted_sigmas(batch_size, run.config.objective.timestep_shift, generator)
+        noise = torch.randn(batch_size, *shape, generator=generator)
+        return self.losses(batch, sigma, noise)
+
+    @torch.no_grad()
+    def probe_terms(self, sigmas: tuple[float, ...] = (0.3, 0.7)) -> dict[str, float]:
+        """Every loss term averaged over fixed training windows at fixed sigmas and noise: the
+        same numbers before and after training say whether each term went down."""
+        model, device, seed = self.run.unwrapped, self.run.accelerator.device, self.run.config.objective.noise_seed
+        was_training = model.training
+        model.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for index, batch in enumerate(DataLoader(self.probe_set, batch_size=1)):
+            batch = to_device(batch, device)
+            shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
+            for k, sigma in enumerate(sigmas):
+                noise = make_noise((1, *shape), seed=seed + 1000 * index + k)
+                total, metrics = self.losses(batch, torch.tensor([sigma]), noise, model)
+                for key, value in {"loss": total, **metrics}.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+                count += 1
+        model.train(was_training)
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def validate(self) -> dict[str, float]:
+        """Head metrics on adapted features at the extraction timestep, beside the baselines."""
+        if self.val_set is None:
+            return {}
+        device, loss = self.run.accelerator.device, self.run.config.loss
+        model = self.run.unwrapped
+        batches = (to_device(b, device) for b in DataLoader(self.val_set, batch_size=1))
+
+        def taps(batch: dict) -> list[torch.Tensor]:
+            latents, context = self.source.encode(batch["rgb"], list(batch["prompt"]))
+            with torch.no_grad():
+                return self.source.backbone.extract(latents, context, self.source.extraction).as_list()
+
+        return validate(model.heads, batches, taps, loss.moving_threshold, loss.depth_far)
+
+    def before_training(self) -> None:
+        """Loss terms on fixed training windows before training (kept across resumes)."""
+        path = self.run.run_dir / "terms_start.json"
+        found = path.is_file()
+        # Every rank looks before rank 0 may write the file: all take the same branch below, so
+        # all reach the same barriers (a rank that saw a fresh file once skipped one and hung the run).
+        self.run.accelerator.wait_for_everyone()
+        if found:
+            self._start_terms = json.loads(path.read_text())
+            return
+        main = self.run.accelerator.is_main_process
+        self._start_terms = self.probe_terms() if main else {}
+        if main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self._start_terms, indent=2))
+        self.run.accelerator.wait_for_everyone()
+
+    def report(self, metrics: dict[str, float]) -> None:
+        """Start vs end of every loss term (also in final/terms.json), then the validation table."""
+        start, end = self._start_terms, self.probe_terms()
+        (self.run.run_dir / "final" / "terms.json").write_text(json.dumps({"start": start, "end": end}, indent=2))
+        print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}   pixels start/end")
+        for key in sorted(start):
+            if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
+                pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
+                print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")
+        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
+
+    def export(self, final: Path) -> None:
+        model = self.run.unwrapped
+        export_lora_for_diffsynth(model.dit, final / "lora.safetensors", dtype=torch.float32)
+        save_heads(final / "heads", model.heads.flow, model.heads.depth)
+
+
+def build_stage2(config: Stage2Config, accelerator) -> Stage2:
+    seed_everything(config.run.seed)
+    heads = load_stage1_heads(config.objective.heads_dir).to(accelerator.device)
+    heads.requires_grad_(config.lora.train_heads)
+    source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)
+    dit = add_lora(source.backbone.dit, config.lora.rank, config.lora.alpha, config.lora.targets)
+    model = AdaptedWorldModel(dit, heads, source.taps, config.lora.gradient_checkpointing)
+    train_set = SimPhysicsDataset(config.data, split=config.run.train_split, train=True, seed=config.run.seed)
+    probe_base = SimPhysicsDataset(config.data, split=config.run.train_split)
+    probe_set = Subset(FixedWindows(probe_base, 1), range(min(len(probe_base), 8)))
+    val_set = None
+    if config.run.val_split:
+        val_base = SimPhysicsDataset(config.data, split=config.run.val_split)
+        val_set = Subset(FixedWindows(val_base, 1), range(min(len(val_base), config.run.val_max_windows)))
+    return Stage2(run=make_train_run(config, accelerator, model, train_set), source=source, val_set=val_set,
+                  probe_set=probe_set, head_loss=HeadLoss(config.loss), physics=PhysicsLoss(config.physics))
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from stages.trainer.runner import run_entry
-    from stages.stage2_build import build_stage2
-
     return run_entry(Stage2Config, build_stage2, argv, __doc__)
 
 
 if __name__ == "__main__":
-    from stages.trainer.runner import run_script
-
     run_script(main)

@@ -34,8 +34,8 @@ def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     from stages.trainer import load_config
     from stages.trainer.runner import train
     from stages.stage1 import main as stage1_main
-    from stages.stage2_build import build_stage2
-    from stages.stage2_config import Stage2Config
+    from stages.stage2 import build_stage2
+    from stages.stage2 import Stage2Config
 
     root, csv = generated_dataset
     out = tmp_path_factory.mktemp("eval_exports")

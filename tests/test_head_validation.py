@@ -12,7 +12,7 @@ import torch
 from heads.metrics import HEAD_METRIC_ROWS, LOG_DEPTH_LIMIT, depth_from_log
 from stages.evaluation import perception
 from stages.model import build_heads, print_validation, validate
-from stages.sections import HeadsConfig
+from stages.trainer.sections import HeadsConfig
 from world_model.presets import get_preset
 
 FRAMES, SIZE = 5, 64

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from stages.trainer import ConfigError, load_config
-from stages.stage1_config import Stage1Config
+from stages.stage1 import Stage1Config
 from tests.helpers import DEMO, overrides, run_stage1, run_two_process_stage1
 
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from stages.trainer import ConfigError, NonFiniteLossError, load_config
-from stages.stage1_config import Stage1Config
+from stages.stage1 import Stage1Config
 from tests.conftest import sigkill_when_written, start_stage
 from tests.helpers import DEMO, REPO, overrides, run_stage1, run_two_process_stage1
 

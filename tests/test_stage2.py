@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from stages.trainer import load_config
-from stages.stage2_config import Stage2Config
+from stages.stage2 import Stage2Config
 from tests.conftest import sigkill_when_written, start_stage
 from tests.helpers import DEMO2, REPO, stage2_args
 
@@ -19,7 +19,7 @@ from tests.helpers import DEMO2, REPO, stage2_args
 def build(args: list[str]):
     from stages.trainer.backend import make_accelerator
 
-    from stages.stage2_build import build_stage2
+    from stages.stage2 import build_stage2
 
     return build_stage2(load_config(Stage2Config, DEMO2, args), make_accelerator())
 
@@ -150,7 +150,7 @@ def test_probes_use_the_plain_module_and_every_rank_takes_the_same_barriers(gene
     import threading
     import time
 
-    from stages.stage2_build import Stage2
+    from stages.stage2 import Stage2
 
     barrier, errors = threading.Barrier(2, timeout=20), []
 

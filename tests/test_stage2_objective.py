@@ -13,8 +13,8 @@ import heads.losses
 import heads.physics
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss
-from stages.stage2_build import Stage2
-from stages.stage2_config import ObjectiveConfig, Stage2Config
+from stages.stage2 import Stage2
+from stages.stage2 import ObjectiveConfig, Stage2Config
 from world_model.flow_matching import timestep_weight
 
 B, T, H, W = 1, 5, 16, 16

@@ -130,7 +130,7 @@ def test_head_loss_tgm_uses_only_frames_adjacent_in_the_window():
 
 
 def test_stage2_refuses_a_frame_subset():
-    from stages.stage2_config import Stage2Config
+    from stages.stage2 import Stage2Config
 
     base = Stage2Config()
     window = dataclasses.replace(base.data.window, supervised_frames=8)

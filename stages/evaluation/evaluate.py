@@ -23,13 +23,13 @@ from tqdm import tqdm
 from data.dataset import SimPhysicsDataset
 from data.metadata_split import describe_scene, seen_families
 from data.scene_meta import read_scene_meta
+from data.windows import FixedWindows
 from heads.metrics import depth_from_log
 from heads.video_metrics import mean_metrics
-from stages.evaluation import checkpoints as ck
+from stages.evaluation import exports as ck
 from stages.evaluation import gallery, perception, report, rollout, timebase
 from stages.evaluation import physics_report as phys
-from stages.evaluation.config import EvalConfig
-from data.windows import FixedWindows
+from stages.evaluation.eval_config import EvalConfig
 from stages.features import FeatureSource
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from heads.io import CONFIG_NAME, WEIGHTS_NAME, HeadLoadError
-from stages.trainer import ConfigError, load_config
-from stages.evaluation.config import EvalConfig, EvaluationError
+from stages.evaluation.eval_config import EvalConfig, EvaluationError
 from stages.model import HeadPair
+from stages.stage1 import Stage1Config
+from stages.trainer import ConfigError, load_config
 from stages.trainer.sections import BackboneConfig
-from stages.stage1_config import Stage1Config
 from world_model.presets import get_preset
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def backbone_config(trained: BackboneConfig, model_dir: str) -> BackboneConfig:
 
 def load_pair(directory: Path, device) -> HeadPair:
     """A HeadPair (flow, depth) from a head directory, on device, in eval mode."""
-    from stages.stage2_build import load_stage1_heads
+    from stages.stage2 import load_stage1_heads
 
     try:
         return load_stage1_heads(str(directory)).to(device).eval()
@@ -117,7 +117,7 @@ def check_geometry(pair: HeadPair, backbone: BackboneConfig, geometry: Geometry,
 
 def check_stage2_backbone(stage2: Path, backbone: BackboneConfig) -> None:
     """The LoRA must have been trained on the same backbone as the stage-1 heads."""
-    from stages.stage2_config import Stage2Config
+    from stages.stage2 import Stage2Config
 
     path = stage2 / "config.toml"
     if not path.is_file():
