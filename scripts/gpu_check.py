@@ -114,7 +114,7 @@ def environment(device: str) -> dict:
 
 def print_table(results: dict[str, dict]) -> None:
     keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
-            "speedup_prefetched", "compile_s", "heads_fwd_bwd_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
+            "speedup_prefetched", "compile_s", "forward_backward_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib", "batch_mb", "copy_ms", "compute_ms",
             "serial_step_ms", "prefetched_step_ms", "intact_prefetched")
     for name, result in results.items():
@@ -123,7 +123,7 @@ def print_table(results: dict[str, dict]) -> None:
         detail = result.get("error", "") if result["status"] != "ok" else ", ".join(shown)
         print(f"{name:<18} {result['status']:<8} {detail}")
         for variant in result.get("variants", []):
-            print(f"{'':<20}{variant['name']:<40} heads {variant['heads_fwd_bwd_ms']:7.1f} ms, cached step "
+            print(f"{'':<20}{variant['name']:<40} heads {variant['forward_backward_ms']:7.1f} ms, cached step "
                   f"{variant['cached_step_ms']:7.1f} ms, online {variant['online_step_ms']:7.1f} ms, "
                   f"online/cached {variant['speedup']:.2f}x, peak {variant['peak_gib']:.1f} GiB")
 

@@ -7,6 +7,8 @@ On CPU the same code runs the tiny preset, which is how it is tested before a GP
 
 from __future__ import annotations
 
+import functools
+import itertools
 import resource
 import statistics
 import tempfile
@@ -18,15 +20,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
-from heads.losses import depth_loss, flow_loss
-from stages.model import HeadPair
+from heads.losses import HeadLoss, LossConfig
+from heads.physics import PhysicsLoss
+from stages.model import HeadPair, head_inputs
 from stages.model import build_heads as build_stage_heads
-from stages.trainer.sections import HeadsConfig
+from stages.stage1 import heads_loss
+from stages.stage2 import AdaptedWorldModel, LoraConfig, Stage2Config, stage2_objective
+from stages.trainer.assemble import make_step_run
+from stages.trainer.loop import TrainRun, optimizer_step
+from stages.trainer.sections import HeadsConfig, OptimConfig
 from stages.trainer.tracking import PhaseTimer, synchronize
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder
-from world_model.features import ExtractionConfig, dit_forward, make_noise, noisy_latents
+from world_model.features import ExtractionConfig, make_noise
 from world_model.lora import add_lora, lora_parameters
 from world_model.models import build_dit, build_vae, count_parameters
 from world_model.presets import BackbonePreset, get_preset
@@ -70,27 +77,51 @@ def build_heads(preset: BackbonePreset, device: torch.device, features: int = 12
 
 def head_targets(frames: int, height: int, width: int, device: torch.device,
                  supervised_frames: int = 0) -> dict[str, torch.Tensor]:
-    """Random targets; with ``supervised_frames`` K, for K random frames of the window (as training
-    with data.window.supervised_frames draws them) plus the RGB the heads read there."""
+    """A random training batch with the data set's keys; with ``supervised_frames`` K, targets for
+    K random frames of the window (as training with data.window.supervised_frames draws them)
+    plus the RGB the heads read there.  The physics terms' inputs (intrinsics, gravity direction,
+    frame interval) are those of a plausible camera."""
     gen = torch.Generator().manual_seed(1)
     k = supervised_frames or frames
-    targets = {
-        "rgb": torch.rand(1, k, 3, height, width, generator=gen).to(device),
+    batch = {
+        "rgb": torch.rand(1, frames, 3, height, width, generator=gen).to(device),
         "flow": (4 * torch.randn(1, k, 2, height, width, generator=gen)).to(device),
         "depth": (1 + 4 * torch.rand(1, k, height, width, generator=gen)).to(device),
-        "mask": torch.ones(1, k, height, width, dtype=torch.bool, device=device),
+        "flow_valid": torch.ones(1, k, height, width, dtype=torch.bool, device=device),
+        "depth_valid": torch.ones(1, k, height, width, dtype=torch.bool, device=device),
+        "intrinsics": torch.tensor([[width, width, (width - 1) / 2, (height - 1) / 2]], dtype=torch.float32,
+                                   device=device),
+        "down_cam": torch.tensor([[0.0, 1.0, 0.0]], device=device),
+        "dt": torch.tensor([2 / 30], device=device),
     }
     if supervised_frames:
         pick = supervised_subset(frames, supervised_frames, np.random.default_rng(1))
-        targets["frame_index"] = torch.from_numpy(pick)[None].to(device)
-        targets["prev_rgb"] = torch.rand(1, k, 3, height, width, generator=gen).to(device)
-    return targets
+        batch["frame_index"] = torch.from_numpy(pick)[None].to(device)
+        batch["frame_rgb"] = batch["rgb"][:, pick]
+        batch["prev_rgb"] = batch["rgb"][:, np.maximum(pick - 1, 0)]
+    return batch
 
 
-def heads_optimizer(heads: HeadPair, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over both heads as training builds it (fused on CUDA)."""
-    return torch.optim.AdamW(heads.parameters(), lr=1e-4,
-                             fused=True if device.type == "cuda" else None)
+@functools.cache
+def accelerator_for(device: torch.device):
+    """One accelerate Accelerator per process, as a training launch makes it: bf16 mixed precision
+    on CUDA (what stages/launch_common.sh passes), full precision on CPU."""
+    from accelerate import Accelerator
+
+    cuda = device.type == "cuda"
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if cuda else "no")
+
+
+def step_run(model: torch.nn.Module, device: torch.device, optim: OptimConfig | None = None) -> TrainRun:
+    """The trainer's optimizer, backend and step bookkeeping around ``model`` (by default stage
+    1's OptimConfig: AdamW, fused on CUDA, clipping at 1.0, one micro-batch)."""
+    return make_step_run(accelerator_for(device), model, optim or OptimConfig())
+
+
+def release(run: TrainRun) -> None:
+    """Drop accelerate's references to a benchmarked model and optimizer, so the next item's peak
+    memory is its own."""
+    run.accelerator.free_memory()
 
 
 def pinned(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -98,18 +129,21 @@ def pinned(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tens
     return [t.pin_memory() for t in tensors] if device.type == "cuda" else tensors
 
 
-def head_outputs(heads, taps: list[torch.Tensor], targets: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both heads' predictions, for all frames or for the targets' supervised frames (``heads``:
+def head_outputs(heads, taps: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both heads' predictions, for all frames or for the batch's supervised frames (``heads``:
     a HeadPair or a compiled one)."""
-    return heads(taps, targets["rgb"], targets.get("frame_index"), targets.get("prev_rgb"))
+    return heads(taps, *head_inputs(batch))
 
 
-def heads_loss(heads, taps: list[torch.Tensor], targets: dict) -> torch.Tensor:
-    flow_pred, depth_pred = head_outputs(heads, taps, targets)
-    index = targets.get("frame_index")
-    flow, _ = flow_loss(flow_pred, targets["flow"], targets["mask"], frame_index=index)
-    depth, _ = depth_loss(depth_pred, targets["depth"], targets["mask"])
-    return flow + depth
+HEAD_LOSS = HeadLoss(LossConfig())
+"""Stage 1's loss at the recipe's default weights (stages.stage1.heads_loss)."""
+
+
+def trainer_heads_step(run: TrainRun, taps: list[torch.Tensor], batch: dict) -> dict[str, float]:
+    """One optimizer step of stage 1 exactly as training takes it: ``optimizer_step`` over
+    ``stages.stage1.heads_loss``; its phases (forward_backward, optimizer) land in ``run.timer``."""
+    return optimizer_step(run, itertools.repeat(batch), lambda b, micro: heads_loss(run.model, HEAD_LOSS, taps, b),
+                          OptimConfig())
 
 
 def kernel_profile(step, device: torch.device, top: int = 15) -> dict:
@@ -148,16 +182,6 @@ def item_dit_forward(preset: str, device: torch.device, frames: int, height: int
                                    "mfu", "attention_backend", "max_memory_gib")}
 
 
-def _heads_step(heads, optimizer, taps, targets, watch: PhaseTimer) -> None:
-    with watch.phase("heads_fwd_bwd"), autocast_for(watch.device):
-        loss = heads_loss(heads, taps, targets)
-    with watch.phase("heads_fwd_bwd"):
-        loss.backward()
-    with watch.phase("optimizer"):
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-
 def item_stage1_step(preset: str, device: torch.device, frames: int, height: int, width: int,
                      runs: int, warmup: int, head_features: int = 128, rgb_refine: bool = True,
                      supervised_frames: int = 0, profile: bool = False, rgb_refine_stride: int = 1) -> dict:
@@ -171,18 +195,18 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     backbone = FrozenBackbone(random_dit(p, device, dtype), p, training=True)
     latents, context = random_inputs(p, frames, height, width, device, dtype)
     heads = build_heads(p, device, head_features, rgb_refine, rgb_refine_stride)
-    optimizer = heads_optimizer(heads, device)
-    targets = head_targets(frames, height, width, device, supervised_frames)
+    batch = head_targets(frames, height, width, device, supervised_frames)
     result = {"head_params": count_parameters(heads),
               "head_features": head_features, "rgb_refine": rgb_refine, "rgb_refine_stride": rgb_refine_stride,
               "supervised_frames": supervised_frames}
+    run = step_run(heads, device)
+    watch = run.timer
     reset_peak(device)
-    watch = PhaseTimer(device)
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
         with watch.phase("backbone"):
             taps = backbone.extract(latents, context, ExtractionConfig()).as_list()
-        _heads_step(heads, optimizer, taps, targets, watch)
+        trainer_heads_step(run, taps, batch)
     online = watch.per_step_ms(runs)
     result.update({f"online_{k}": v for k, v in online.items()}, online_peak_gib=peak_gib(device))
     with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +215,7 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
         result["cache_mb_per_sample"] = path.stat().st_size / 1e6
         del backbone, taps  # the cached path never holds the backbone
         reset_peak(device)
-        watch = PhaseTimer(device)
+        watch.clear()
         for i in range(warmup + runs):
             watch.enabled = i >= warmup
             with watch.phase("read_features"):  # in training: DataLoader workers + pin thread, ahead of time
@@ -200,12 +224,13 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
                 host = pinned(host, device)
             with watch.phase("h2d_features"):
                 taps = [t.to(device, non_blocking=True) for t in host]
-            _heads_step(heads, optimizer, taps, targets, watch)
+            trainer_heads_step(run, taps, batch)
         cached = watch.per_step_ms(runs)
         result.update({f"cached_{k}": v for k, v in cached.items()}, cached_peak_gib=peak_gib(device))
         if profile:
-            result["cached_profile"] = kernel_profile(
-                lambda: _heads_step(heads, optimizer, taps, targets, PhaseTimer(device)), device)
+            watch.enabled = False
+            result["cached_profile"] = kernel_profile(lambda: trainer_heads_step(run, taps, batch), device)
+    release(run)
     online_ms, cached_ms = sum(online.values()), sum(cached.values())
     # Training reads the next window's features in loader workers while this step runs, so only
     # the host-to-device copy stays on the step's critical path; both ratios are reported.
@@ -272,38 +297,40 @@ def item_stage1_compiled(preset: str, device: torch.device, frames: int, height:
     (scripts/head_cost.py); compiling is the cheapest way closer to it."""
     p = get_preset(preset)
     fixed, taps = backbone_and_copy(p, device, frames, height, width, runs, warmup)
-    targets = head_targets(frames, height, width, device, supervised_frames)
+    batch = head_targets(frames, height, width, device, supervised_frames)
     heads = build_heads(p, device, head_features, rgb_refine_stride > 0, max(rgb_refine_stride, 1), channels_last)
     with torch.no_grad(), autocast_for(device):
-        eager = head_outputs(heads, taps, targets)
+        eager = head_outputs(heads, taps, batch)
     compiled = torch.compile(heads, backend=backend, mode=mode)  # one graph for both heads, as training does
-    optimizer = heads_optimizer(heads, device)
     with torch.no_grad(), autocast_for(device):
         diff = max((a.float() - b.float()).abs().max().item()
-                   for a, b in zip(eager, head_outputs(compiled, taps, targets)))
+                   for a, b in zip(eager, head_outputs(compiled, taps, batch)))
+    run = step_run(compiled, device)
+    run.timer.enabled = False
     synchronize(device)
     start = time.perf_counter()
-    _heads_step(compiled, optimizer, taps, targets, PhaseTimer(device))
+    trainer_heads_step(run, taps, batch)
     synchronize(device)
     compile_s = time.perf_counter() - start
     return {"backend": backend, "mode": mode, "supervised_frames": supervised_frames,
             "rgb_refine_stride": rgb_refine_stride, "channels_last": channels_last, "compile_s": compile_s,
-            "max_abs_diff_vs_eager": diff, **fixed,
-            **timed_heads_steps(compiled, optimizer, taps, targets, runs, warmup, fixed)}
+            "max_abs_diff_vs_eager": diff, **fixed, **timed_heads_steps(run, taps, batch, runs, warmup, fixed)}
 
 
-def timed_heads_steps(heads, optimizer, taps: list[torch.Tensor], targets: dict, runs: int,
-                      warmup: int, fixed: dict) -> dict:
-    """Time the heads step; online = backbone + heads + optimizer, cached = host-to-device copy of
-    the features + heads + optimizer (``fixed`` from ``backbone_and_copy``), and the peak memory."""
+def timed_heads_steps(run: TrainRun, taps: list[torch.Tensor], batch: dict, runs: int, warmup: int,
+                      fixed: dict) -> dict:
+    """Time the trainer's heads step; online = backbone + step, cached = host-to-device copy of the
+    features + step (``fixed`` from ``backbone_and_copy``), and the peak memory.  Releases ``run``."""
     device = taps[0].device
     reset_peak(device)
-    watch = PhaseTimer(device)
+    watch = run.timer
+    watch.clear()
     for i in range(warmup + runs):
         watch.enabled = i >= warmup
-        _heads_step(heads, optimizer, taps, targets, watch)
+        trainer_heads_step(run, taps, batch)
     phases = watch.per_step_ms(runs)
-    step = phases["heads_fwd_bwd_ms"] + phases["optimizer_ms"]
+    release(run)
+    step = sum(phases.values())  # data (a batch already in memory), forward_backward, optimizer
     online, cached = fixed["backbone_ms"] + step, fixed["h2d_features_ms"] + step
     return {**phases, "online_step_ms": online, "cached_step_ms": cached, "speedup": online / cached,
             "peak_gib": peak_gib(device)}
@@ -313,43 +340,42 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
                   warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
                   fixed: dict) -> dict:
     heads = build_heads(p, device, features, stride > 0, max(stride, 1), channels_last)
-    optimizer = heads_optimizer(heads, device)
-    targets = head_targets(frames, height, width, device, supervised)
+    batch = head_targets(frames, height, width, device, supervised)
     return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last,
-            **timed_heads_steps(heads, optimizer, taps, targets, runs, warmup, fixed)}
+            **timed_heads_steps(step_run(heads, device), taps, batch, runs, warmup, fixed)}
 
 
 def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
                      runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32) -> dict:
-    """3. Stage-2 LoRA step: flow-matching loss + head losses through the adapted DiT."""
+    """3. Stage-2 LoRA step as training takes it: ``optimizer_step`` over
+    ``stages.stage2.stage2_objective`` (weighted flow matching, head losses and physics terms)
+    through the LoRA-adapted DiT, at the recipe's default weights, sigma 0.7, frozen heads."""
+    recipe = Stage2Config(lora=LoraConfig(rank=rank, alpha=float(rank), gradient_checkpointing=gradient_checkpointing))
     p = get_preset(preset)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dit = add_lora(random_dit(p, device, dtype), rank=rank)
-    adapters = lora_parameters(dit)
+    dit = add_lora(random_dit(p, device, dtype), recipe.lora.rank, recipe.lora.alpha, recipe.lora.targets)
     heads = build_heads(p, device).requires_grad_(False)
-    optimizer = torch.optim.AdamW(adapters, lr=2e-5)
+    model = AdaptedWorldModel(dit, heads, p.default_taps, recipe.lora.gradient_checkpointing).train()
     x0, context = random_inputs(p, frames, height, width, device, dtype)
-    targets = head_targets(frames, height, width, device)
+    batch = head_targets(frames, height, width, device)
     noise = make_noise(x0.shape, seed=0, device=device, dtype=dtype)
+    sigma = torch.tensor([0.7])
+    head_loss, physics = HeadLoss(recipe.loss), PhysicsLoss(recipe.physics)
+    run = step_run(model, device, recipe.optim)
+
+    def loss_fn(b: dict, micro: int):
+        return stage2_objective(run.model, x0, context, b, sigma, noise, head_loss, physics, recipe.objective)
+
     reset_peak(device)
-    watch = PhaseTimer(device)
     for i in range(warmup + runs):
-        watch.enabled = i >= warmup
-        with watch.phase("forward_backward"), autocast_for(device):
-            x_t = noisy_latents(x0, 0.7, noise)
-            out = dit_forward(dit, x_t, 700.0, context, taps=p.default_taps, return_output=True,
-                              gradient_checkpointing=gradient_checkpointing)
-            fm = (out.output.float() - (noise - x0).float())[:, :, 1:].square().mean()
-            loss = fm + heads_loss(heads, out.as_list(), targets)
-        with watch.phase("forward_backward"):
-            loss.backward()
-        with watch.phase("optimizer"):
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    step = watch.per_step_ms(runs)
+        run.timer.enabled = i >= warmup
+        metrics = optimizer_step(run, itertools.repeat(batch), loss_fn, recipe.optim)
+    step = run.timer.per_step_ms(runs)
+    release(run)
     return {"gradient_checkpointing": gradient_checkpointing, "lora_rank": rank,
-            "lora_params": sum(a.numel() for a in adapters), **step,
-            "step_ms": sum(step.values()), "peak_gib": peak_gib(device)}
+            "lora_params": sum(a.numel() for a in lora_parameters(dit)), **step,
+            "step_ms": sum(step.values()), "peak_gib": peak_gib(device),
+            "loss_terms": sorted(k for k in metrics if not k.endswith("_px"))}
 
 
 def item_vae_encode(preset: str, device: torch.device, frames: int, height: int, width: int,

@@ -24,6 +24,7 @@ from stages.trainer import (
 from stages.trainer import backend as backends
 from stages.trainer.loop import TrainRun
 from stages.trainer.preemption import shield_worker
+from stages.trainer.sections import OptimConfig
 from stages.trainer.tracking import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,31 @@ def init_train_worker(worker_id: int) -> None:
     shield_worker()
 
 
-def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
-    """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs."""
-    optim = config.optim
+def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over what trains; fused on CUDA (one kernel for all parameters, not a few per tensor)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("nothing to train: no parameter requires grad")
-    # Fused AdamW on CUDA: one kernel for all parameters instead of a few per tensor.
-    optimizer = torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
-                                  weight_decay=optim.weight_decay, fused=True if accelerator.device.type == "cuda" else None)
+    return torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                             weight_decay=optim.weight_decay, fused=True if device.type == "cuda" else None)
+
+
+def make_step_run(accelerator, model: nn.Module, optim: OptimConfig) -> TrainRun:
+    """A TrainRun holding what ``optimizer_step`` needs and nothing else (no data, a constant
+    schedule, no EMA, phase timers on): how the benchmarks time the trainer's own step, with the
+    same optimizer and backend, on inputs they make up."""
+    backend = backends.prepare(accelerator, model, make_optimizer(model, optim, accelerator.device), 1,
+                               optim.grad_accum, optim.grad_clip)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(backend.optimizer, lambda step: 1.0)
+    return TrainRun(accelerator=accelerator, backend=backend, model=backend.model, optimizer=backend.optimizer,
+                    scheduler=scheduler, sampler=None, loader=None, guard=NonFiniteGuard(), tracker=None,
+                    run_dir=None, total_steps=0, config=None, timer=PhaseTimer(accelerator.device))
+
+
+def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
+    """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs."""
+    optim = config.optim
+    optimizer = make_optimizer(model, optim, accelerator.device)
     backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = backend.model, backend.optimizer
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
