@@ -1,7 +1,7 @@
 """Losses for the flow and depth heads, shared by both training stages.
 
 Form: `(pred, target, mask, ...) -> (loss, metrics)`; `loss` is a 0-dim tensor with grad, `metrics`
-a dict of detached 0-dim tensors. Invalid targets (inf, 0, NaN; DESIGN section 2) never enter the
+a dict of detached 0-dim tensors. Invalid targets (inf, 0, NaN in the distance files) never enter the
 arithmetic: they are replaced by `torch.where` *before* any subtraction, because a NaN that is only
 multiplied by a zero mask still produces NaN gradients.
 """

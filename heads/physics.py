@@ -1,4 +1,4 @@
-"""Physics terms on lifted 3D tracks: stage-2 losses and evaluation residuals (DESIGN section 5).
+"""Physics terms on lifted 3D tracks: stage-2 losses and evaluation residuals.
 
 Every term is ~0 on an exact simulated trajectory and grows when gravity, the direction of
 motion or the smoothness of the trajectory is wrong (see tests/test_physics.py, which renders a

@@ -1,6 +1,6 @@
 """Lift distance + flow to 3D tracks: camera-frame points, velocities and accelerations per pixel.
 
-Conventions (DESIGN sections 2 and 5, `data/flow.py`):
+Conventions (those of the data layer, `data/flow.py`):
 - distance: metres along the ray (not planar z), (B, T, H, W), with a validity mask of the same
   shape; invalid values (inf, 0, NaN) are replaced by `torch.where` before any arithmetic.
 - flow: backward flow in pixels, +x right, +y down, stored at the current frame t:

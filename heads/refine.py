@@ -1,7 +1,7 @@
 """Light full-resolution RGB-guided refinement (a small U-Net with skips).
 
 Backbone tokens cover 32x32 px, so small moving objects (~1 % of the image) are below the token
-grid; at tiny scale the features alone did not generalise for flow (DESIGN section 4). This path
+grid; at tiny scale the features alone did not generalise for flow. This path
 sees the pixels themselves and predicts a residual on top of the upsampled head output. Its
 deepest level sits at the neck stride and receives the neck features there, so it stays cheap
 (widths 16..64) while knowing what the backbone knows.

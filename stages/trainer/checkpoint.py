@@ -1,11 +1,11 @@
 """Atomic, pickle-free checkpoint folders `checkpoint-<step>/` with keep-last pruning.
 
-Layout of one checkpoint (torchtitan-style folder per step, STYLE item 5):
+Layout of one checkpoint (a folder per step):
     <group>.safetensors   one file per tensor group (e.g. heads, lora, ema)
     state.pt              optimizer/scheduler/sampler/guard state (tensors + primitives only)
     rng.pt                RNG states (see stages.trainer.rng), tensors + primitives only
     meta.json             step, epoch, data position, ... (JSON)
-    config.toml           the resolved run config (STYLE item 7), when given
+    config.toml           the resolved run config, when given
     COMPLETE              written last; a folder without it is never loaded
 
 Everything is written into `checkpoint-<step>.tmp-<pid>/`, fsynced, and renamed into place with

@@ -72,7 +72,7 @@ def resolved_hints(cls: type) -> dict[str, Any]:
 
 
 def missing_docstrings(cls: type, prefix: str = "") -> list[str]:
-    """Dotted names of fields without a docstring (STYLE: every config field has one); for tests."""
+    """Dotted names of fields without a docstring (every config field must have one); for tests."""
     docs, hints, missing = field_docs(cls), resolved_hints(cls), []
     for f in dataclasses.fields(cls):
         if not f.init:
