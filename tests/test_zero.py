@@ -130,8 +130,11 @@ def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_datase
     script.write_text(BF16_BASE)
     runs, evaluated = {}, {}
     for name, accelerate_config in (("ds", ZERO2), ("ddp", None)):
+        # Uniform flow-matching weights: with diffsynth's bell weighting and two micro-batches the
+        # paths part at step 2 (see the xfail test below); this test is about precision handling.
         args = stage2_args(generated_dataset, stage1_heads, tmp_path / name,
-                           **{"optim.grad_accum": 2, "run.val_split": "val", "run.val_max_windows": 2})
+                           **{"optim.grad_accum": 2, "run.val_split": "val", "run.val_max_windows": 2,
+                              "objective.fm_weighting": "uniform"})
         proc = launch_script(script, DEMO2, args, accelerate_config)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "parameter dtypes [(False, 'torch.bfloat16'), (True, 'torch.float32')]" in proc.stdout, proc.stdout
@@ -144,6 +147,24 @@ def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_datase
     assert evaluated["ds"].keys() == evaluated["ddp"].keys() and "flow_epe_moving" in evaluated["ds"]
     for key, value in evaluated["ds"].items():
         assert value == pytest.approx(evaluated["ddp"][key], rel=1e-5, abs=1e-7, nan_ok=True), key
+
+
+@pytest.mark.xfail(strict=True, reason="open: under a bf16 base with the bell-weighted flow-matching loss and "
+                   "grad_accum 2, ZeRO-2's step-2 update differs from DDP's (identical losses and grad norms at "
+                   "steps 1-2, 0.5% apart in loss at step 3); with grad_accum 1, or uniform weights, they agree")
+def test_zero2_matches_ddp_with_the_bell_weighted_loss_and_accumulation(generated_dataset, stage1_heads, tmp_path):
+    """Recorded so that whoever finds the cause sees this test start to pass (strict xfail)."""
+    script = tmp_path / "bf16_stage2.py"
+    script.write_text(BF16_BASE)
+    losses = {}
+    for name, accelerate_config in (("ds", ZERO2), ("ddp", None)):
+        args = stage2_args(generated_dataset, stage1_heads, tmp_path / name,
+                           **{"optim.grad_accum": 2, "run.val_split": "", "objective.fm_weighting": "bell"})
+        proc = launch_script(script, DEMO2, args, accelerate_config)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        losses[name] = [r["loss"] for r in records if "loss" in r]
+    assert len(losses["ds"]) == 4 and losses["ds"] == pytest.approx(losses["ddp"], rel=1e-5)
 
 
 NAN_ON_SECOND_LOSS = """
