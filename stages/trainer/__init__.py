@@ -1,6 +1,8 @@
-"""Training machinery shared by stage 1 (heads) and stage 2 (LoRA): config loading, LR schedule,
-EMA, non-finite-loss guard, atomic checkpoints with RNG state, metric tracking, seeding and a
-resumable distributed sampler. Stages import from here; nothing here knows about models or data.
+"""Training machinery shared by stage 1 (heads) and stage 2 (LoRA): the entry point and step loop
+(runner, loop), the backend that hides the parallelism (backend: one process, DDP or ZeRO), config
+loading and the shared config sections, LR schedule, EMA, non-finite-loss guard, atomic
+checkpoints with RNG state, metric tracking, seeding and a resumable distributed sampler.
+Stages import from here; nothing here knows a stage's model or loss: the stage supplies them.
 """
 
 from stages.trainer.checkpoint import (
