@@ -64,3 +64,18 @@ def down_from_meta(meta: dict | None) -> np.ndarray:
 
 def fps_from_meta(meta: dict | None, default: float = DEFAULT_FPS) -> float:
     return float(meta.get("fps", default)) if meta else default
+
+
+UNKNOWN_LOOK = "unknown"
+"""Look of a scene whose scene.json names none (real data, scenes generated before looks)."""
+
+
+def scene_look(meta: dict | None) -> str:
+    """Name of the scene's look set (``scene.json``: ``look.set``), the unit a look hold-out uses.
+
+    A look set is a named family of appearances (texture kinds, background, light and field-of-view
+    ranges); scenes of one set share a style, not their pixels.
+    """
+    look = (meta or {}).get("look")
+    name = look.get("set") if isinstance(look, dict) else None
+    return str(name) if name else UNKNOWN_LOOK
