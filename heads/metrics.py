@@ -4,6 +4,8 @@ All functions take torch tensors or numpy arrays. Depth metrics take *distances 
 head predicts log distance: pass `exp(pred)`). Flow tensors are (..., 2, H, W) with masks
 (..., H, W). Every metric is a ratio of pixel sums, so `MetricAccumulator` can sum numerators and
 denominators across batches and report the pixel-weighted dataset value (not a mean of means).
+Depth is also scored after per-clip alignment (heads.depth_align); classical flow baselines come
+from heads.classical_flow.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from heads.classical_flow import CLASSICAL_FLOW_METHODS, classical_backward_flow
+from heads.depth_align import DEPTH_ALIGNMENTS, masked_median
 
 ArrayLike = Any  # torch.Tensor | np.ndarray
 
@@ -145,10 +150,27 @@ def median_depth_baseline(gt: ArrayLike, mask: ArrayLike | None = None, far: flo
     valid = depth_valid(g, mask, far)
     out = torch.ones_like(g)
     for b in range(g.shape[0]):
-        v = torch.sort(g[b][valid[b]]).values
-        if v.numel():
-            out[b] = 0.5 * (v[(v.numel() - 1) // 2] + v[v.numel() // 2])
+        median = masked_median(g[b], valid[b])
+        if median is not None:
+            out[b] = median
     return out
+
+
+def depth_stem(prefix: str, alignment: str) -> str:
+    """Start of a depth metric's key: ('depth', 'scale') -> 'depth_scale_'; the metric alignment
+    has no infix ('depth_', so unaligned keys read as they did before alignment existed)."""
+    return f"{prefix}_" if alignment == "metric" else f"{prefix}_{alignment}_"
+
+
+def depth_key(prefix: str, alignment: str, metric: str) -> str:
+    """Key of a depth metric in `MetricAccumulator.compute`, e.g. 'depth_scale_abs_rel'."""
+    return depth_stem(prefix, alignment) + metric
+
+
+DEPTH_PREDICTORS = ("depth", "median_depth")
+"""Key prefixes of the depth scores: the heads, and the per-clip median baseline."""
+FLOW_SCORES = ("flow_epe", "flow_epe_moving", "flow_outlier_rate")
+"""Flow metric keys of the heads; zero flow and each classical method prefix them ('zero_', 'dis_')."""
 
 
 # ---------------------------------------------------------------------------------- accumulator
@@ -157,7 +179,9 @@ def median_depth_baseline(gt: ArrayLike, mask: ArrayLike | None = None, far: flo
 class MetricAccumulator:
     """Sums metric numerators/denominators over batches; `compute()` gives pixel-weighted values.
 
-    Reports each head metric beside its trivial baseline (zero flow; per-clip median depth).
+    Reports each head metric beside its baselines: zero flow (and classical flow when added);
+    the per-clip median depth, with heads and baseline scored metric, scale-aligned and
+    affine-aligned alike (heads.depth_align).
     """
 
     def __init__(self, moving_threshold: float = 0.5, skip_first_frame: bool = True, far: float = math.inf) -> None:
@@ -166,26 +190,45 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         self.flow: dict[str, float] = {}
-        self.depth: dict[str, float] = {}
-        self.depth_base: dict[str, float] = {}
+        self.classical: dict[str, dict[str, float]] = {}
+        self.depth: dict[str, dict[str, float]] = {}
 
     @staticmethod
     def _add(acc: dict[str, float], sums: dict[str, float]) -> None:
         for k, v in sums.items():
             acc[k] = acc.get(k, 0.0) + v
 
+    def _flow_mask(self, gt: torch.Tensor, mask: ArrayLike | None) -> torch.Tensor:
+        m = _mask(mask, gt[:, :, 0]).clone()
+        if self.skip_first_frame:
+            m[:, 0] = False
+        return m
+
     def add_flow(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None) -> None:
         """pred, gt: (B, T, 2, H, W) px; mask: (B, T, H, W). Frame 0 is dropped by default."""
         g = _t(gt)
-        m = _mask(mask, g[:, :, 0]).clone()
-        if self.skip_first_frame:
-            m[:, 0] = False
-        self._add(self.flow, flow_sums(pred, g, m, self.moving_threshold))
+        self._add(self.flow, flow_sums(pred, g, self._flow_mask(g, mask), self.moving_threshold))
+
+    def add_flow_baseline(self, method: str, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None) -> None:
+        """A baseline's flow (B, T, 2, H, W) px, scored on exactly the pixels `add_flow` scores."""
+        g = _t(gt)
+        sums = flow_sums(pred, g, self._flow_mask(g, mask), self.moving_threshold)
+        self._add(self.classical.setdefault(method, {}), {k: sums[k] for k in ("n_valid", "n_moving", "epe",
+                                                                                "epe_moving", "outliers")})
 
     def add_depth(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None) -> None:
-        """pred, gt: (B, T, H, W) metres (pred = exp(head output)); one clip per batch entry."""
-        self._add(self.depth, depth_sums(pred, gt, mask, self.far))
-        self._add(self.depth_base, depth_sums(median_depth_baseline(gt, mask, self.far), gt, mask, self.far))
+        """pred, gt: (B, T, H, W) metres (pred = exp(head output)); one clip per batch entry.
+
+        Heads and the median baseline go through every alignment of DEPTH_ALIGNMENTS, per clip.
+        """
+        g = _t(gt)
+        valid = depth_valid(g, mask, self.far)
+        predictions = {"depth": _t(pred).clamp_min(1e-6), "median_depth": median_depth_baseline(g, valid)}
+        for alignment, align in DEPTH_ALIGNMENTS.items():
+            for prefix, p in predictions.items():
+                aligned = p if align is None else align(p, g, valid)
+                self._add(self.depth.setdefault(depth_stem(prefix, alignment), {}),
+                          depth_sums(aligned, g, valid, self.far))
 
     def compute(self) -> dict[str, float]:
         """Dict of dataset-level metrics (NaN where a metric had no pixel)."""
@@ -202,13 +245,16 @@ class MetricAccumulator:
                 flow_valid_pixels=f["n_valid"],
                 flow_moving_pixels=f["n_moving"],
             )
-        for prefix, d in (("depth", self.depth), ("median_depth", self.depth_base)):
-            if d:
-                out[f"{prefix}_abs_rel"] = _ratio(d["abs_rel"], d["n"])
-                out[f"{prefix}_delta1"] = _ratio(d["delta1"], d["n"])
-                out[f"{prefix}_rmse_log"] = math.sqrt(_ratio(d["sq_log"], d["n"]))
+        for method, c in self.classical.items():
+            out[f"{method}_flow_epe"] = _ratio(c["epe"], c["n_valid"])
+            out[f"{method}_flow_epe_moving"] = _ratio(c["epe_moving"], c["n_moving"])
+            out[f"{method}_flow_outlier_rate"] = _ratio(c["outliers"], c["n_valid"])
+        for stem, d in self.depth.items():
+            out[f"{stem}abs_rel"] = _ratio(d["abs_rel"], d["n"])
+            out[f"{stem}delta1"] = _ratio(d["delta1"], d["n"])
+            out[f"{stem}rmse_log"] = math.sqrt(_ratio(d["sq_log"], d["n"]))
         if self.depth:
-            out["depth_valid_pixels"] = self.depth["n"]
+            out["depth_valid_pixels"] = self.depth[depth_stem("depth", "metric")]["n"]
         return out
 
 
@@ -218,16 +264,30 @@ LOG_DEPTH_LIMIT = 10.0
 """|log distance| a head's output is clamped to before exp: e^10 m is past any scene, and the clamp
 keeps an untrained head's metrics finite (exp of a large float32 log overflows to inf)."""
 
+ALIGNMENT_LABELS = {"metric": "metric", "scale": "scale-aligned", "affine": "affine-aligned"}
+DEPTH_METRIC_LABELS = {"abs_rel": ("AbsRel", True), "delta1": ("delta<1.25", False), "rmse_log": ("RMSE(log)", True)}
+FLOW_METRIC_LABELS = {"flow_epe": "flow EPE all (px)", "flow_epe_moving": "flow EPE moving (px)",
+                      "flow_outlier_rate": "flow outlier rate"}
+
 HEAD_METRIC_ROWS = (
-    ("depth AbsRel", "depth_abs_rel", "median_depth_abs_rel", True),
-    ("depth delta<1.25", "depth_delta1", "median_depth_delta1", False),
-    ("depth RMSE(log)", "depth_rmse_log", "median_depth_rmse_log", True),
-    ("flow EPE all (px)", "flow_epe", "zero_flow_epe", True),
-    ("flow EPE moving (px)", "flow_epe_moving", "zero_flow_epe_moving", True),
-    ("flow outlier rate", "flow_outlier_rate", "zero_flow_outlier_rate", True),
+    *((f"depth {label}, {ALIGNMENT_LABELS[alignment]}", depth_key("depth", alignment, metric),
+       depth_key("median_depth", alignment, metric), lower)
+      for metric, (label, lower) in DEPTH_METRIC_LABELS.items() for alignment in DEPTH_ALIGNMENTS),
+    *((label, key, f"zero_{key}", True) for key, label in FLOW_METRIC_LABELS.items()),
 )
 """(label, head key, baseline key, lower is better): the one table training validation prints and
-the evaluation reports (keys of `MetricAccumulator.compute`)."""
+the evaluation reports (keys of `MetricAccumulator.compute`). Depth rows: each metric metric /
+scale-aligned / affine-aligned against the median baseline through the same alignment; flow rows
+against zero flow, with the classical methods beside them (`classical_flow_key`)."""
+
+CLASSICAL_FLOW_LABELS = {"dis": "DIS", "farneback": "Farneback"}
+"""Column titles of the classical flow baselines (heads.classical_flow.CLASSICAL_FLOW_METHODS)."""
+
+
+def classical_flow_key(method: str, head_key: str) -> str | None:
+    """Key of a classical flow method's score on a flow row ('dis', 'flow_epe' -> 'dis_flow_epe');
+    None on depth rows, which have no classical baseline."""
+    return f"{method}_{head_key}" if head_key in FLOW_SCORES else None
 
 
 def depth_from_log(log_depth: torch.Tensor) -> torch.Tensor:
@@ -241,14 +301,24 @@ def head_accumulator(moving_threshold: float, far: float) -> MetricAccumulator:
 
 
 def add_head_outputs(accumulators: list[MetricAccumulator], flow: torch.Tensor, log_depth: torch.Tensor,
-                     target: dict) -> None:
+                     target: dict, flow_baselines: bool = False) -> None:
     """Add one batch of head outputs, flow (B, T, 2, H, W) px and log distance (B, T, H, W), scored
     against ``target``'s flow / flow_valid / depth / depth_valid, to every accumulator.
+    ``flow_baselines`` adds the classical flow methods, computed from ``target['rgb']``
+    (B, T, 3, H, W) in [0, 1] once for all accumulators.
 
     The single place head outputs become metrics, so training validation and the evaluation cannot
     drift apart (they once differed in whether log depth was clamped before exp).
     """
     depth = depth_from_log(log_depth)
+    classical = {}
+    if flow_baselines:
+        if "rgb" not in target:
+            raise KeyError("flow baselines need the window's frames: the target has no 'rgb'")
+        classical = {m: classical_backward_flow(target["rgb"], m).to(target["flow"].device)
+                     for m in CLASSICAL_FLOW_METHODS}
     for acc in accumulators:
         acc.add_flow(flow.float(), target["flow"], target["flow_valid"])
+        for method, baseline in classical.items():
+            acc.add_flow_baseline(method, baseline, target["flow"], target["flow_valid"])
         acc.add_depth(depth, target["depth"], target["depth_valid"])
