@@ -5,14 +5,17 @@
         [--out runs/eval] [--steps N --frames T --size S --seed K] [--max-scenes N]
 
 For every scene of the split (windows from frame 0):
-1. perception: the heads' depth and flow on the ground-truth window (AbsRel, delta<1.25, RMSE(log),
-   EPE all/moving, outlier rate) beside zero flow / per-clip median depth, per scene and overall;
+1. perception: the heads' depth and flow on the ground-truth window beside the baselines, per scene,
+   overall, per family and per look: depth AbsRel, delta<1.25, RMSE(log) metric, scale-aligned and
+   affine-aligned against the per-clip median depth (same alignment); flow EPE all/moving and outlier
+   rate against zero flow and OpenCV DIS / Farneback flow on the same frames (--no-flow-baselines: off);
 2. prediction: a TI2V rollout from the first frame + prompt (WanVideoPipeline; base backbone, and
    with the stage-2 LoRA fused when given, same seeds) scored against the GT video by Physics-IQ's
    spatial / spatiotemporal / weighted spatial IoU and MSE;
 3. physics: depth + flow lifted to 3D on GT, on the heads' predictions and on the heads run over the
    rollout: fitted g (m/s^2) vs the scene's g, free-fall residual, rest drift (m/s);
-4. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines.
+4. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines (depth
+   scale-aligned AbsRel vs the median baseline; flow EPE moving and all vs zero flow).
 Scenes of families never seen in training and unseen scenes of seen families (a family is seen when
 the metadata's train split has a scene of it) are pooled and judged apart.
 Writes metrics.json, report.md, plots, contact_sheet_<model>.png and a self-contained gallery.html.
@@ -56,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--iq-downsample", type=int, default=0,
                     help="Physics-IQ comparison downsampling (default: 4 at >= 256 px, else 1)")
     ap.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
+    ap.add_argument("--no-flow-baselines", dest="flow_baselines", action="store_false",
+                    help="skip the classical flow baselines (OpenCV DIS and Farneback) beside zero flow")
     ap.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     args = vars(ap.parse_args(argv))
     logging.basicConfig(level=args.pop("log_level").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

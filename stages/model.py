@@ -10,7 +10,13 @@ from heads.config import HeadConfig
 from heads.depth import DepthHead
 from heads.flow import MotionVectorHead
 from heads.io import load_heads
-from heads.metrics import HEAD_METRIC_ROWS, add_head_outputs, head_accumulator
+from heads.metrics import (
+    CLASSICAL_FLOW_LABELS,
+    HEAD_METRIC_ROWS,
+    add_head_outputs,
+    classical_flow_key,
+    head_accumulator,
+)
 from stages.trainer.sections import HeadsConfig
 from world_model.presets import BackbonePreset
 
@@ -23,11 +29,11 @@ class HeadPair(nn.Module):
         self.flow, self.depth = flow, depth
 
     @classmethod
-    def build(cls, config: HeadConfig) -> "HeadPair":
+    def build(cls, config: HeadConfig) -> HeadPair:
         return cls(MotionVectorHead(config), DepthHead(config))
 
     @classmethod
-    def load(cls, directory: str) -> "HeadPair":
+    def load(cls, directory: str) -> HeadPair:
         """Both heads of a stage-1 (or stage-2 heads/) export, strictly."""
         flow, depth = load_heads(directory)
         if flow is None or depth is None:
@@ -71,15 +77,17 @@ def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 
 
 @torch.no_grad()
-def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: float) -> dict[str, float]:
-    """Dataset-level head metrics with the trivial baselines beside them (zero flow, median depth),
-    through `heads.metrics.add_head_outputs`, as the evaluation computes them."""
+def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: float,
+             flow_baselines: bool = False) -> dict[str, float]:
+    """Dataset-level head metrics with the baselines beside them (zero flow, median depth through
+    each depth alignment; with ``flow_baselines`` also OpenCV DIS and Farneback flow from the
+    batch's frames), through `heads.metrics.add_head_outputs`, as the evaluation computes them."""
     accumulator = head_accumulator(moving_threshold, far)
     was_training = model.training
     model.eval()
     for batch in batches:
         flow, log_depth = model(taps_fn(batch), batch["rgb"])
-        add_head_outputs([accumulator], flow, log_depth, batch)
+        add_head_outputs([accumulator], flow, log_depth, batch, flow_baselines=flow_baselines)
     model.train(was_training)
     return accumulator.compute()
 
@@ -91,15 +99,28 @@ def validation_holds(config) -> str:
     return describe_split(data.root, data.metadata, run.val_split, run.train_split) if run.val_split else ""
 
 
+VALIDATION_LEGEND = (
+    "baseline: zero flow / per-clip median depth, aligned like the heads (scale: x median(gt)/median(pred);",
+    "affine: least squares in inverse depth; the median is constant per clip, so scale alignment leaves it",
+    "as is and affine alignment makes it the clip's harmonic-mean depth). DIS, Farneback: OpenCV flow",
+    "between the same frames, scored on the same pixels. Lower is better except delta<1.25.",
+)
+
+
 def print_validation(metrics: dict[str, float], holds: str = "") -> None:
-    """Validation metrics beside the trivial baselines, the way the demo ends; ``holds`` says what
-    the validation split is (`data.metadata_split.describe_split`)."""
+    """Validation metrics beside the baselines, the way the demo ends; ``holds`` says what the
+    validation split is (`data.metadata_split.describe_split`). Classical flow columns appear
+    only when the metrics have them (run.val_flow_baselines)."""
     if not metrics:
         print("\nvalidation: none (run.val_split is empty or has no windows)")
         return
     if holds:
         print(f"\nvalidation: {holds}")
-    print(f"\n{'validation':<22}{'heads':>10}{'baseline':>10}   (baseline: zero flow / per-clip median depth)")
+    classical = [(m, title) for m, title in CLASSICAL_FLOW_LABELS.items() if classical_flow_key(m, "flow_epe") in metrics]
+    print(f"\n{'validation':<34}{'heads':>10}{'baseline':>10}" + "".join(f"{t:>11}" for _, t in classical))
     for label, ours, base, _ in HEAD_METRIC_ROWS:
         if ours in metrics:
-            print(f"{label:<22}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}")
+            extra = [metrics.get(classical_flow_key(m, ours) or "") for m, _ in classical]
+            print((f"{label:<34}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}"
+                   + "".join(f"{v:>11.4f}" if v is not None else " " * 11 for v in extra)).rstrip())
+    print("\n".join(VALIDATION_LEGEND))

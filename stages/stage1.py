@@ -113,7 +113,8 @@ class Stage1:
             return {}
         device, loss = self.run.accelerator.device, self.run.config.loss
         batches = (to_device(b, device) for b in self.val_batches())
-        return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far)
+        return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far,
+                        flow_baselines=self.run.config.run.val_flow_baselines)
 
     def before_training(self) -> None:
         """Nothing to record before stage 1."""

@@ -271,7 +271,8 @@ class Stage2:
             with torch.no_grad():
                 return self.source.backbone.extract(latents, context, self.source.extraction).as_list()
 
-        return validate(model.heads, batches, taps, loss.moving_threshold, loss.depth_far)
+        return validate(model.heads, batches, taps, loss.moving_threshold, loss.depth_far,
+                        flow_baselines=self.run.config.run.val_flow_baselines)
 
     def before_training(self) -> None:
         """Loss terms on fixed training windows before training (kept across resumes)."""

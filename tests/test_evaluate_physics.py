@@ -29,13 +29,11 @@ def _args(values: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """A 2-step stage-1 run and a 1-step stage-2 run on top of it (numbers meaningless, files real)."""
-    from stages.trainer.backend import make_accelerator
-
-    from stages.trainer import load_config
-    from stages.trainer.runner import train
     from stages.stage1 import main as stage1_main
-    from stages.stage2 import build_stage2
-    from stages.stage2 import Stage2Config
+    from stages.stage2 import Stage2Config, build_stage2
+    from stages.trainer import load_config
+    from stages.trainer.backend import make_accelerator
+    from stages.trainer.runner import train
 
     root, csv = generated_dataset
     out = tmp_path_factory.mktemp("eval_exports")
@@ -172,13 +170,44 @@ def test_every_output_exists_and_metrics_json_has_every_field(evaluation, export
             assert verdicts[part]["value"] == error
             assert verdicts[part]["pass"] is (error is not None and error < constants["g_tolerance"]), part
         beats = overall["beats_baseline"]
-        assert verdicts["heads_beat_baselines"]["value"] == overall["perception"]["depth_abs_rel"]
+        assert verdicts["heads_beat_baselines"]["value"] == overall["perception"]["depth_scale_abs_rel"]
         assert verdicts["heads_beat_baselines"]["pass"] is (
-            beats["depth_abs_rel"] and beats["flow_epe_moving"] and beats["flow_epe"]), beats
+            beats["depth_scale_abs_rel"] and beats["flow_epe_moving"] and beats["flow_epe"]), beats
         perception = overall["perception"]
-        assert beats["depth_abs_rel"] is (perception["depth_abs_rel"] < perception["median_depth_abs_rel"])
+        for alignment in ("", "scale_", "affine_"):
+            key = f"depth_{alignment}abs_rel"
+            assert beats[key] is (perception[key] < perception[f"median_{key}"]), key
+        # The median baseline is constant per clip: scale alignment leaves it unchanged.
+        assert perception["median_depth_scale_abs_rel"] == pytest.approx(perception["median_depth_abs_rel"])
+        for method in ("dis", "farneback"):
+            assert perception[f"{method}_flow_epe"] >= 0 and perception[f"{method}_flow_epe_moving"] >= 0, method
     report = (out / "report.md").read_text()
     assert "unseen" in report and "leakage" in report and ("PASS" in report or "FAIL" in report)
+    assert "| model | metric | heads | baseline | DIS | Farneback |" in report
+
+
+def test_perception_is_broken_down_per_family_and_per_look(evaluation, generated_dataset):
+    """Two scenes of two families and (today's scenes) one look: each family pool is its scene's
+    perception, the look pool is the overall one; report.md has a row per pool and model."""
+    from data.layout import SCENE_SUBPATH
+    from data.scene_meta import read_scene_meta, scene_look
+
+    out, _ = evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    scenes = metrics["scenes"]
+    for scene in scenes:
+        assert scene["look"] == scene_look(read_scene_meta(generated_dataset[0] / scene["scene"] / SCENE_SUBPATH))
+    families, looks = metrics["breakdown"]["family"], metrics["breakdown"]["look"]
+    assert {name: pool["scenes"] for name, pool in families.items()} == {s["family"]: [s["scene"]] for s in scenes}
+    assert sorted(name for pool in looks.values() for name in pool["scenes"]) == sorted(s["scene"] for s in scenes)
+    report = (out / "report.md").read_text()
+    assert "## Perception per family" in report and "## Perception per look" in report
+    for model in metrics["models"]:
+        for scene in scenes:
+            assert families[scene["family"]]["perception"][model] == scene["models"][model]["perception"]
+            assert re.search(rf"^\| {scene['family']} \| 1 \| {model} \| ", report, re.MULTILINE)
+        if len(looks) == 1:
+            assert next(iter(looks.values()))["perception"][model] == metrics["overall"][model]["perception"]
 
 
 def test_held_out_and_seen_families_are_pooled_apart(evaluation):

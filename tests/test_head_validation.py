@@ -1,6 +1,7 @@
 """One validation path: training validation (stages.model.validate) and the evaluation
 (stages.evaluation.perception) score the same heads on the same window identically, log depth
-clamped once (heads.metrics.depth_from_log); and the evaluation's verdict on the baselines."""
+clamped once (heads.metrics.depth_from_log), classical flow baselines included; the evaluation's
+verdict on the baselines; and the printed table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import math
 import pytest
 import torch
 
-from heads.metrics import HEAD_METRIC_ROWS, LOG_DEPTH_LIMIT, depth_from_log
+from heads.metrics import (
+    CLASSICAL_FLOW_LABELS,
+    HEAD_METRIC_ROWS,
+    LOG_DEPTH_LIMIT,
+    classical_flow_key,
+    depth_from_log,
+)
 from stages.evaluation import perception
 from stages.model import build_heads, print_validation, validate
 from stages.trainer.sections import HeadsConfig
@@ -58,14 +65,17 @@ def test_training_validation_and_evaluation_give_identical_metrics():
     heads = FarDepth(build_heads(HeadsConfig(features=16), preset, len(preset.default_taps)))
     sample, taps = _window(preset, seed=1)
     trained = validate(heads, [{k: v[None] for k, v in sample.items()}], lambda batch: taps,
-                       moving_threshold=0.5, far=100.0)
+                       moving_threshold=0.5, far=100.0, flow_baselines=True)
     flow, log_depth = perception.predict(heads, FixedTaps(taps), sample["rgb"], "a prompt")
     accumulator = perception.new_accumulator(0.5, 100.0)
-    perception.add([accumulator], flow, log_depth, sample)
+    perception.add([accumulator], flow, log_depth, sample, flow_baselines=True)
     evaluated = accumulator.compute()
     assert trained == evaluated
     for _, ours, base, _ in HEAD_METRIC_ROWS:
         assert math.isfinite(trained[ours]) and math.isfinite(trained[base]), (ours, trained[ours], trained[base])
+        for method in CLASSICAL_FLOW_LABELS:
+            key = classical_flow_key(method, ours)
+            assert key is None or math.isfinite(trained[key]), key
     # Frame 1 predicts e^10 m against 1..5 m: AbsRel is dominated by it (about (e^10 - 3) / 3 / 5).
     assert trained["depth_abs_rel"] > 0.1 * math.exp(LOG_DEPTH_LIMIT) / 5
 
@@ -90,11 +100,27 @@ def test_heads_beat_baselines_needs_flow_epe_on_all_pixels_too(flow_epe, passes)
     """Better than zero flow on moving pixels but worse on all pixels (zero flow: 0.1 px) fails."""
     from stages.evaluation.evaluate import _verdicts
 
-    metrics = {"depth_abs_rel": 0.1, "median_depth_abs_rel": 0.2, "flow_epe_moving": 1.0,
+    metrics = {"depth_scale_abs_rel": 0.1, "median_depth_scale_abs_rel": 0.2, "flow_epe_moving": 1.0,
                "zero_flow_epe_moving": 2.0, "flow_epe": flow_epe, "zero_flow_epe": 0.1}
     verdict = _verdicts(_overall(metrics))["heads_beat_baselines"]
     assert verdict["pass"] is passes
     assert "flow EPE (all)" in verdict["rule"]
+
+
+@pytest.mark.parametrize("scale_aligned, metric, passes", [(0.1, 0.5, True), (0.3, 0.1, False)])
+def test_heads_beat_baselines_judges_depth_scale_aligned(scale_aligned, metric, passes):
+    """A head with the right shape and the wrong scale passes; one that wins only in metric depth
+    fails. The metric row is reported, and the verdict quotes the scale-aligned AbsRel."""
+    from stages.evaluation.evaluate import _verdicts
+
+    metrics = {"depth_abs_rel": metric, "median_depth_abs_rel": 0.2, "depth_scale_abs_rel": scale_aligned,
+               "median_depth_scale_abs_rel": 0.2, "flow_epe_moving": 1.0, "zero_flow_epe_moving": 2.0,
+               "flow_epe": 0.05, "zero_flow_epe": 0.1}
+    overall = _overall(metrics)
+    verdict = _verdicts(overall)["heads_beat_baselines"]
+    assert verdict["pass"] is passes and verdict["value"] == scale_aligned
+    assert "scale-aligned" in verdict["rule"]
+    assert overall["beats_baseline"]["depth_abs_rel"] is (metric < 0.2)
 
 
 def test_evaluation_defaults_to_the_held_out_families():
@@ -104,9 +130,22 @@ def test_evaluation_defaults_to_the_held_out_families():
 
 
 def test_printed_validation_says_what_the_split_holds(capsys):
-    metrics = {"flow_epe": 1.0, "zero_flow_epe": 2.0, "depth_abs_rel": 0.1, "median_depth_abs_rel": 0.3}
+    metrics = {"flow_epe": 1.0, "zero_flow_epe": 2.0, "dis_flow_epe": 0.5, "farneback_flow_epe": 0.75,
+               "depth_abs_rel": 0.1, "median_depth_abs_rel": 0.3, "depth_scale_abs_rel": 0.05,
+               "median_depth_scale_abs_rel": 0.3}
     print_validation(metrics, "unseen scenes of seen families (split val, 2 scenes)")
     out = capsys.readouterr().out
     assert "validation: unseen scenes of seen families (split val, 2 scenes)" in out
-    assert [line.split()[-2:] for line in out.splitlines() if line.startswith(("depth AbsRel", "flow EPE all"))] == \
-        [["0.1000", "0.3000"], ["1.0000", "2.0000"]]
+    rows = {line[:34].strip(): line[34:].split() for line in out.splitlines()
+            if line.startswith(("depth AbsRel", "flow EPE all"))}
+    assert rows == {"depth AbsRel, metric": ["0.1000", "0.3000"], "depth AbsRel, scale-aligned": ["0.0500", "0.3000"],
+                    "flow EPE all (px)": ["1.0000", "2.0000", "0.5000", "0.7500"]}
+    header = next(line for line in out.splitlines() if line.startswith("validation "))
+    assert header.split() == ["validation", "heads", "baseline", "DIS", "Farneback"]
+
+
+def test_printed_validation_without_flow_baselines_has_no_classical_columns(capsys):
+    print_validation({"flow_epe": 1.0, "zero_flow_epe": 2.0})
+    out = capsys.readouterr().out
+    assert "DIS" not in next(line for line in out.splitlines() if line.startswith("validation "))
+    assert [line.split()[-2:] for line in out.splitlines() if line.startswith("flow EPE all")] == [["1.0000", "2.0000"]]

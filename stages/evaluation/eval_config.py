@@ -48,6 +48,8 @@ class EvalConfig:
     """Physics-IQ comparison downsampling (official: 4); 0 = 4 at >= 256 px, else 1."""
     device: str = ""
     """torch device; empty = cuda when available, else cpu."""
+    flow_baselines: bool = True
+    """Score OpenCV DIS and Farneback flow on each window beside zero flow (heads.classical_flow)."""
 
     def __post_init__(self) -> None:
         if not self.stage1:

@@ -22,12 +22,12 @@ from tqdm import tqdm
 
 from data.dataset import SimPhysicsDataset
 from data.metadata_split import describe_scene, seen_families
-from data.scene_meta import read_scene_meta
+from data.scene_meta import read_scene_meta, scene_look
 from data.windows import FixedWindows
 from heads.metrics import depth_from_log
 from heads.video_metrics import mean_metrics
+from stages.evaluation import breakdown, gallery, perception, report, rollout, timebase
 from stages.evaluation import exports as ck
-from stages.evaluation import gallery, perception, report, rollout, timebase
 from stages.evaluation import physics_report as phys
 from stages.evaluation.eval_config import EvalConfig
 from stages.features import FeatureSource
@@ -35,14 +35,16 @@ from stages.features import FeatureSource
 log = logging.getLogger(__name__)
 
 METRICS_FIELDS = ("args", "geometry", "backbone", "device", "checkpoints", "models", "scenes", "overall",
-                  "verdicts", "groups", "constants", "notes", "outputs", "seconds")
-"""Top-level fields of metrics.json; "overall" and "verdicts" pool every scene evaluated."""
+                  "verdicts", "groups", "breakdown", "constants", "notes", "outputs", "seconds")
+"""Top-level fields of metrics.json; "overall" and "verdicts" pool every scene evaluated; "breakdown"
+pools perception per family and per look set (stages.evaluation.breakdown)."""
 GROUPS = (("held_out_families", "scenes of families never seen in training"),
           ("seen_families", "unseen scenes of families seen in training"))
 """(key, what it holds) of metrics.json["groups"]: a family is seen when the metadata's training split
 (the stage-1 run's run.train_split) has a scene of it.  Each present group has GROUP_FIELDS."""
 GROUP_FIELDS = ("holds", "scenes", "overall", "verdicts")
-SCENE_FIELDS = ("scene", "video", "prompt", "family", "group", "g_scene", "physics_gt", "coherence_gt", "models")
+SCENE_FIELDS = ("scene", "video", "prompt", "family", "look", "group", "g_scene", "physics_gt", "coherence_gt",
+                "models")
 """Fields of each entry of metrics.json["scenes"]; "models" maps model name -> SCENE_MODEL_FIELDS."""
 SCENE_MODEL_FIELDS = ("seed", "perception", "beats_baseline", "prediction", "physics_heads", "coherence_heads",
                       "physics_generated", "coherence_generated")
@@ -78,6 +80,8 @@ class Context:
     downsample: int
     families: list[tuple[str, str]] = field(default_factory=list)
     """(family, group) of each ref."""
+    looks: list[str] = field(default_factory=list)
+    """Look set of each ref (`data.scene_meta.scene_look`)."""
     scenes: list[dict] = field(default_factory=list)
     visuals: dict = field(default_factory=dict)
 
@@ -88,7 +92,7 @@ def _scene_gt(ctx: Context, k: int, sample: dict, g: float, kin: dict, masks: di
         return
     family, group = ctx.families[k]
     ctx.scenes.append({"scene": sample["scene"], "video": sample["video"], "prompt": sample["prompt"],
-                       "family": family, "group": group, "g_scene": g,
+                       "family": family, "look": ctx.looks[k], "group": group, "g_scene": g,
                        "physics_gt": phys.residuals(kin, sample["down_cam"][None], g, masks["free"], masks["static"]),
                        "coherence_gt": phys.coherence(sample["rgb"], sample["flow"], masks["moving"]), "models": {}})
     ctx.visuals[sample["scene"]] = gallery.scene_visuals(sample)
@@ -106,7 +110,7 @@ def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
     _scene_gt(ctx, k, timed, g, kin, masks)
     flow, log_depth = perception.predict(pair, ctx.source, sample["rgb"], sample["prompt"])
     scene_acc = perception.new_accumulator(ctx.moving_threshold, ctx.far)
-    perception.add([scene_acc, *pooled], flow, log_depth, sample)
+    perception.add([scene_acc, *pooled], flow, log_depth, sample, flow_baselines=c.flow_baselines)
     if not torch.equal(timed["steps"], sample["steps"]):  # heads on the GT frames of the rollout's time base
         flow, log_depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
     depth = depth_from_log(log_depth)
@@ -151,13 +155,12 @@ def _gt_overall(scenes: list[dict]) -> dict:
 
 
 def _verdicts(overall: dict) -> dict:
-    """Pass/fail per model; the heads must beat zero flow on all pixels too, not only on moving ones
-    (a head can win on moving pixels while being worse overall)."""
+    """Pass/fail per model (rule: `perception.VERDICT_RULE`); the heads must beat zero flow on all
+    pixels too, not only on moving ones (a head can win on moving pixels while being worse overall)."""
     beats = overall["beats_baseline"]
-    value = overall["perception"].get("depth_abs_rel", math.nan)
-    passed = beats["depth_abs_rel"] and beats["flow_epe_moving"] and beats["flow_epe"]
-    rule = "depth AbsRel < median-depth baseline; flow EPE (moving) and flow EPE (all) < zero flow's"
-    return {"heads_beat_baselines": phys.verdict(value, passed, rule),
+    value = overall["perception"].get("depth_scale_abs_rel", math.nan)
+    passed = all(beats[key] for key in perception.VERDICT_KEYS)
+    return {"heads_beat_baselines": phys.verdict(value, passed, perception.VERDICT_RULE),
             "physics_heads": phys.g_verdict(overall["physics_heads"]),
             "physics_generated": phys.g_verdict(overall["physics_generated"]),
             "temporal_coherence": phys.coherence_verdict(overall["coherence_generated"]["coherent_frames"])}
@@ -183,11 +186,12 @@ def _setup(config: EvalConfig) -> tuple[Context, dict, dict]:
     windows = FixedWindows(SimPhysicsDataset(data, split=config.split, train=False), per_scene=1)
     refs = windows.refs[: config.max_scenes or None]
     families = _families(windows, refs, config, trained.run.train_split)
+    looks = [scene_look(read_scene_meta(windows.base.scenes[r.scene_index].directory)) for r in refs]
     source = FeatureSource(backbone, device, config.cache_dir)
     ctx = Context(config=config, geometry=geometry, windows=windows, refs=refs, source=source,
                   pipe=rollout.build_pipeline(source), moving_threshold=trained.loss.moving_threshold,
                   far=trained.loss.depth_far, downsample=rollout.iq_downsample(config.iq_downsample, geometry.size),
-                  families=families)
+                  families=families, looks=looks)
     hashes = {"stage1": ck.sha256_files(stage1), **({"stage2": ck.sha256_files(stage2)} if stage2 else {})}
     return ctx, pairs, {"hashes": hashes, "backbone": asdict(backbone), "device": str(device)}
 
@@ -215,6 +219,11 @@ def _groups(ctx: Context, models: list[str], accs: dict) -> dict:
     return out
 
 
+def _pool_keys(ctx: Context, k: int) -> list[tuple[str, str]]:
+    """The per-family and per-look pools scene k adds to (stages.evaluation.breakdown)."""
+    return breakdown.pool_keys({"family": ctx.families[k][0], "look": ctx.looks[k]})
+
+
 def run_evaluation(config: EvalConfig) -> dict:
     """Evaluate, write every output into config.out, and return the metrics.json payload."""
     from world_model.lora_export import load_lora_into_dit
@@ -225,9 +234,11 @@ def run_evaluation(config: EvalConfig) -> dict:
     for name, (pair, where) in pairs.items():
         if name == "stage2":
             load_lora_into_dit(ctx.source.backbone.dit, where / ck.LORA_NAME, pipe=ctx.pipe)
-        accs[name] = {key: perception.new_accumulator(ctx.moving_threshold, ctx.far) for key in ("all", *dict(GROUPS))}
+        pools = ["all", *dict(GROUPS), *{key for k in range(len(ctx.refs)) for key in _pool_keys(ctx, k)}]
+        accs[name] = {key: perception.new_accumulator(ctx.moving_threshold, ctx.far) for key in pools}
         for k in tqdm(range(len(ctx.refs)), desc=f"evaluate {name}", unit="scene"):
-            _scene_model(ctx, name, pair, k, [accs[name]["all"], accs[name][ctx.families[k][1]]])
+            keys = ["all", ctx.families[k][1], *_pool_keys(ctx, k)]
+            _scene_model(ctx, name, pair, k, [accs[name][key] for key in keys])
         overall[name] = _overall(ctx.scenes, name, accs[name]["all"])
         verdicts[name] = _verdicts(overall[name])
     overall["gt"] = _gt_overall(ctx.scenes)
@@ -237,6 +248,7 @@ def run_evaluation(config: EvalConfig) -> dict:
                "device": info["device"], "checkpoints": info["hashes"], "models": list(pairs),
                "scenes": ctx.scenes, "overall": overall, "verdicts": verdicts,
                "groups": _groups(ctx, list(pairs), accs), "notes": list(NOTES),
+               "breakdown": breakdown.breakdown(ctx.scenes, list(pairs), accs),
                "constants": {"warp_l1_max": phys.WARP_L1_MAX, "coherence_pass": phys.COHERENCE_PASS,
                              "g_tolerance": phys.G_TOLERANCE, "min_speed_m_s": phys.MIN_SPEED,
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,

@@ -12,7 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from heads.metrics import HEAD_METRIC_ROWS
+from heads.metrics import CLASSICAL_FLOW_LABELS, HEAD_METRIC_ROWS, classical_flow_key
+from stages.evaluation import breakdown
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +63,22 @@ def scene_bars(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+VALUE_COLUMNS = ["heads", "baseline", *CLASSICAL_FLOW_LABELS.values()]
+"""Value columns of the perception tables: the classical flow methods fill flow rows only."""
+
+
 def _model_rows(overall: dict, models: list[str]) -> list[list[str]]:
-    """[model, metric, heads, baseline] rows of one pooled group: perception, then rollout metrics."""
+    """[model, metric, heads, baseline, DIS, Farneback] rows of one pooled group: perception, then
+    rollout metrics."""
     rows = []
     for model in models:
-        o = overall[model]
+        o, blank = overall[model], [""] * len(CLASSICAL_FLOW_LABELS)
         for label, ours, base, _ in HEAD_METRIC_ROWS:
-            rows.append([model, label, fmt(o["perception"].get(ours)), fmt(o["perception"].get(base))])
+            classical = [fmt(o["perception"].get(classical_flow_key(m, ours))) if classical_flow_key(m, ours) else ""
+                         for m in CLASSICAL_FLOW_LABELS]
+            rows.append([model, label, fmt(o["perception"].get(ours)), fmt(o["perception"].get(base)), *classical])
         for key in ("spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou", "mse"):
-            rows.append([model, f"rollout {key}", fmt(o["prediction"][key]), ""])
+            rows.append([model, f"rollout {key}", fmt(o["prediction"][key]), "", *blank])
     return rows
 
 
@@ -82,14 +90,18 @@ def _table_rows(payload: dict) -> list[list[str]]:
 
 def table_figure(payload: dict, path: Path) -> None:
     rows = _table_rows(payload)
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 0.8))
+    fig, ax = plt.subplots(figsize=(11, 0.3 * len(rows) + 0.8))
     ax.axis("off")
-    table = ax.table(cellText=rows, colLabels=["scenes", "model", "metric", "value", "baseline"], loc="center")
+    table = ax.table(cellText=rows, colLabels=["scenes", "model", "metric", *VALUE_COLUMNS], loc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+HEAD_CURVES = {f"val/{ours}" for _, ours, _, _ in HEAD_METRIC_ROWS}
+"""Validation keys plotted: the heads' own metrics (the baselines are flat lines that crowd the plot)."""
 
 
 def training_curves(stage_dirs: dict[str, Path], path: Path) -> bool:
@@ -104,7 +116,7 @@ def training_curves(stage_dirs: dict[str, Path], path: Path) -> bool:
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), squeeze=False)
     for ax, (model, records) in zip(axes[0], runs.items()):
         keys = sorted({k for r in records for k in r
-                       if (k == "loss" or k.startswith(("loss_", "val/"))) and isinstance(r[k], (int, float))})
+                       if (k == "loss" or k.startswith("loss_") or k in HEAD_CURVES) and isinstance(r[k], (int, float))})
         for key in keys:
             points = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
             if points:
@@ -129,6 +141,16 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+PERCEPTION_NOTE = (
+    "Baselines: zero flow; per-clip median depth, aligned like the heads. Scale-aligned: the prediction times "
+    "median(gt) / median(pred) per clip; affine-aligned: least-squares scale and shift of inverse depth per clip. "
+    "The median baseline is constant per clip: scale alignment leaves it unchanged and affine alignment turns it "
+    "into the clip's harmonic-mean depth, so its aligned rows are the best a constant can do, not a fitted model. "
+    "DIS (OpenCV preset MEDIUM) and Farneback: classical flow between the same frame pairs, in the direction of "
+    "the target, scored on the same pixels. Rollout metrics are Physics-IQ's (higher IoU, lower MSE is better) "
+    "between the generated continuation and the ground-truth window.")
+
+
 def _group_section(key: str, group: dict, payload: dict) -> list[str]:
     """Pass/fail, perception, physics and coherence of one family group (metrics.json["groups"])."""
     lines = [f"## {group['holds'][0].upper()}{group['holds'][1:]}: {len(group['scenes'])} scene(s) (`{key}`)", "",
@@ -137,10 +159,9 @@ def _group_section(key: str, group: dict, payload: dict) -> list[str]:
         lines += [f"| {model} | {name} | {fmt(v['value'])} | {cell(v['rule'])} | {'PASS' if v['pass'] else 'FAIL'} |"
                   for name, v in checks.items()]
     lines += ["", "### Perception on ground-truth windows (pixel-weighted over scenes)", "",
-              "| model | metric | heads | baseline |", "|---|---|---|---|"]
+              "| model | metric | " + " | ".join(VALUE_COLUMNS) + " |", "|---|---|" + "---|" * len(VALUE_COLUMNS)]
     lines += [f"| {' | '.join(row)} |" for row in _model_rows(group["overall"], payload["models"])]
-    lines += ["", ("Baselines: zero flow; per-clip median depth. Rollout metrics are Physics-IQ's (higher IoU, lower "
-                   "MSE is better) between the generated continuation and the ground-truth window."), "",
+    lines += ["", PERCEPTION_NOTE, "",
               "### Physics residuals (depth + flow lifted to 3D)", "",
               "| source | " + " | ".join(cell(f"{label}{f' ({u})' if u else ''}") for label, _, u in PHYSICS_ROWS) + " |",
               "|---|" + "---|" * len(PHYSICS_ROWS)]
@@ -168,12 +189,16 @@ def markdown(payload: dict, curves: bool) -> str:
               "index."), ""]
     for key, group in payload["groups"].items():
         lines += _group_section(key, group, payload)
-    lines += ["## Per scene", "", "| scene | family | scenes | model | AbsRel | EPE moving (px) | ST-IoU | g_fit heads | "
-              "g_fit rollout |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += breakdown.markdown(payload, fmt)
+    lines += ["## Per scene", "", ("| scene | family | look | scenes | model | AbsRel | AbsRel scale-aligned | "
+                                   "EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in payload["scenes"]:
         for m, r in s["models"].items():
-            lines.append(f"| {s['scene']} | {s['family']} | {GROUP_LABELS[s['group']]} | {m} | "
-                         f"{fmt(r['perception'].get('depth_abs_rel'))} | {fmt(r['perception'].get('flow_epe_moving'))} | "
+            p = r["perception"]
+            lines.append(f"| {s['scene']} | {s['family']} | {s['look']} | {GROUP_LABELS[s['group']]} | {m} | "
+                         f"{fmt(p.get('depth_abs_rel'))} | {fmt(p.get('depth_scale_abs_rel'))} | "
+                         f"{fmt(p.get('flow_epe_moving'))} | "
                          f"{fmt(r['prediction']['spatiotemporal_iou'])} | {fmt(r['physics_heads']['g_fit'])} | "
                          f"{fmt(r['physics_generated']['g_fit'])} |")
     lines += ["", "![per scene](per_scene.png)", "", "![metrics](metrics_table.png)", ""]

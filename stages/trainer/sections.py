@@ -273,6 +273,10 @@ class RunConfig:
     """Validate every this many optimizer steps (and at the end)."""
     val_max_windows: int = 64
     """Upper bound on validation windows per validation (deterministic: the first ones)."""
+    val_flow_baselines: bool = True
+    """Score OpenCV DIS and Farneback flow on the validation windows beside zero flow, computed from
+    the windows' frames at every validation: ~55 ms of CPU per 9-frame window at 128^2 (cheap beside
+    the heads), ~5 s per 49-frame window at 480^2 (the full-size recipes turn it off)."""
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
