@@ -123,10 +123,13 @@ def test_heads_beat_baselines_judges_depth_scale_aligned(scale_aligned, metric, 
     assert overall["beats_baseline"]["depth_abs_rel"] is (metric < 0.2)
 
 
-def test_evaluation_defaults_to_the_held_out_families():
+def test_evaluation_defaults_to_the_held_out_families_with_flow_baselines():
     from scripts.evaluate_physics import parse_args
 
-    assert parse_args(["--stage1", "s1", "--root", "r", "--metadata", "m.csv"]).split == "holdout"
+    required = ["--stage1", "s1", "--root", "r", "--metadata", "m.csv"]
+    config = parse_args(required)
+    assert config.split == "holdout" and config.flow_baselines is True
+    assert parse_args([*required, "--no-flow-baselines"]).flow_baselines is False
 
 
 def test_printed_validation_says_what_the_split_holds(capsys):

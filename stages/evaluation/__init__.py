@@ -5,7 +5,8 @@
 Modules, in the order an evaluation runs them:
     eval_config     EvalConfig: the resolved arguments, checked in __post_init__
     exports         stage export directories: checks, sha256 hashes, backbone config, heads, geometry
-    perception      heads on ground-truth windows: depth/flow metrics beside the trivial baselines
+    perception      heads on ground-truth windows: depth/flow metrics beside the baselines; the verdict rule
+    breakdown       perception pooled per scenario family and per look set
     timebase        ground truth on the backbone's frame rate (the simulator frames nearest in time)
     rollout         TI2V generation from the first frame (WanVideoPipeline) + Physics-IQ metrics
     physics_report  3D residuals (fitted g, free-fall residual, rest drift), temporal coherence, verdicts
