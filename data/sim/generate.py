@@ -39,6 +39,11 @@ MOTION_CONVENTION = (
     "(+x right, +y down): I_t(p) ~ I_{t-1}(p + mv[p, :2])."
 )
 
+CONTACT_MODEL = (
+    "Bullet: a contact's friction and restitution are the products of the two bodies' values; "
+    "scenery has friction 1 and restitution 1, so an object's values are those against the floor."
+)
+
 
 @dataclass(frozen=True)
 class GenConfig:
@@ -130,6 +135,8 @@ def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
     client.setTimeStep(1.0 / cfg.sim_hz)
     world = World(client, scene_rng(job.family, job.seed, attempt))
     scenery = {"floor": world.add_floor(), "wall": world.add_wall()}
+    for body in scenery.values():
+        world.neutral_scenery(body)
     aim = FAMILIES[job.family](world)
     camera = jittered_camera(world.rng, cfg.width, cfg.height, aim.position, aim.target,
                              fov_y_deg=aim.fov_y_deg)
@@ -179,7 +186,7 @@ def _frame_moves(motion: np.ndarray) -> bool:
 
 def _meta(job: SceneJob, cfg: GenConfig, attempt: int, camera: Camera, world: World,
           scenery: dict[str, int], contacts: list[list[list[int]]]) -> dict:
-    """Everything ``scene.json`` records: camera, objects with per-frame poses, contacts."""
+    """Everything ``scene.json`` records: camera, objects with per-frame poses, pins, contacts."""
     meta = {
         "family": job.family,
         "seed": job.seed,
@@ -197,6 +204,8 @@ def _meta(job: SceneJob, cfg: GenConfig, attempt: int, camera: Camera, world: Wo
         "pose_convention": "[x, y, z, qx, qy, qz, qw] world frame, base = centre of mass",
         "scenery": scenery,
         "objects": [o.to_json() for o in world.objects],
+        "constraints": world.constraints,
+        "contact_model": CONTACT_MODEL,
         "contacts": contacts,
         "config": asdict(cfg),
     }
