@@ -287,10 +287,12 @@ class BodyBuilder:
         rgba = self._rgba(color)
         self.client.changeVisualShape(body, -1, rgbaColor=rgba)
         surface = self.draw_surface(friction, restitution, shape.rolling_radius)
+        # No air drag (pybullet's default damping is 0.04/s): free fall is then exactly g.
         self.client.changeDynamics(body, -1, lateralFriction=surface.lateral,
                                    rollingFriction=surface.rolling,
                                    spinningFriction=surface.spinning,
-                                   restitution=surface.restitution)
+                                   restitution=surface.restitution, linearDamping=0.0,
+                                   angularDamping=0.0)
         if mass > 0:
             if shape.inertia is not None:
                 self.client.changeDynamics(body, -1,

@@ -58,9 +58,9 @@ def incline_slide(world: World) -> CameraAim:
     ramp = _plank(world, "ramp", ramp_c, angle, half_length=uniform(world, 0.5, 0.6),
                   half_width=0.22, high_end_x=-0.9)
     half = [uniform(world, 0.05, 0.08), uniform(world, 0.05, 0.08), uniform(world, 0.025, 0.045)]
-    mu = math.tan(angle) * uniform(world, 0.45, 1.25)
+    mu = math.tan(angle) * uniform(world, 0.5, 1.4)
     start = ramp.surface_point(-0.6, half[2])
-    push = uniform(world, 0.4, 0.9) * ramp.axis  # downhill
+    push = uniform(world, 0.6, 1.0) * ramp.axis  # downhill
     world.spawn_box("box", half, start, box_c, mass=uniform(world, 0.2, 1.0),
                     orientation=y_about_quat(angle), velocity=push.tolist(), friction=mu,
                     restitution=(0.05, 0.2))

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pybullet as p
 from pybullet_utils.bullet_client import BulletClient
 from tqdm import tqdm
-
-import pybullet as p
 
 from data.sim.camera import Camera, jittered_camera
 from data.sim.families import FAMILIES, GRAVITY
@@ -38,6 +37,11 @@ MOTION_CONVENTION = (
     "motion from t-1 to t with x left-positive and y up-positive; numerically the backward flow "
     "(+x right, +y down): I_t(p) ~ I_{t-1}(p + mv[p, :2])."
 )
+
+CONTACT_ERP = 0.01
+"""Share of a contact's penetration Bullet removes per step through the velocity.  Its default (0.2)
+pushes a body that landed ~1 cm deep out with extra speed, so bounces come out ~25 % higher than
+restitution^2 predicts; at 0.01 they are within ~3 % and sinking still recovers in ~0.5 s."""
 
 CONTACT_MODEL = (
     "Bullet: a contact's friction and restitution are the products of the two bodies' values; "
@@ -133,6 +137,7 @@ def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
     """Create the world for one attempt; returns (world, camera, scenery ids)."""
     client.setGravity(0, 0, -GRAVITY)
     client.setTimeStep(1.0 / cfg.sim_hz)
+    client.setPhysicsEngineParameter(contactERP=CONTACT_ERP)
     world = World(client, scene_rng(job.family, job.seed, attempt))
     scenery = {"floor": world.add_floor(), "wall": world.add_wall()}
     for body in scenery.values():
