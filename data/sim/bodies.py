@@ -125,7 +125,8 @@ class BodyBuilder:
     rolling_decel: float
 
     def spawn_ball(self, name: str, radius: float, position: Sequence[float], color: str,
-                   mass: float = 1.0, velocity: Sequence[float] = ZERO, rolling: bool = False,
+                   mass: float = 1.0, velocity: Sequence[float] = ZERO,
+                   angular_velocity: Sequence[float] = ZERO, rolling: bool = False,
                    friction: Coefficient = None, restitution: Coefficient = None) -> SimObject:
         """A sphere; ``rolling`` adds the spin of rolling without slipping on the floor.
 
@@ -134,9 +135,9 @@ class BodyBuilder:
         shape = _Shape("sphere", {"radius": [radius]},
                        self.client.createCollisionShape(p.GEOM_SPHERE, radius=radius),
                        self._visual([Part("sphere", radius=radius)]), rolling_radius=radius)
-        spin = rolling_spin(velocity, radius) if rolling else ZERO
-        return self._register(name, shape, color, mass, position, IDENTITY, velocity, spin,
-                              friction, restitution)
+        spin = np.add(angular_velocity, rolling_spin(velocity, radius) if rolling else ZERO)
+        return self._register(name, shape, color, mass, position, IDENTITY, velocity,
+                              spin.tolist(), friction, restitution)
 
     def spawn_box(self, name: str, half_extents: Sequence[float], position: Sequence[float],
                   color: str, mass: float = 1.0, orientation: Sequence[float] = IDENTITY,

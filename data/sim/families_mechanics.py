@@ -122,25 +122,26 @@ def newton_cradle(world: World) -> CameraAim:
 def seesaw(world: World) -> CameraAim:
     """A weight drops onto the raised end of a hinged plank, which flips and tosses its load."""
     plank_c, weight_c, load_c = world.pick_colors(3)
-    height, half_len, half_w, thick = (uniform(world, 0.18, 0.26), uniform(world, 0.5, 0.65),
-                                       uniform(world, 0.1, 0.14), 0.025)
-    tilt = -math.asin((height - thick - 0.003) / half_len)  # -x end down, just above the floor
+    height, half_len, half_w, half_thick = (uniform(world, 0.18, 0.26), uniform(world, 0.5, 0.65),
+                                            uniform(world, 0.1, 0.14), 0.025)
+    tilt = -math.asin((height - half_thick - 0.003) / half_len)  # -x end down, just off the floor
     centre = np.array([uniform(world, -0.15, 0.15), 0.0, height])
-    plank = world.spawn_box("plank", [half_len, half_w, thick], centre, plank_c,
+    plank = world.spawn_box("plank", [half_len, half_w, half_thick], centre, plank_c,
                             mass=uniform(world, 0.3, 0.8), orientation=y_about_quat(tilt),
                             restitution=(0.05, 0.2))
-    post = world.spawn_box("fulcrum", [0.04, half_w * 0.8, (height - thick) / 2],
-                           [centre[0], 0.0, (height - thick) / 2], plank_c, mass=0.0)
+    post_half = (height - half_thick) / 2
+    post = world.spawn_box("fulcrum", [0.04, half_w * 0.8, post_half], [centre[0], 0.0, post_half],
+                           plank_c, mass=0.0)
     world.ignore_collisions(plank, post)
     for side in (-1.0, 1.0):
         world.pin(plank, centre + [0.0, side * half_w, 0.0])
-    board = _Board(centre, tilt, thick)
+    board = _Plank(centre, tilt, half_thick, half_len)
     cube = uniform(world, 0.04, 0.06)
-    world.spawn_box("load", [cube] * 3, board.surface_point(-0.8 * half_len, cube), load_c,
+    world.spawn_box("load", [cube] * 3, board.surface_point(-0.8, cube), load_c,
                     mass=uniform(world, 0.2, 0.5), orientation=y_about_quat(tilt))
     # A block rather than a ball, so the weight stays on the plank instead of rolling away.
     weight = uniform(world, 0.06, 0.08)
-    drop = board.surface_point(0.7 * half_len, weight) + [0.0, 0.0, uniform(world, 0.2, 0.4)]
+    drop = board.surface_point(0.7, weight) + [0.0, 0.0, uniform(world, 0.2, 0.4)]
     world.spawn_box("weight", [weight] * 3, drop, weight_c, mass=uniform(world, 0.8, 1.6),
                     orientation=y_about_quat(tilt), restitution=(0.05, 0.2))
     return CameraAim(target=(0.0, 0.0, 0.35), position=(0.0, -2.4, 1.0))
@@ -213,43 +214,34 @@ def wall_rebound(world: World) -> CameraAim:
     return CameraAim(target=(0.1, 0.0, 0.25))
 
 
-class _Board:
-    """A plank tilted about y (positive angles tip its +x end down): where its top surface is.
+class _Plank:
+    """A plank tilted about y (positive angles tip its +x end down): where its top face is.
 
     ``axis`` is the unit vector along the plank towards its +x end.
     """
 
-    def __init__(self, centre: np.ndarray, angle: float, thick: float) -> None:
-        self.centre, self.angle, self.thick = np.asarray(centre, dtype=np.float64), angle, thick
+    def __init__(self, centre: np.ndarray, angle: float, half_thick: float, half_length: float):
+        self.centre = np.asarray(centre, dtype=np.float64)
+        self.half_thick, self.half_length = half_thick, half_length
         self.axis = np.array([math.cos(angle), 0.0, -math.sin(angle)])
         self.normal = np.array([math.sin(angle), 0.0, math.cos(angle)])
 
     def surface_point(self, along: float, clearance: float) -> np.ndarray:
-        """World point ``along`` metres from the centre on the top face, ``clearance`` above it."""
-        return (self.centre + along * self.axis
-                + (self.thick + clearance + 0.002) * self.normal)
-
-
-class _Ramp(_Board):
-    """A static plank whose ``surface_point`` takes ``along`` as a fraction of the half length."""
-
-    def __init__(self, centre: np.ndarray, angle: float, thick: float, half_length: float):
-        super().__init__(centre, angle, thick)
-        self.half_length = half_length
-
-    def surface_point(self, along: float, clearance: float) -> np.ndarray:
-        return super().surface_point(along * self.half_length, clearance)
+        """World point ``along`` half lengths from the centre, ``clearance`` (+2 mm) above the
+        top face: where to put a body of that half height so it settles at once."""
+        return (self.centre + along * self.half_length * self.axis
+                + (self.half_thick + clearance + 0.002) * self.normal)
 
 
 def _plank(world: World, name: str, color: str, angle: float, half_length: float,
-           half_width: float, high_end_x: float, thick: float = 0.03) -> _Ramp:
+           half_width: float, high_end_x: float, half_thick: float = 0.03) -> _Plank:
     """A static ramp, high end at ``high_end_x``, low end on the floor; friction 1, so a body on
     it slides with its own coefficient."""
     centre = np.array([high_end_x + half_length * math.cos(angle), 0.0,
-                       half_length * math.sin(angle) + thick])
-    world.spawn_box(name, [half_length, half_width, thick], centre, color, mass=0.0,
+                       half_length * math.sin(angle) + half_thick])
+    world.spawn_box(name, [half_length, half_width, half_thick], centre, color, mass=0.0,
                     orientation=y_about_quat(angle), friction=1.0)
-    return _Ramp(centre, angle, thick, half_length)
+    return _Plank(centre, angle, half_thick, half_length)
 
 
 def _gallows(world: World, color: str, pivot_z: float, half_width: float) -> SimObject:

@@ -73,7 +73,7 @@ def spawn_any(world: World, name: str, color: str, size: float, position, mass: 
     turn = random_orientation(world)
     common = {"mass": mass, "velocity": velocity, **contact}
     if kind == "sphere":
-        return world.spawn_ball(name, size, position, color, **common)
+        return world.spawn_ball(name, size, position, color, angular_velocity=spin, **common)
     if kind == "box":
         half = [size * uniform(world, 0.6, 1.0) for _ in range(3)]
         return world.spawn_box(name, half, position, color, orientation=turn,

@@ -10,7 +10,7 @@ and principal axes: then the recorded pose is the centre of mass, as for every o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -94,13 +94,14 @@ class CompoundFrame:
 
     ``parts`` are placed in that frame; ``design_rotation`` (3, 3) and ``centre`` map it back to
     the frame the parts were designed in: x_design = design_rotation @ x_body + centre.
+    ``inertia`` holds the principal moments (3,), ``part_masses`` each part's share of the mass.
     """
 
     parts: list[Part]
     inertia: np.ndarray
     centre: np.ndarray
     design_rotation: np.ndarray
-    part_masses: list[float] = field(default_factory=list)
+    part_masses: list[float]
 
 
 def compound_frame(parts: list[Part], mass: float) -> CompoundFrame:
