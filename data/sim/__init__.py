@@ -1,7 +1,10 @@
 """Built-in scene generator: PyBullet physics + headless TinyRenderer, sim_physics file format.
 
-Modules: ``camera`` (intrinsics/projection), ``world`` (floor, wall, spawn_ball/spawn_box),
-``families`` (scenario builders), ``render``, ``ground_truth`` (distance and motion vectors from
-poses), ``writer`` (on-disk format, atomic), ``generate`` (orchestration), ``prompts`` (text).
+Modules: ``camera`` (intrinsics/projection), ``world`` (floor, wall), ``bodies`` (spawn_ball/box/
+cylinder/capsule/compound, friction and restitution, pins), ``shapes`` (mass properties without
+pybullet), ``layout`` (what builders share), ``families`` (Physics-IQ-like builders and the
+registry ``FAMILIES``), ``families_mechanics`` (textbook mechanics builders), ``render``,
+``ground_truth`` (distance and motion vectors from poses), ``writer`` (on-disk format, atomic),
+``generate`` (orchestration), ``prompts`` (text).
 Nothing is imported here, so ``data.sim.prompts`` works without pybullet.
 """

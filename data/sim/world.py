@@ -1,7 +1,7 @@
-"""Bodies every scenario is built from: a textured floor, a back wall, balls and boxes.
+"""The world scenarios are built in: a textured floor, a back wall, and the bodies on them.
 
-Scenario builders only call these helpers, so each body is created one way and recorded with the
-same metadata (shape, size, mass, colour, static) in ``scene.json``.  The floor and wall carry
+Scenario builders only call these helpers (bodies come from :class:`BodyBuilder`), so each body is
+created one way and recorded with the same metadata in ``scene.json``.  The floor and wall carry
 procedural textures because flat colours give optical flow and photometric warping nothing to
 lock on to.
 """
@@ -9,15 +9,15 @@ lock on to.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+import pybullet as p
 from PIL import Image
 from pybullet_utils.bullet_client import BulletClient
 
-import pybullet as p
+from data.sim.bodies import GRAVITY, BodyBuilder, SimObject
 
 # Named colours so prompts can say "a red ball"; each spawn jitters the shade a little.
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -32,52 +32,25 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "pink": (0.95, 0.45, 0.65),
 }
 
-GRAVITY = 9.81
+__all__ = ["GRAVITY", "PALETTE", "World"]
+
 FLOOR_HALF_SIZE = 6.0
 WALL_DISTANCE = 2.5
 WALL_HEIGHT = 4.0
 
 
-@dataclass
-class SimObject:
-    """One body in the scene and what ``scene.json`` records about it."""
-
-    name: str
-    body_id: int
-    shape: str
-    size: list[float]
-    mass: float
-    color: list[float]
-    color_name: str
-    static: bool
-    poses: list[list[float]] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        size_key = "radius" if self.shape == "sphere" else "half_extents"
-        return {
-            "name": self.name,
-            "body_id": self.body_id,
-            "shape": self.shape,
-            size_key: self.size,
-            "mass": self.mass,
-            "color": self.color,
-            "color_name": self.color_name,
-            "static": self.static,
-            "poses": self.poses,
-        }
-
-
-class World:
-    """A pybullet client plus the list of recorded objects and a scratch dir for textures."""
+class World(BodyBuilder):
+    """A pybullet client, the recorded objects and pins, and a scratch dir for textures."""
 
     def __init__(self, client: BulletClient, rng: np.random.Generator) -> None:
         self.client = client
         self.rng = rng
         self.objects: list[SimObject] = []
+        self.constraints: list[dict] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="sim_textures_")
-        # Rolling deceleration (m/s^2) of balls in this scene: with none, balls roll for metres
-        # and leave the view long before the 131st frame.
-        self.rolling_decel = float(rng.uniform(1.2, 1.8))
+        # Rolling deceleration (m/s^2) of round bodies in this scene: with none, balls roll for
+        # metres and leave the view long before the 131st frame.
+        self.rolling_decel = float(rng.uniform(0.6, 0.9))
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -128,76 +101,6 @@ class World:
         Image.fromarray(image).save(path)
         self.client.changeVisualShape(body, -1, textureUniqueId=self.client.loadTexture(str(path)))
         return body
-
-    def spawn_ball(
-        self,
-        name: str,
-        radius: float,
-        position: Sequence[float],
-        color: str,
-        mass: float = 1.0,
-        velocity: Sequence[float] = (0.0, 0.0, 0.0),
-        rolling: bool = False,
-    ) -> SimObject:
-        """A dynamic sphere (or static if ``mass`` is 0) with an initial linear velocity.
-
-        ``rolling`` adds the spin of rolling without slipping on a horizontal surface
-        (omega = z x v / r); otherwise friction first brakes the ball to 5/7 of its speed.
-        """
-        col = self.client.createCollisionShape(p.GEOM_SPHERE, radius=radius)
-        rgba = self._rgba(color)
-        vis = self.client.createVisualShape(p.GEOM_SPHERE, radius=radius, rgbaColor=rgba)
-        spin = np.cross([0.0, 0.0, 1.0], velocity) / radius if rolling else np.zeros(3)
-        obj = self._register(name, "sphere", [radius], mass, rgba, color, col, vis,
-                             position, (0, 0, 0, 1), velocity, spin.tolist())
-        # Bullet's rolling friction decelerates a rolling ball by about g * mu_r / r.
-        self.client.changeDynamics(obj.body_id, -1,
-                                   rollingFriction=self.rolling_decel * radius / GRAVITY)
-        return obj
-
-    def spawn_box(
-        self,
-        name: str,
-        half_extents: Sequence[float],
-        position: Sequence[float],
-        color: str,
-        mass: float = 1.0,
-        orientation: Sequence[float] = (0.0, 0.0, 0.0, 1.0),
-        velocity: Sequence[float] = (0.0, 0.0, 0.0),
-        angular_velocity: Sequence[float] = (0.0, 0.0, 0.0),
-    ) -> SimObject:
-        """A box; ``mass`` 0 makes it static (tables, ramps, occluders, container walls)."""
-        half = [float(h) for h in half_extents]
-        col = self.client.createCollisionShape(p.GEOM_BOX, halfExtents=half)
-        rgba = self._rgba(color)
-        vis = self.client.createVisualShape(p.GEOM_BOX, halfExtents=half, rgbaColor=rgba)
-        return self._register(name, "box", half, mass, rgba, color, col, vis,
-                              position, orientation, velocity, angular_velocity)
-
-    def _register(
-        self,
-        name: str,
-        shape: str,
-        size: list[float],
-        mass: float,
-        rgba: list[float],
-        color: str,
-        col: int,
-        vis: int,
-        position: Sequence[float],
-        orientation: Sequence[float],
-        velocity: Sequence[float],
-        angular_velocity: Sequence[float] = (0.0, 0.0, 0.0),
-    ) -> SimObject:
-        body = self.client.createMultiBody(mass, col, vis, list(position), list(orientation))
-        # Rolling friction stops balls rolling forever; modest restitution gives visible bounces.
-        self.client.changeDynamics(body, -1, lateralFriction=0.6, rollingFriction=0.001,
-                                   spinningFriction=0.001, restitution=0.4)
-        if mass > 0:
-            self.client.resetBaseVelocity(body, list(velocity), list(angular_velocity))
-        obj = SimObject(name, body, shape, size, float(mass), rgba, color, static=mass == 0)
-        self.objects.append(obj)
-        return obj
 
 
 def checkerboard(squares: int, square_px: int, tones: np.ndarray) -> np.ndarray:
