@@ -190,11 +190,16 @@ def test_time_never_runs_backwards(analytic_scene, analytic_csv):
 
 
 def test_view_draws_are_keyed_and_independent_of_each_other():
-    options = ViewOptions(AugmentConfig(brightness=0.4, crop_scale=(0.5, 1.0), strides=(1, 2)), 2, True, 0.5)
-    first = draw_view(np.random.default_rng([3, 1, 7]), options)
-    assert draw_view(np.random.default_rng([3, 1, 7]), options) == first
-    assert draw_view(np.random.default_rng([3, 2, 7]), options) != first
-    no_colour = ViewOptions(AugmentConfig(crop_scale=(0.5, 1.0), strides=(1, 2)), 2, True, 0.5)
-    other = draw_view(np.random.default_rng([3, 1, 7]), no_colour)
-    assert other.colour is None and (other.stride, other.crop_area, other.flip) == (first.stride, first.crop_area,
-                                                                                     first.flip)
+    """Switching one augmentation off leaves the others' draws as they were (for on/off comparisons)."""
+    def draw(key, **augment) -> View:
+        options = ViewOptions(AugmentConfig(**{"brightness": 0.4, "crop_scale": (0.5, 1.0), **augment}), 2, True, 0.5)
+        return draw_view(np.random.default_rng(key), options)
+
+    first = draw([3, 1, 7], strides=(1, 2))
+    assert draw([3, 1, 7], strides=(1, 2)) == first and draw([3, 2, 7], strides=(1, 2)) != first
+    no_colour = draw([3, 1, 7], strides=(1, 2), brightness=0.0)
+    assert no_colour.colour is None
+    assert (no_colour.stride, no_colour.crop_area, no_colour.flip) == (first.stride, first.crop_area, first.flip)
+    no_crop, no_strides = draw([3, 1, 7], strides=(1, 2), crop_scale=(1.0, 1.0)), draw([3, 1, 7])
+    assert no_crop.crop_area == 1.0 and (no_crop.colour, no_crop.flip) == (first.colour, first.flip)
+    assert no_strides.stride == 2 and (no_strides.colour, no_strides.crop_area) == (first.colour, first.crop_area)
