@@ -7,8 +7,9 @@ Four counts, each something a flow or depth head finds harder:
 - ``contact_events``: contact onsets after the first frame involving a moving body (a pair of
   bodies, scenery included, that touches at frame t but not at t - 1): collisions, landings,
   where the motion changes abruptly.
-- ``contact_fraction``: fraction of frames in which a moving body touches another *object*
-  (floor and wall excluded): pushing, stacking, rolling against each other.
+- ``contact_fraction``: fraction of frames in which a moving body touches another body that can
+  move (not the floor, the wall or a static object such as a ramp or table): pushing, stacking,
+  bodies rolling against each other.
 - ``occluded_fraction``: fraction of frames in which a moving body is at least partly hidden by
   a nearer object (its projected bounding disc overlaps a nearer object's disc): flow and depth
   change discontinuously there, and the composed flow goes invalid.
@@ -50,14 +51,19 @@ class SceneComplexity:
                 + FRACTION_WEIGHT * (self.contact_fraction + self.occluded_fraction))
 
 
+def _length(value) -> float:
+    """A size field as one length: a number, or the largest of a list ([r] or per-part sizes)."""
+    return float(np.max(np.asarray(value, dtype=np.float64)))
+
+
 def bounding_radius(obj: dict) -> float:
     """Radius (m) of a sphere around the object, from its size fields (any shape)."""
     if "half_extents" in obj:
         return float(np.linalg.norm(np.asarray(obj["half_extents"], dtype=np.float64)))
     if "radius" in obj:
-        extra = next((float(obj[k]) for k in ("half_height", "half_length") if k in obj), 0.0)
-        extra = extra or next((float(obj[k]) / 2 for k in ("height", "length") if k in obj), 0.0)
-        return float(obj["radius"]) + extra
+        extra = next((_length(obj[k]) for k in ("half_height", "half_length") if k in obj), 0.0)
+        extra = extra or next((_length(obj[k]) / 2 for k in ("height", "length") if k in obj), 0.0)
+        return _length(obj["radius"]) + extra
     return DEFAULT_RADIUS_M
 
 
@@ -105,10 +111,10 @@ def scene_complexity(meta: dict | None) -> SceneComplexity | None:
     objects = [o for o in meta["objects"] if o.get("poses")]
     movers = {int(o.get("body_id", i)) for i, o in enumerate(objects)
               if not o.get("static", False) and _moves(np.asarray(o["poses"], dtype=np.float64))}
-    object_ids = {int(o.get("body_id", i)) for i, o in enumerate(objects)}
+    dynamic = {int(o.get("body_id", i)) for i, o in enumerate(objects) if not o.get("static", False)}
     contacts = _contact_sets(meta)
     onsets = sum(len({p for p in now - before if movers & set(p)}) for before, now in pairwise(contacts))
-    touching = [any(bool(movers & set(p)) and set(p) <= object_ids for p in now) for now in contacts]
+    touching = [any(bool(movers & set(p)) and set(p) <= dynamic for p in now) for now in contacts]
     camera = meta.get("camera", {})
     occluded = 0.0
     if objects and all(k in camera for k in ("view_matrix", "fx", "fy", "cx", "cy")):

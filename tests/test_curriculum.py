@@ -37,7 +37,7 @@ def _scene() -> dict:
     (id 5); it lands on the floor (id 0) at frame 3; a capsule (id 4) is not static but never moves."""
     xs = np.linspace(-1.0, 1.0, FRAMES)
     objects = [
-        {"body_id": 2, "shape": "sphere", "radius": 0.1, "static": False, "poses": _poses(xs, 1.0)},
+        {"body_id": 2, "shape": "sphere", "radius": [0.1], "static": False, "poses": _poses(xs, 1.0)},
         {"body_id": 3, "shape": "box", "half_extents": [0.1, 0.1, 0.1], "static": True,
          "poses": _poses([0.0] * FRAMES, 0.0)},
         {"body_id": 4, "shape": "capsule", "radius": 0.05, "half_height": 0.1, "static": False,
@@ -61,11 +61,12 @@ def test_complexity_counts_moving_bodies_contact_onsets_and_occlusion():
 
 def test_complexity_sees_touching_objects_and_tolerates_missing_fields():
     meta = _scene()
-    meta["contacts"] = [[[2, 3]]] * 2 + [[]] * (FRAMES - 2)  # ball on the box in frames 0-1: no onset
+    # On the static box in frames 0-1 (no onset, no body contact), against the capsule in frames 2-4.
+    meta["contacts"] = [[[2, 3]]] * 2 + [[[2, 4]]] * 3 + [[]] * (FRAMES - 5)
     meta["objects"].append({"body_id": 9, "shape": "compound", "static": False, "poses": _poses([0.5] * FRAMES, 5.0)})
     del meta["camera"]["view_matrix"]
     got = scene_complexity(meta)
-    assert (got.contact_events, got.contact_fraction, got.occluded_fraction) == (0, pytest.approx(2 / FRAMES), 0.0)
+    assert (got.contact_events, got.contact_fraction, got.occluded_fraction) == (1, pytest.approx(3 / FRAMES), 0.0)
     assert scene_complexity(None) is None and scene_complexity({"objects": []}) is None
 
 
