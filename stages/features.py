@@ -103,17 +103,19 @@ class FeatureSource:
         encoder = lambda: build_text_encoder(self.preset, seed=c.seed, device=self.device, dtype=self.dtype)  # noqa: E731
         return encoder, build_stand_in_tokenizer(self.preset)
 
-    def encode(self, rgb: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """rgb (B, T, 3, H, W) in [0, 1] -> latents (B, C, T', h, w) and context (B, L, D) on device."""
+    def encode(self, rgb: torch.Tensor, prompts: list[str],
+               store_latents: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """rgb (B, T, 3, H, W) in [0, 1] -> latents (B, C, T', h, w) and context (B, L, D) on device;
+        ``store_latents`` False keeps the latents of these videos out of the on-disk cache."""
         with self.timer.phase("encode"):
             video = rgb.permute(0, 2, 1, 3, 4) * 2.0 - 1.0
-            latents = self.video_encoder.encode(video.clamp(-1.0, 1.0))
+            latents = self.video_encoder.encode(video.clamp(-1.0, 1.0), store=store_latents)
             context = self.prompt_encoder.encode(prompts)
         return latents.to(self.device, self.dtype), context.to(self.device, self.dtype)
 
-    def extract(self, rgb: torch.Tensor, prompts: list[str]) -> list[torch.Tensor]:
+    def extract(self, rgb: torch.Tensor, prompts: list[str], store_latents: bool = True) -> list[torch.Tensor]:
         """Tapped grids, num_taps x (B, dim, F', H', W'), for a batch of windows."""
-        latents, context = self.encode(rgb, prompts)
+        latents, context = self.encode(rgb, prompts, store_latents)
         with self.timer.phase("backbone"):
             return self.backbone.extract(latents, context, self.extraction).as_list()
 

@@ -217,8 +217,12 @@ def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val
     def taps_fn(batch: dict) -> list[torch.Tensor]:
         return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
 
+    # An augmented online window is never seen twice: caching its latents would only fill the disk.
+    store = not (config.augment.active or config.data.hflip_prob > 0)
+
     def loss_fn(batch: dict, micro: int = 0):
-        return heads_loss(model, head_loss, taps_fn(batch), batch)
+        taps = batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]), store)
+        return heads_loss(model, head_loss, taps, batch)
 
     val_batches = None
     if val_set is not None:

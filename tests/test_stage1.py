@@ -74,7 +74,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tm
 
 
 def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(generated_dataset, tmp_path):
-    """Augmented too: every augmentation is drawn per step in the online path."""
+    """Augmented too: every augmentation is drawn per step in the online path, and the augmented
+    training windows (never seen twice) leave no latents in the cache; validation's do."""
     root, csv = generated_dataset
     augmented = {k: v for k, v in AUGMENTED.items() if k != "features.views_per_window"}
     metrics = run_stage1(overrides(root, csv, tmp_path / "online", tmp_path / "cache", **{
@@ -82,6 +83,8 @@ def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(genera
     assert np.isfinite(metrics["flow_epe"]) and np.isfinite(metrics["depth_abs_rel"]), metrics
     lines = (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()
     assert any('"loss"' in line for line in lines)
+    val_windows = sum(line.rstrip().endswith(",val") for line in Path(csv).read_text().splitlines())
+    assert len(list((tmp_path / "cache" / "latents").rglob("*.safetensors"))) == min(val_windows, 2)
 
 
 def test_two_process_cpu_run_trains(generated_dataset, tmp_path):
