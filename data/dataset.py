@@ -8,17 +8,20 @@ One item is a window of ``num_frames`` frames with:
   depth_valid (T, H, W) bool
   intrinsics (4,) float32 fx, fy, cx, cy of the output frames (pixel centres on integers)
   down_cam (3,) unit gravity direction in the camera frame (x right, y down, z forward)
-  dt () seconds between consecutive window frames (stride / fps)
+  dt () seconds between consecutive window frames (the window's stride / fps)
   steps (T,) int64 simulator step of each frame; plus 'scene', 'video', 'prompt' strings.
 
 Training with ``window.supervised_frames = K`` reads targets for K random frames only: flow,
 depth and their masks are (K, ...), and 'frame_index' (K,), 'frame_rgb' and 'prev_rgb'
 (K, 3, H, W) tell the heads which frames to decode (see ``load_window``).
+
+Training items are augmented by a ``data.augment.View`` drawn from (seed, epoch, index): stride,
+crop, flip and colour (``AugmentConfig``); the window start comes from a stream of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,8 @@ import torch
 from torch.utils.data import Dataset
 
 from data import transforms
+from data.augment import AugmentConfig, View, ViewOptions, check_forward_in_time, draw_view
+from data.colour import apply_colour
 from data.errors import DataFormatError
 from data.flow import FlowConvention, compose_backward
 from data.layout import SceneFiles, scan_scene
@@ -48,6 +53,7 @@ class DataConfig:
     width: int = 480
     """Output width; a multiple of 32."""
     window: WindowSpec = field(default_factory=WindowSpec)
+    """Frames per window, their stride and the evaluation anchor (data.sampling.WindowSpec)."""
     flow_convention: str = "replicator"
     """Sign convention of the motion-vector files (see data.flow.CONVENTIONS)."""
     flow_units: str = "pixels"
@@ -61,7 +67,7 @@ class DataConfig:
     fps: float = 30.0
     """Simulator frame rate when a scene has no scene.json (window dt = stride / fps)."""
     hflip_prob: float = 0.0
-    """Training-only probability of a horizontal flip (negates x-flow)."""
+    """Training-only probability of a horizontal flip (negates x-flow, mirrors the gravity direction)."""
     random_crop: bool = True
     """Training crops at a random offset; evaluation always crops the centre."""
     repeat: int = 1
@@ -79,21 +85,32 @@ class DataConfig:
         FlowConvention(self.flow_convention, self.flow_units, self.flow_timing)
 
 
-class SimPhysicsDataset(Dataset):
-    """Windows of sim_physics scenes.  Structure is checked up front; contents when read."""
+VIEW_STREAM = 2
+"""Last key of the generator of a training item's view (1 is the supervised-frame subset's)."""
 
-    def __init__(self, config: DataConfig, split: str | None = None, train: bool = False, seed: int = 0) -> None:
+
+class SimPhysicsDataset(Dataset):
+    """Windows of sim_physics scenes.  Structure is checked up front; contents when read.
+
+    ``augment`` adds colour jitter, random resized crops and stride jitter to training items.
+    """
+
+    def __init__(self, config: DataConfig, split: str | None = None, train: bool = False, seed: int = 0,
+                 augment: AugmentConfig | None = None) -> None:
         self.config, self.train, self.seed, self.epoch = config, train, seed, 0
+        self.view_options = ViewOptions(augment or AugmentConfig(), config.window.stride, config.random_crop,
+                                        config.hflip_prob)
         self.convention = FlowConvention(config.flow_convention, config.flow_units, config.flow_timing)
         self.entries: list[ClipEntry] = read_metadata(config.metadata, root=config.root, split=split)
         self.scenes: list[SceneFiles] = [scan_scene(Path(config.root) / e.video) for e in self.entries]
+        longest = replace(config.window, stride=self.view_options.max_stride)
+        jittered = " (the largest of augment.strides)" if longest.stride != config.window.stride else ""
         for scene in self.scenes:
-            if scene.num_frames < config.window.span:
-                window = config.window
+            if scene.num_frames < longest.span:
                 raise DataFormatError(
                     scene.directory,
-                    f"has {scene.num_frames} frames but a window of {window.num_frames} frames at "
-                    f"stride {window.stride} needs {window.span}",
+                    f"has {scene.num_frames} frames but a window of {longest.num_frames} frames at "
+                    f"stride {longest.stride}{jittered} needs {longest.span}",
                 )
 
     def __len__(self) -> int:
@@ -106,22 +123,33 @@ class SimPhysicsDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator | None:
         return np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
 
+    def draw_view(self, key: list[int]) -> View:
+        """The view of a training item keyed by ``key`` (e.g. seed, epoch, index)."""
+        return draw_view(np.random.default_rng([*key, VIEW_STREAM]), self.view_options)
+
+    def scene_of(self, index: int) -> int:
+        """The scene (index into ``scenes``) that item ``index`` is cut from."""
+        return index % len(self.scenes)
+
     def __getitem__(self, index: int) -> dict:
-        scene_index, rng = index % len(self.scenes), self._rng(index)
-        frames = window_indices(self.scenes[scene_index].num_frames, self.config.window, rng)
+        scene_index, rng = self.scene_of(index), self._rng(index)
+        view = self.draw_view([self.seed, self.epoch, index]) if rng is not None else None
+        spec = self.config.window if view is None else replace(self.config.window, stride=view.stride)
+        frames = window_indices(self.scenes[scene_index].num_frames, spec, rng)
         select = None
         if rng is not None:
             select = training_subset(len(frames), self.config.window.supervised_frames, self.seed, self.epoch, index)
-        return self.load_window(scene_index, frames, rng, select=select)
+        return self.load_window(scene_index, frames, view, select=select)
 
     def fixed_window_starts(self, scene_index: int, count: int) -> list[int]:
         """Up to ``count`` distinct window starts spread evenly over a scene (for cached features)."""
         slack = self.scenes[scene_index].num_frames - self.config.window.span
         return sorted({int(round(x)) for x in np.linspace(0, slack, num=max(count, 1))})
 
-    def load_window(self, scene_index: int, frames: np.ndarray, rng: np.random.Generator | None = None,
+    def load_window(self, scene_index: int, frames: np.ndarray, view: View | None = None,
                     select: np.ndarray | None = None, video: bool = True) -> dict:
-        """The window of the given frame indices; ``rng`` None = no augmentation, centre crop.
+        """The window of the given frame indices (strictly increasing), cut and coloured as ``view``
+        says (None = no augmentation, centre crop).
 
         ``select`` (window-relative indices, sorted) restricts the targets to those frames and
         adds 'frame_index', 'frame_rgb' (the frames at ``select``) and 'prev_rgb' (the frames
@@ -129,17 +157,20 @@ class SimPhysicsDataset(Dataset):
         whole-window 'rgb', which only the backbone's encoder needs.
         """
         scene = self.scenes[scene_index]
+        check_forward_in_time(frames, scene.directory)
         at = np.arange(len(frames)) if select is None else np.asarray(select, dtype=np.int64)
         prev = np.maximum(at - 1, 0)
         needed = sorted(set(range(len(frames))) if video else set(at.tolist()) | set(prev.tolist()))
         decoded, hw = self._decode_rgb(scene, frames, needed)
         depth, depth_valid = zip(*(read_depth(scene.depth[frames[i]], hw, self.config.far_clip_m) for i in at))
         flow, flow_valid = self._window_flow(scene, frames, hw, at)
-        geometry = self._geometry(hw, rng)
+        geometry = self._geometry(hw, view)
+        colour = None if view is None else view.colour
 
         def rgb(indices) -> torch.Tensor:
             stack = np.stack([decoded[int(i)] for i in indices])
-            return transforms.apply_rgb_uint8(torch.from_numpy(stack), geometry)
+            frames_rgb = transforms.apply_rgb_uint8(torch.from_numpy(stack), geometry)
+            return frames_rgb if colour is None else apply_colour(frames_rgb, colour)
 
         sample = self._scene_fields(scene_index, frames, hw, geometry)
         if video:
@@ -164,14 +195,16 @@ class SimPhysicsDataset(Dataset):
 
     def _scene_fields(self, scene_index: int, frames: np.ndarray, hw: tuple[int, int],
                       geometry: transforms.Geometry) -> dict:
-        """Camera, gravity, timing and names of a window (scene.json, else the config's fallbacks)."""
+        """Camera, gravity, timing and names of a window (scene.json, else the config's fallbacks);
+        dt is the spacing of the window's first two frames, so a jittered stride keeps its own."""
         scene, entry = self.scenes[scene_index], self.entries[scene_index]
         meta = read_scene_meta(scene.directory)
         intrinsics = intrinsics_from_meta(meta, hw, self.config.fov_deg, scene.directory)
+        spacing = frames[1] - frames[0] if len(frames) > 1 else self.config.window.stride
         return {
             "intrinsics": transforms.apply_intrinsics(torch.from_numpy(intrinsics), geometry),
             "down_cam": transforms.apply_direction(torch.from_numpy(down_from_meta(meta)), geometry),
-            "dt": torch.tensor(self.config.window.stride / fps_from_meta(meta, self.config.fps)),
+            "dt": torch.tensor(float(spacing) / fps_from_meta(meta, self.config.fps)),
             "steps": torch.tensor([scene.steps[i] for i in frames], dtype=torch.int64),
             "scene": entry.scene,
             "video": entry.video,
@@ -201,10 +234,9 @@ class SimPhysicsDataset(Dataset):
             flows[k], valid[k] = compose_backward(one_step, list(distance), list(distance_valid))
         return flows, valid
 
-    def _geometry(self, hw: tuple[int, int], rng: np.random.Generator | None) -> transforms.Geometry:
+    def _geometry(self, hw: tuple[int, int], view: View | None) -> transforms.Geometry:
         out_hw = (self.config.height, self.config.width)
-        if rng is None:
+        if view is None:
             return transforms.plan_geometry(hw, out_hw)
-        crop = tuple(rng.random(2)) if self.config.random_crop else (0.5, 0.5)
-        flip = bool(rng.random() < self.config.hflip_prob)
-        return transforms.plan_geometry(hw, out_hw, crop, flip)
+        return transforms.plan_geometry(hw, out_hw, view.crop_xy_fraction, view.flip, view.crop_area,
+                                        view.crop_aspect)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +31,24 @@ class Geometry:
 
 
 def plan_geometry(
-    in_hw: tuple[int, int], out_hw: tuple[int, int], crop_xy_fraction: tuple[float, float] = (0.5, 0.5), flip: bool = False
+    in_hw: tuple[int, int], out_hw: tuple[int, int], crop_xy_fraction: tuple[float, float] = (0.5, 0.5),
+    flip: bool = False, area: float = 1.0, aspect: float = 1.0,
 ) -> Geometry:
-    """Scale to cover ``out_hw`` keeping the aspect ratio, then crop (fraction 0.5 = centre)."""
+    """Scale to cover ``out_hw`` keeping the aspect ratio, then crop (fraction 0.5 = centre).
+
+    ``area`` < 1 and ``aspect`` != 1 make it a random resized crop: the region cut from the input
+    has ``area`` times the area of the largest region of the output's aspect ratio, and ``aspect``
+    times its width/height ratio, shrunk where it would leave the frame.  Zooming in is what a
+    longer lens at the same camera position sees, so distances stay metric (the focal length
+    grows with the scale); ``aspect`` != 1 stretches one axis (fx != fy).
+    """
     (h_in, w_in), (h_out, w_out) = in_hw, out_hw
-    scale = max(h_out / h_in, w_out / w_in)
-    h_res, w_res = max(h_out, round(h_in * scale)), max(w_out, round(w_in * scale))
+    if not 0.0 < area <= 1.0 or aspect <= 0.0:
+        raise ValueError(f"a crop needs 0 < area <= 1 and aspect > 0, got area={area}, aspect={aspect}")
+    cover = max(h_out / h_in, w_out / w_in)
+    scale_x = max(cover / math.sqrt(area * aspect), w_out / w_in)
+    scale_y = max(cover * math.sqrt(aspect / area), h_out / h_in)
+    h_res, w_res = max(h_out, round(h_in * scale_y)), max(w_out, round(w_in * scale_x))
     x0 = round((w_res - w_out) * crop_xy_fraction[0])
     y0 = round((h_res - h_out) * crop_xy_fraction[1])
     return Geometry((h_res, w_res), (w_res / w_in, h_res / h_in), (x0, y0), (h_out, w_out), flip)

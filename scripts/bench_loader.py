@@ -30,7 +30,7 @@ from data.sampling import WindowSpec
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _generate_full_scene(out: Path) -> tuple[Path, Path]:
+def generate_full_scene(out: Path) -> tuple[Path, Path]:
     """One 131-frame 480x480 scene through the project's own generator (same code users run)."""
     root, csv = out / "scenes", out / "bench.csv"
     subprocess.run([sys.executable, str(REPO / "scripts/generate_scenes.py"), "--out", str(root), "--preset", "full",
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                              "path's loader); K > 0 = the cached path's loader (fixed windows, K frames)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        root, csv = (Path(args.root), Path(args.metadata)) if args.root else _generate_full_scene(Path(tmp))
+        root, csv = (Path(args.root), Path(args.metadata)) if args.root else generate_full_scene(Path(tmp))
         config = DataConfig(root=str(root), metadata=str(csv), height=args.size, width=args.size,
                             window=WindowSpec(num_frames=args.frames, stride=args.stride))
         rates = {}

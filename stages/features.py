@@ -8,10 +8,14 @@ The stage-1 feature cache holds the frozen backbone's tapped grids of fixed wind
 
 With a fixed extraction timestep and noise seed, the features of a window depend only on its
 pixels and prompt, so 10 epochs x repeat 100 reuse each one 1,000 times.  Windows are fixed
-(evenly spaced per scene, centre crop, no flip) because an augmented window would have
-different features.  Building is sharded over processes; entries are safetensors in bf16,
-written atomically, keyed by everything that determines them (frame files, size, weights,
-extraction settings), so a changed input can never be served a stale entry.
+(evenly spaced per scene).  Augmentation changes the pixels and so the features: with
+``features.views_per_window`` V the cache holds V views of each window (view 0 un-augmented,
+views >= 1 augmented copies drawn from (seed, window, view); data.windows), and each training
+item picks one view per epoch.  Its targets and RGB are loaded with that same view, so they
+describe exactly the pixels the cached features saw.  V views cost V times the build time and
+disk.  Building is sharded over processes; entries are safetensors in bf16, written atomically,
+keyed by everything that determines them (frame files, size, view, weights, extraction
+settings), so a changed input can never be served a stale entry.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from data.augment import View
 from data.windows import FixedWindows, WindowRef
 from stages.trainer.sections import BackboneConfig
 from stages.trainer.tracking import PhaseTimer
@@ -98,17 +103,19 @@ class FeatureSource:
         encoder = lambda: build_text_encoder(self.preset, seed=c.seed, device=self.device, dtype=self.dtype)  # noqa: E731
         return encoder, build_stand_in_tokenizer(self.preset)
 
-    def encode(self, rgb: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """rgb (B, T, 3, H, W) in [0, 1] -> latents (B, C, T', h, w) and context (B, L, D) on device."""
+    def encode(self, rgb: torch.Tensor, prompts: list[str],
+               store_latents: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """rgb (B, T, 3, H, W) in [0, 1] -> latents (B, C, T', h, w) and context (B, L, D) on device;
+        ``store_latents`` False keeps the latents of these videos out of the on-disk cache."""
         with self.timer.phase("encode"):
             video = rgb.permute(0, 2, 1, 3, 4) * 2.0 - 1.0
-            latents = self.video_encoder.encode(video.clamp(-1.0, 1.0))
+            latents = self.video_encoder.encode(video.clamp(-1.0, 1.0), store=store_latents)
             context = self.prompt_encoder.encode(prompts)
         return latents.to(self.device, self.dtype), context.to(self.device, self.dtype)
 
-    def extract(self, rgb: torch.Tensor, prompts: list[str]) -> list[torch.Tensor]:
+    def extract(self, rgb: torch.Tensor, prompts: list[str], store_latents: bool = True) -> list[torch.Tensor]:
         """Tapped grids, num_taps x (B, dim, F', H', W'), for a batch of windows."""
-        latents, context = self.encode(rgb, prompts)
+        latents, context = self.encode(rgb, prompts, store_latents)
         with self.timer.phase("backbone"):
             return self.backbone.extract(latents, context, self.extraction).as_list()
 
@@ -119,15 +126,18 @@ class FeatureSource:
 
 
 
-def window_key(windows: FixedWindows, ref: WindowRef, source: FeatureSource) -> str:
-    """Hash of what the features of a window depend on (frame files by name, size and mtime)."""
+def window_key(windows: FixedWindows, ref: WindowRef, source: FeatureSource, view: View | None = None) -> str:
+    """Hash of what the features of a window's view depend on (frame files by name, size and
+    mtime; the view's stride, crop, flip and colour).  View None (un-augmented) keeps the key
+    single-view caches always had."""
     scene = windows.base.scenes[ref.scene_index]
-    frames = windows.frames(ref)
+    frames = windows.frames(ref, None if view is None else view.stride)
     stats = [(scene.rgb[i].name, scene.rgb[i].stat().st_size, scene.rgb[i].stat().st_mtime_ns) for i in frames]
     config = windows.base.config
-    return sha256_key(str(scene.directory.resolve()), stats, (config.height, config.width),
-                      windows.base.entries[ref.scene_index].prompt, source.id, source.taps,
-                      source.extraction.timestep, source.extraction.noise_seed, "bf16")
+    parts = [str(scene.directory.resolve()), stats, (config.height, config.width),
+             windows.base.entries[ref.scene_index].prompt, source.id, source.taps,
+             source.extraction.timestep, source.extraction.noise_seed, "bf16"]
+    return sha256_key(*parts) if view is None else sha256_key(*parts, "view", view.key())
 
 
 def estimate_bytes(source: FeatureSource, windows: int, frames: int, height: int, width: int) -> int:
@@ -150,12 +160,14 @@ def check_budget(needed: int, max_gb: float, root: Path) -> None:
 
 
 class FeatureCache:
-    """Keys, building and loading of cached features for one FixedWindows set."""
+    """Keys, building and loading of cached features for one FixedWindows set: one entry per
+    (window, view), entry ``window * views + view``."""
 
     def __init__(self, root: str | Path, windows: FixedWindows, source: FeatureSource) -> None:
         self.store = TensorCache(Path(root) / "features")
         self.windows, self.num_taps = windows, len(source.taps)
-        self.keys = [window_key(windows, ref, source) for ref in windows.refs]
+        self.entries = [(w, v) for w in range(len(windows.refs)) for v in range(windows.views)]
+        self.keys = [window_key(windows, windows.refs[w], source, windows.view(w, v)) for w, v in self.entries]
 
     def missing(self) -> list[int]:
         return [i for i, key in enumerate(self.keys) if not self.store.path(key).is_file()]
@@ -172,23 +184,25 @@ class FeatureCache:
         for i in tqdm(todo, desc=f"feature cache (rank {rank})", disable=not show_progress or not todo):
             if should_stop():
                 break
-            sample = self.windows.load(i)
+            window, view = self.entries[i]
+            sample = self.windows.load(window, view=view)
             taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
             tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
             self.store.put(self.keys[i], tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())})
             written += 1
         return written
 
-    def load(self, window: int) -> list[torch.Tensor]:
-        stored = self.store.get(self.keys[window])
+    def load(self, window: int, view: int = 0) -> list[torch.Tensor]:
+        entry = window * self.windows.views + view
+        stored = self.store.get(self.keys[entry])
         if stored is None:
-            raise RuntimeError(f"feature cache entry for window {window} is missing or corrupt "
-                               f"({self.store.path(self.keys[window])}); rebuild the cache")
+            raise RuntimeError(f"feature cache entry for window {window} view {view} is missing or corrupt "
+                               f"({self.store.path(self.keys[entry])}); rebuild the cache")
         return [stored[f"tap{k}"] for k in range(self.num_taps)]
 
 
 class CachedFeatureWindows(Dataset):
-    """FixedWindows samples with their cached tapped grids attached under 'taps'."""
+    """FixedWindows samples with the cached tapped grids of their view attached under 'taps'."""
 
     def __init__(self, windows: FixedWindows, cache: FeatureCache) -> None:
         self.windows, self.cache = windows, cache
@@ -201,5 +215,8 @@ class CachedFeatureWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.windows[index]
-        sample["taps"] = self.cache.load(sample["window"])
+        sample["taps"] = self.cache.load(sample["window"], sample["view"])
         return sample
+
+    def scene_of(self, index: int) -> int:
+        return self.windows.scene_of(index)

@@ -26,7 +26,10 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data.augment import AugmentConfig
+from data.complexity import complexity_ranks, scene_complexity
 from data.dataset import DataConfig, SimPhysicsDataset
+from data.scene_meta import read_scene_meta
 from data.windows import FixedWindows
 from heads.io import save_heads
 from heads.losses import HeadLoss, LossConfig
@@ -34,6 +37,7 @@ from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, c
 from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
 from stages.trainer import seed_everything
 from stages.trainer.assemble import make_train_run
+from stages.trainer.curriculum import CurriculumConfig, CurriculumSampler
 from stages.trainer.loop import TrainRun
 from stages.trainer.preemption import Preempted, StopRequest
 from stages.trainer.prefetch import to_device
@@ -59,7 +63,11 @@ class Stage1Config:
     run: RunConfig = field(default_factory=RunConfig)
     """Output directory, seed, batching and validation cadence."""
     data: DataConfig = field(default_factory=DataConfig)
-    """Data root, metadata CSV, window size/stride, resize and augmentation."""
+    """Data root, metadata CSV, window size/stride, resize, crop position and flips."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Training augmentation: colour jitter, random resized crops, stride jitter (each off by default)."""
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    """Sample simple scenes more often early in training (off by default)."""
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     """Backbone preset and weights, feature extraction timestep/noise/taps."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -80,9 +88,11 @@ class Stage1Config:
     """Tracking backend and cadence."""
 
     def __post_init__(self) -> None:
-        if self.features.mode == "cached" and (self.data.hflip_prob > 0):
-            raise ValueError("features.mode=cached stores features of fixed, un-augmented windows; "
-                             "set data.hflip_prob=0 or use features.mode=online")
+        augmenting = self.augment.active or self.data.hflip_prob > 0
+        if self.features.mode == "cached" and augmenting and self.features.views_per_window < 2:
+            raise ValueError("features.mode=cached with augmentation (augment.*, data.hflip_prob) needs "
+                             "features.views_per_window >= 2: view 0 of each window is un-augmented and only "
+                             "views >= 1 are augmented copies (or use features.mode=online)")
 
 
 log = logging.getLogger(__name__)
@@ -134,15 +144,16 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     skip the whole-window RGB (only the backbone, which the cached path never runs, reads it).
     """
     supervised = config.data.window.supervised_frames if train else 0
+    views = config.features.views_per_window if train else 1
     windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
-                           video=not supervised)
+                           video=not supervised, views=views)
     cache = FeatureCache(config.features.cache_dir, windows, source)
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
     with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/trainer/preemption.py)
         if accelerator.is_main_process:
-            log.info("feature cache: %d windows, %d to compute, %.2f GB to write", len(windows.refs),
-                     len(cache.missing()), needed / 1e9)
+            log.info("feature cache: %d windows x %d views, %d to compute, %.2f GB to write", len(windows.refs),
+                     views, len(cache.missing()), needed / 1e9)
             check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
         accelerator.wait_for_everyone()
         written = cache.build(source, accelerator.process_index, accelerator.num_processes,
@@ -157,7 +168,8 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
 
 def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, Dataset | None]:
     run, online = config.run, config.features.mode == "online"
-    train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed)
+    train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed,
+                                   augment=config.augment)
     val_base = SimPhysicsDataset(config.data, split=run.val_split, train=False) if run.val_split else None
     if online:
         return train_base, (FixedWindows(val_base, 1) if val_base else None)
@@ -165,6 +177,23 @@ def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple
                     train=True)
     val = _cached(val_base, config, source, accelerator, 1, 1, train=False) if val_base else None
     return train, val
+
+
+def curriculum_sampler(config: Stage1Config, accelerator, train_set: Dataset) -> CurriculumSampler | None:
+    """The curriculum over the training items (None when off): each item ranked by the complexity
+    of its scene's scene.json among the training scenes."""
+    if not config.curriculum.enabled:
+        return None
+    base = getattr(getattr(train_set, "windows", None), "base", train_set)
+    complexity = [scene_complexity(read_scene_meta(scene.directory)) for scene in base.scenes]
+    scene_ranks = complexity_ranks([None if c is None else c.score for c in complexity])
+    unscored = sum(c is None for c in complexity)
+    if unscored and accelerator.is_main_process:
+        log.warning("curriculum: %d of %d training scenes have no scene.json objects to score; they rank in the "
+                    "middle", unscored, len(complexity))
+    ranks = [float(scene_ranks[train_set.scene_of(i)]) for i in range(len(train_set))]
+    return CurriculumSampler(ranks, config.curriculum, accelerator.num_processes, accelerator.process_index,
+                             seed=config.run.seed)
 
 
 def build_stage1(config: Stage1Config, accelerator) -> Stage1:
@@ -182,15 +211,19 @@ def build_stage1(config: Stage1Config, accelerator) -> Stage1:
 
 
 def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val_set, source) -> Stage1:
-    run = make_train_run(config, accelerator, model, train_set)
+    run = make_train_run(config, accelerator, model, train_set, curriculum_sampler(config, accelerator, train_set))
     model = run.model
     head_loss = HeadLoss(config.loss)
 
     def taps_fn(batch: dict) -> list[torch.Tensor]:
         return batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]))
 
+    # An augmented online window is never seen twice: caching its latents would only fill the disk.
+    store = not (config.augment.active or config.data.hflip_prob > 0)
+
     def loss_fn(batch: dict, micro: int = 0):
-        return heads_loss(model, head_loss, taps_fn(batch), batch)
+        taps = batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]), store)
+        return heads_loss(model, head_loss, taps, batch)
 
     val_batches = None
     if val_set is not None:

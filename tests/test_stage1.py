@@ -43,9 +43,17 @@ def _train_subprocess(args: list[str], log: Path):
     return start_stage("stages/stage1.py", DEMO, args, log)
 
 
-@pytest.mark.parametrize("subset", [{}, {"data.window.supervised_frames": 3}], ids=["all-frames", "3-frames"])
+AUGMENTED = {"augment.brightness": 0.3, "augment.hue": 0.1, "augment.crop_scale": "0.6,1", "augment.strides": "1,2,3",
+             "data.hflip_prob": 0.5, "features.views_per_window": 2, "curriculum.enabled": "true"}
+"""Every augmentation, two cached views per window and the curriculum (generated scenes hold 17
+frames: 5-frame windows fit at stride 3)."""
+
+
+@pytest.mark.parametrize("subset", [{}, {"data.window.supervised_frames": 3}, AUGMENTED],
+                         ids=["all-frames", "3-frames", "augmented-curriculum"])
 def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tmp_path, subset):
-    """With a frame subset, the per-epoch subset draws must resume exactly too."""
+    """With a frame subset, the per-epoch subset draws must resume exactly too; so must the views
+    picked per epoch and the curriculum's order."""
     root, csv = generated_dataset
     cache = tmp_path / "cache"
     straight = _train_subprocess(overrides(root, csv, tmp_path / "straight", cache, **subset), tmp_path / "straight.log")
@@ -66,12 +74,17 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(generated_dataset, tm
 
 
 def test_online_path_trains_on_a_frame_subset_and_validates_on_all_frames(generated_dataset, tmp_path):
+    """Augmented too: every augmentation is drawn per step in the online path, and the augmented
+    training windows (never seen twice) leave no latents in the cache; validation's do."""
     root, csv = generated_dataset
+    augmented = {k: v for k, v in AUGMENTED.items() if k != "features.views_per_window"}
     metrics = run_stage1(overrides(root, csv, tmp_path / "online", tmp_path / "cache", **{
-        "features.mode": "online", "data.window.supervised_frames": 2, "optim.max_steps": 2}))
+        "features.mode": "online", "data.window.supervised_frames": 2, "optim.max_steps": 2, **augmented}))
     assert np.isfinite(metrics["flow_epe"]) and np.isfinite(metrics["depth_abs_rel"]), metrics
     lines = (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()
     assert any('"loss"' in line for line in lines)
+    val_windows = sum(line.rstrip().endswith(",val") for line in Path(csv).read_text().splitlines())
+    assert len(list((tmp_path / "cache" / "latents").rglob("*.safetensors"))) == min(val_windows, 2)
 
 
 def test_two_process_cpu_run_trains(generated_dataset, tmp_path):

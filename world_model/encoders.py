@@ -87,8 +87,10 @@ class VideoLatentEncoder:
                        tile_size=self.tile_size, tile_stride=self.tile_stride)
         return z[0].float().cpu()
 
-    def encode(self, video: torch.Tensor, resize: tuple[int, int] | None = None) -> torch.Tensor:
-        """Latents for each sample; cached per sample by (frame bytes, resize, model id, settings)."""
+    def encode(self, video: torch.Tensor, resize: tuple[int, int] | None = None, store: bool = True) -> torch.Tensor:
+        """Latents for each sample; cached per sample by (frame bytes, resize, model id, settings).
+        ``store`` False still reads the cache but writes nothing: for videos never seen twice
+        (augmented training windows), whose entries would only fill the disk."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"expected video (B, 3, T, H, W), got {tuple(video.shape)}")
         self.preset.check_video_size(*video.shape[2:])
@@ -102,7 +104,7 @@ class VideoLatentEncoder:
                 out.append(hit["latents"])
                 continue
             z = self._encode_one(sample)
-            if self.cache is not None:
+            if self.cache is not None and store:
                 self.cache.put(key, {"latents": z}, {"model_id": self.model_id, "shape": list(sample.shape)})
             out.append(z)
         return torch.stack(out)

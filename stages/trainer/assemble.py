@@ -57,14 +57,17 @@ def make_step_run(accelerator, model: nn.Module, optim: OptimConfig) -> TrainRun
                     run_dir=None, total_steps=0, config=None, timer=PhaseTimer(accelerator.device))
 
 
-def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset) -> TrainRun:
-    """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs."""
+def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset,
+                   sampler: ResumableSampler | None = None) -> TrainRun:
+    """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs;
+    ``sampler`` replaces the seeded shuffle (e.g. a curriculum), sharded over the same processes."""
     optim = config.optim
     optimizer = make_optimizer(model, optim, accelerator.device)
     backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = backend.model, backend.optimizer
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
-    sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
+    if sampler is None:
+        sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
     # Its own generator: creating a loader iterator must not draw from the global RNG, or a resumed
     # run (which creates its iterator at a different point) would see different random numbers.
     # Pinned batches make the copies in stages.trainer.prefetch asynchronous on CUDA.
@@ -72,6 +75,7 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                         num_workers=config.run.num_workers, worker_init_fn=init_train_worker,
                         generator=make_generator(config.run.seed), pin_memory=accelerator.device.type == "cuda")
     total_steps = optim.total_steps(len(loader))
+    sampler.plan_run(total_steps * optim.grad_accum * config.run.batch_size * accelerator.num_processes)
     run_dir = Path(config.run.output_dir)
     ema = None
     if config.ema.enabled:

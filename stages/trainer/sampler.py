@@ -85,6 +85,10 @@ class ResumableSampler(Sampler[int]):
             order = (order * repeats)[: self.total_size]
         return order[: self.total_size]
 
+    def plan_run(self, total_samples: int) -> None:
+        """Told how many samples (over all ranks) the whole run draws; a plain shuffle ignores it
+        (a curriculum measures progress against it: stages.trainer.curriculum)."""
+
     def _local_skip(self) -> int:
         skip, remainder = divmod(self.position, self.num_replicas)
         if remainder:  # resumed with a different world size: round up, never repeat a sample

@@ -204,12 +204,17 @@ class FeatureConfig:
     """Root of the latent, text and feature caches (shared across runs and stages)."""
     windows_per_scene: int = 4
     """Cached mode: fixed windows per scene, spread evenly over its frames."""
+    views_per_window: int = 1
+    """Cached mode: views cached per window, view 0 un-augmented and views >= 1 augmented copies
+    (stage 1's augment section, data.hflip_prob), each drawn from (seed, window, view); a training
+    item shows one view, picked per epoch.  V views cost V times the cache's build time and disk."""
     max_cache_gb: float = 200.0
     """Refuse to build a feature cache larger than this (the estimate is printed up front)."""
 
     def __post_init__(self) -> None:
         require(self.mode in ("cached", "online"), f"mode must be 'cached' or 'online', got {self.mode!r}")
         require(self.windows_per_scene >= 1, f"windows_per_scene must be >= 1, got {self.windows_per_scene}")
+        require(self.views_per_window >= 1, f"views_per_window must be >= 1, got {self.views_per_window}")
         require(self.max_cache_gb > 0, f"max_cache_gb must be > 0, got {self.max_cache_gb}")
 
 
