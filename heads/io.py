@@ -36,7 +36,7 @@ class HeadLoadError(RuntimeError):
     """Raised when saved weights, saved config and expectations disagree."""
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write via `write(tmp_path)` to a temp file next to `path`, then rename over it (atomic on POSIX)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -61,8 +61,8 @@ def save_heads(directory: str | os.PathLike, flow_head: nn.Module | None, depth_
             for k, v in head.state_dict().items():
                 tensors[f"{kind}.{k}"] = v.detach().to("cpu").contiguous()
     # Weights first, config last: a directory whose config is present has matching weights.
-    _atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": str(FORMAT_VERSION)}))
-    _atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+    atomic_write(out / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata={"format": str(FORMAT_VERSION)}))
+    atomic_write(out / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True)))
     logger.info("saved heads (%d tensors) to %s", len(tensors), out)
     return out
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,9 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 from data.augment import AugmentConfig
 from data.complexity import complexity_ranks, scene_complexity
 from data.dataset import DataConfig, SimPhysicsDataset
+from data.metadata_split import describe_split
 from data.scene_meta import read_scene_meta
 from data.windows import FixedWindows
-from heads.io import save_heads
+from heads.io import atomic_write, save_heads
 from heads.losses import HeadLoss, LossConfig
 from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, check_budget, estimate_bytes
 from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
@@ -41,7 +43,7 @@ from stages.trainer.curriculum import CurriculumConfig, CurriculumSampler
 from stages.trainer.loop import TrainRun
 from stages.trainer.preemption import Preempted, StopRequest
 from stages.trainer.prefetch import to_device
-from stages.trainer.runner import run_entry, run_script
+from stages.trainer.runner import ema_weights, run_entry, run_script
 from stages.trainer.sections import (
     BackboneConfig,
     CheckpointConfig,
@@ -57,10 +59,20 @@ from world_model.presets import get_preset
 
 
 @dataclass
+class Stage1RunConfig(RunConfig):
+    """Stage 1's run section: the shared one plus the splits reported once at the end."""
+
+    report_splits: list[str] = field(default_factory=list)
+    """Further metadata splits validated once after training with the final (EMA) heads, each printed with what
+    it holds relative to training and written to final/validation.json with the val split's numbers: e.g.
+    ["holdout", "holdout_look"] for families and looks never seen in training."""
+
+
+@dataclass
 class Stage1Config:
     """Stage 1: heads on tapped features of the frozen WAN backbone (see stages/configs/*.toml)."""
 
-    run: RunConfig = field(default_factory=RunConfig)
+    run: Stage1RunConfig = field(default_factory=Stage1RunConfig)
     """Output directory, seed, batching and validation cadence."""
     data: DataConfig = field(default_factory=DataConfig)
     """Data root, metadata CSV, window size/stride, resize, crop position and flips."""
@@ -116,13 +128,15 @@ class Stage1:
     val_batches: Callable[[], list[dict]] | None
     taps_fn: Callable[[dict], list[torch.Tensor]]
     source: FeatureSource | None
+    report_batches: dict[str, Callable[[], list[dict]]] = field(default_factory=dict)
 
-    def validate(self) -> dict[str, float]:
-        """Head metrics beside the trivial baselines on the validation windows."""
-        if self.val_batches is None:
+    def validate(self, batches_fn: Callable[[], list[dict]] | None = None) -> dict[str, float]:
+        """Head metrics beside the trivial baselines on the validation windows (or ``batches_fn``'s)."""
+        batches_fn = batches_fn or self.val_batches
+        if batches_fn is None:
             return {}
         device, loss = self.run.accelerator.device, self.run.config.loss
-        batches = (to_device(b, device) for b in self.val_batches())
+        batches = (to_device(b, device) for b in batches_fn())
         return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far,
                         flow_baselines=self.run.config.run.val_flow_baselines)
 
@@ -130,7 +144,22 @@ class Stage1:
         """Nothing to record before stage 1."""
 
     def report(self, metrics: dict[str, float]) -> None:
-        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
+        """The validation table, then one per report split (final EMA heads), all saved to
+        final/validation.json: what a user reads at the end of a run, kept beside the heads."""
+        config = self.run.config
+        holds = validation_holds(config) if metrics else ""
+        print_validation(metrics, holds)
+        tables = {config.run.val_split: {"holds": holds, "metrics": metrics}} if metrics else {}
+        with ema_weights(self):
+            for split, batches_fn in self.report_batches.items():
+                split_metrics = self.validate(batches_fn)
+                holds = describe_split(config.data.root, config.data.metadata, split, config.run.train_split)
+                print_validation(split_metrics, holds)
+                tables[split] = {"holds": holds, "metrics": split_metrics}
+        final = self.run.run_dir / "final"
+        if tables and final.is_dir():
+            text = json.dumps(tables, indent=2, sort_keys=True) + "\n"
+            atomic_write(final / "validation.json", lambda tmp: Path(tmp).write_text(text))
 
     def export(self, final: Path) -> None:
         save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)
@@ -166,17 +195,19 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     return CachedFeatureWindows(windows, cache)
 
 
-def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, Dataset | None]:
+def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, dict[str, Dataset]]:
+    """The training set and the scored ones, keyed by split: the validation split (if any), then the
+    report splits (one fixed window per scene each)."""
     run, online = config.run, config.features.mode == "online"
     train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed,
                                    augment=config.augment)
-    val_base = SimPhysicsDataset(config.data, split=run.val_split, train=False) if run.val_split else None
+    scored = [s for s in dict.fromkeys([run.val_split, *run.report_splits]) if s]
+    bases = {split: SimPhysicsDataset(config.data, split=split, train=False) for split in scored}
     if online:
-        return train_base, (FixedWindows(val_base, 1) if val_base else None)
+        return train_base, {split: FixedWindows(base, 1) for split, base in bases.items()}
     train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat,
                     train=True)
-    val = _cached(val_base, config, source, accelerator, 1, 1, train=False) if val_base else None
-    return train, val
+    return train, {split: _cached(base, config, source, accelerator, 1, 1, train=False) for split, base in bases.items()}
 
 
 def curriculum_sampler(config: Stage1Config, accelerator, train_set: Dataset) -> CurriculumSampler | None:
@@ -203,14 +234,15 @@ def build_stage1(config: Stage1Config, accelerator) -> Stage1:
     # Heads first, straight after seeding: their initialisation must not depend on the cache state.
     model = build_heads(config.heads, preset, len(preset.taps(tuple(config.backbone.taps) or None)))
     source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)
-    train_set, val_set = _datasets(config, source, accelerator)
+    train_set, scored_sets = _datasets(config, source, accelerator)
     if config.features.mode == "cached":
         source.release_encoders()
         source = None  # the cached path never touches the backbone again
-    return _assemble(config, accelerator, model, train_set, val_set, source)
+    return _assemble(config, accelerator, model, train_set, scored_sets, source)
 
 
-def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val_set, source) -> Stage1:
+def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, scored_sets: dict[str, Dataset],
+              source) -> Stage1:
     run = make_train_run(config, accelerator, model, train_set, curriculum_sampler(config, accelerator, train_set))
     model = run.model
     head_loss = HeadLoss(config.loss)
@@ -225,11 +257,13 @@ def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, val
         taps = batch["taps"] if "taps" in batch else source.extract(batch["rgb"], list(batch["prompt"]), store)
         return heads_loss(model, head_loss, taps, batch)
 
-    val_batches = None
-    if val_set is not None:
-        limit = min(len(val_set), config.run.val_max_windows)
-        val_batches = lambda: DataLoader(torch.utils.data.Subset(val_set, range(limit)), batch_size=1)  # noqa: E731
-    return Stage1(run=run, loss_fn=loss_fn, val_batches=val_batches, taps_fn=taps_fn, source=source)
+    def batches_of(dataset: Dataset) -> Callable[[], DataLoader]:
+        limit = min(len(dataset), config.run.val_max_windows)
+        return lambda: DataLoader(torch.utils.data.Subset(dataset, range(limit)), batch_size=1)
+
+    scored = {split: batches_of(dataset) for split, dataset in scored_sets.items()}
+    return Stage1(run=run, loss_fn=loss_fn, val_batches=scored.get(config.run.val_split), taps_fn=taps_fn,
+                  source=source, report_batches={s: scored[s] for s in config.run.report_splits})
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -358,3 +358,22 @@ def test_validation_table_says_when_there_is_no_validation(capsys):
 
     print_validation({})
     assert "validation: none" in capsys.readouterr().out
+
+
+def test_report_splits_are_scored_with_the_final_heads_like_validation(generated_dataset, tmp_path, capsys):
+    """run.report_splits: after training, each named split is scored by the final heads exactly as
+    validation would score it (a run validating on that split gives the same numbers), printed with
+    what it holds, and written to final/validation.json beside the val split's table."""
+    root, csv = generated_dataset
+    short = {"optim.max_steps": 2, "checkpoint.every_steps": 1000, "run.val_max_windows": 3}
+    run_stage1(overrides(root, csv, tmp_path / "report", tmp_path / "cache", **short,
+                         **{"run.report_splits": '["holdout"]'}))
+    printed = capsys.readouterr().out
+    tables = json.loads((tmp_path / "report" / "final" / "validation.json").read_text())
+    assert set(tables) == {"val", "holdout"}
+    assert tables["holdout"]["holds"].startswith("scenes of families never seen in training (split holdout")
+    assert tables["holdout"]["holds"] in printed and tables["val"]["holds"] in printed
+    on_holdout = run_stage1(overrides(root, csv, tmp_path / "direct", tmp_path / "cache", **short,
+                                      **{"run.val_split": "holdout"}))
+    assert tables["holdout"]["metrics"] == pytest.approx(on_holdout, rel=1e-6, nan_ok=True)
+    assert tables["holdout"]["metrics"] != pytest.approx(tables["val"]["metrics"], nan_ok=True)

@@ -125,6 +125,11 @@ def test_coerce_edge_cases() -> None:
         coerce("1,2,3", tuple[int, int])
 
 
+def test_a_toml_array_of_strings_typed_on_the_command_line_loses_its_quotes() -> None:
+    assert coerce('["holdout", \'holdout_look\']', list[str]) == ["holdout", "holdout_look"]
+    assert coerce("holdout,holdout_look", list[str]) == ["holdout", "holdout_look"]
+
+
 def test_unknown_names_suggest_the_closest(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown field 'lrr' in section 'optim'.*Did you mean 'lr'"):
         load_config(ToyConfig, None, ["optim.lrr=1"])

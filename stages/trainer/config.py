@@ -78,7 +78,9 @@ def _split_list(text: str) -> list[str]:
     body = text.strip()
     if body[:1] in "[(" and body[-1:] in "])":
         body = body[1:-1]
-    return [part.strip() for part in body.split(",") if part.strip()]
+    parts = [part.strip() for part in body.split(",") if part.strip()]
+    # A TOML-style array typed on the command line ('["a", "b"]') quotes its strings.
+    return [p[1:-1] if len(p) >= 2 and p[0] == p[-1] and p[0] in "\"'" else p for p in parts]
 
 
 def coerce(value: Any, tp: Any) -> Any:
