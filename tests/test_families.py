@@ -52,7 +52,7 @@ def trace(family: str, seed: int, seconds: float) -> Trace:
     client = connect()
     world = None
     try:
-        world, camera, _ = _build(client, SceneJob(family, seed), GenConfig(width=64, height=64), 0)
+        world, camera, *_ = _build(client, SceneJob(family, seed), GenConfig(width=64, height=64), 0)
         bodies = [o.body_id for o in world.objects]
         poses, touching = [], []
         for step in range(int(seconds * 240) + 1):

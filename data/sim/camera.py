@@ -137,27 +137,35 @@ class Camera:
         }
 
 
-def jittered_camera(
-    rng: np.random.Generator,
+def orbit_camera(
     width: int,
     height: int,
     position: tuple[float, float, float],
     target: tuple[float, float, float],
-    fov_y_deg: float = 45.0,
-    jitter: float = 0.05,
+    fov_y_deg: float,
+    distance: float,
+    yaw_deg: float = 0.0,
+    pitch_deg: float = 0.0,
+    roll_deg: float = 0.0,
     near: float = 0.05,
     far: float = 30.0,
 ) -> Camera:
-    """A camera near ``position``/``target``, moved by a few centimetres so scenes differ."""
-    pos = np.asarray(position) + rng.uniform(-jitter, jitter, 3)
-    tgt = np.asarray(target) + rng.uniform(-jitter, jitter, 3) * 0.5
-    fov = fov_y_deg + float(rng.uniform(-2.0, 2.0))
-    return Camera(
-        width=width,
-        height=height,
-        fov_y_deg=fov,
-        near=near,
-        far=far,
-        position=tuple(float(x) for x in pos),
-        target=tuple(float(x) for x in tgt),
-    )
+    """A camera looking at ``target`` from the direction of ``position``, moved on a sphere about
+    the target: ``yaw`` about the vertical, ``pitch`` raises it (degrees), at ``distance`` metres,
+    then rolled about its viewing axis (positive turns the image clockwise: its up tips right)."""
+    tgt = np.asarray(target, dtype=np.float64)
+    offset = np.asarray(position, dtype=np.float64) - tgt
+    azimuth = math.atan2(offset[1], offset[0]) + math.radians(yaw_deg)
+    elevation = math.atan2(offset[2], math.hypot(offset[0], offset[1])) + math.radians(pitch_deg)
+    direction = np.array([math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
+                          math.sin(elevation)])
+    pos = tgt + distance * direction
+    forward = -direction
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    level_up = np.cross(right, forward)
+    roll = math.radians(roll_deg)
+    up = math.cos(roll) * level_up + math.sin(roll) * right
+    return Camera(width=width, height=height, fov_y_deg=float(fov_y_deg), near=near, far=far,
+                  position=tuple(float(x) for x in pos), target=tuple(float(x) for x in tgt),
+                  up=tuple(float(x) for x in up))

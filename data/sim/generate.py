@@ -21,8 +21,9 @@ import pybullet as p
 from pybullet_utils.bullet_client import BulletClient
 from tqdm import tqdm
 
-from data.sim.camera import Camera, jittered_camera
+from data.sim.camera import Camera, orbit_camera
 from data.sim.families import FAMILIES, GRAVITY
+from data.sim.looks import Placement, draw_look, draw_placement, look_rng
 from data.sim.ground_truth import distance_from_depth_buffer, motion_vectors
 from data.sim.prompts import prompt_from_scene
 from data.sim.render import render
@@ -49,6 +50,9 @@ CONTACT_MODEL = (
 )
 
 
+PRE_LOOK_DRAWS = 10
+
+
 @dataclass(frozen=True)
 class GenConfig:
     """Per-scene rendering settings shared by every scene of a run."""
@@ -66,7 +70,10 @@ class GenConfig:
     background_distance: float = float("inf")
     """distance_to_camera where no surface is hit: inf (default) or 0."""
     shadows: bool = True
-    """TinyRenderer shadow pass (about doubles render time; shadows are a cue for depth)."""
+    """Allow TinyRenderer's shadow pass (about doubles render time; shadows are a cue for depth); a
+    scene casts shadows when this holds and its look draws them."""
+    looks: tuple[str, ...] = ()
+    """Look sets scenes draw from (data.sim.looks.LOOK_SETS); empty = all."""
     min_moving_frames: int = 8
     """A scene is retried (new attempt seed) if fewer frames than this (or than half of all
     frames, for short clips) show motion; objects may rest after that, as in Physics-IQ."""
@@ -134,18 +141,31 @@ def _contacts(client: BulletClient) -> list[list[int]]:
 
 
 def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
-    """Create the world for one attempt; returns (world, camera, scenery ids)."""
+    """Create the world for one attempt; returns (world, camera, scenery ids, look, placement).
+
+    The look and the camera come from the seed's look stream, the bodies from its physics stream:
+    one family and seed move the same under every look."""
     client.setGravity(0, 0, -GRAVITY)
     client.setTimeStep(1.0 / cfg.sim_hz)
     client.setPhysicsEngineParameter(contactERP=CONTACT_ERP)
-    world = World(client, scene_rng(job.family, job.seed, attempt))
-    scenery = {"floor": world.add_floor(), "wall": world.add_wall()}
-    for body in scenery.values():
-        world.neutral_scenery(body)
+    looks = look_rng(job.family, job.seed, attempt)
+    look = draw_look(looks, cfg.looks or None)
+    world = World(client, scene_rng(job.family, job.seed, attempt), texture_seed=look["texture_seed"])
+    # Ten draws the floor and wall took from the physics stream before looks had their own: kept,
+    # so each family and seed moves exactly as when its motion was checked (tests/test_families.py).
+    world.rng.random(PRE_LOOK_DRAWS)
+    scenery = {"floor": world.add_floor(look)}
+    world.neutral_scenery(scenery["floor"])
     aim = FAMILIES[job.family](world)
-    camera = jittered_camera(world.rng, cfg.width, cfg.height, aim.position, aim.target,
-                             fov_y_deg=aim.fov_y_deg)
-    return world, camera, scenery
+    nominal = float(np.linalg.norm(np.subtract(aim.position, aim.target)))
+    placement = draw_placement(looks, look["fov_y_deg"], aim.fov_y_deg, nominal)
+    camera = orbit_camera(cfg.width, cfg.height, aim.position, aim.target, placement.fov_y_deg, placement.distance,
+                          placement.yaw_deg, placement.pitch_deg, placement.roll_deg)
+    forward = np.subtract(camera.target, camera.position)
+    background = world.add_background(look, np.asarray(camera.target), forward)
+    if background is not None:
+        scenery["background"] = background
+    return world, camera, scenery, look, placement
 
 
 def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) -> tuple[dict, int]:
@@ -153,7 +173,7 @@ def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) 
     client = connect()
     world = None
     try:
-        world, camera, scenery = _build(client, job, cfg, attempt)
+        world, camera, scenery, look, placement = _build(client, job, cfg, attempt)
         movers = [o for o in world.objects if not o.static]
         substeps = cfg.sim_hz // cfg.fps
         contacts, prev, moving_frames = [], {}, 0
@@ -163,7 +183,7 @@ def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) 
             now = {o.body_id: _pose(client, o.body_id) for o in movers}
             for obj in world.objects:
                 obj.poses.append(_pose(client, obj.body_id).tolist())
-            raw = render(client, camera, cfg.shadows)
+            raw = render(client, camera, look, cfg.shadows)
             hit = raw.segmentation >= 0
             distance = distance_from_depth_buffer(raw.depth_buffer, hit, camera,
                                                   cfg.background_distance)
@@ -175,7 +195,7 @@ def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) 
             contacts.append(_contacts(client))
             writer.write_frame(t, raw.rgb, motion, distance)
             prev = now
-        meta = _meta(job, cfg, attempt, camera, world, scenery, contacts)
+        meta = _meta(job, cfg, attempt, camera, world, scenery, contacts, look, placement)
         return meta, moving_frames
     finally:
         if world is not None:
@@ -190,8 +210,9 @@ def _frame_moves(motion: np.ndarray) -> bool:
 
 
 def _meta(job: SceneJob, cfg: GenConfig, attempt: int, camera: Camera, world: World,
-          scenery: dict[str, int], contacts: list[list[list[int]]]) -> dict:
-    """Everything ``scene.json`` records: camera, objects with per-frame poses, pins, contacts."""
+          scenery: dict[str, int], contacts: list[list[list[int]]], look: dict, placement: Placement) -> dict:
+    """Everything ``scene.json`` records: look, camera and its placement, objects with per-frame
+    poses, pins, contacts."""
     meta = {
         "family": job.family,
         "seed": job.seed,
@@ -202,7 +223,8 @@ def _meta(job: SceneJob, cfg: GenConfig, attempt: int, camera: Camera, world: Wo
         "width": cfg.width,
         "height": cfg.height,
         "gravity": [0.0, 0.0, -GRAVITY],
-        "camera": camera.to_json(),
+        "camera": {**camera.to_json(), "placement": asdict(placement)},
+        "look": look,
         "distance_convention": "euclidean_ray_m",
         "background_distance": cfg.background_distance,
         "motion_vector_convention": MOTION_CONVENTION,

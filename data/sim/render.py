@@ -14,8 +14,9 @@ from pybullet_utils.bullet_client import BulletClient
 import pybullet as p
 
 from data.sim.camera import Camera
+from data.sim.textures import sky_gradient
 
-# Light from above, slightly left and in front of the scene: shaded spheres read as 3D.
+# Light from above, slightly left and in front of the scene, when a look names none.
 LIGHT_DIRECTION = (-0.4, -0.6, 1.0)
 
 
@@ -28,22 +29,31 @@ class RawFrame:
     segmentation: np.ndarray  # int32 (H, W), body id per pixel, -1 where nothing was hit
 
 
-def render(client: BulletClient, camera: Camera, shadows: bool = True) -> RawFrame:
-    """Render the current simulator state from ``camera``."""
+def render(client: BulletClient, camera: Camera, look: dict | None = None, shadows: bool = True) -> RawFrame:
+    """Render the current simulator state from ``camera`` under the look's light; where nothing
+    is hit, a sky look paints its gradient (those pixels keep segmentation -1: no depth)."""
+    light = (look or {}).get("light", {})
     view, proj = camera.gl_matrices()
+    options = {"lightDirection": list(light.get("direction", LIGHT_DIRECTION))}
+    if light:
+        options.update(lightColor=list(light["color"]), lightAmbientCoeff=light["ambient"],
+                       lightDiffuseCoeff=light["diffuse"], lightSpecularCoeff=light["specular"])
     _, _, rgba, depth, seg = client.getCameraImage(
         camera.width,
         camera.height,
         viewMatrix=view,
         projectionMatrix=proj,
         renderer=p.ER_TINY_RENDERER,
-        shadow=int(shadows),
-        lightDirection=list(LIGHT_DIRECTION),
+        shadow=int(shadows and light.get("shadows", True)),
+        **options,
     )
     shape = (camera.height, camera.width)
-    rgba = np.asarray(rgba, dtype=np.uint8).reshape(*shape, 4)
-    return RawFrame(
-        rgb=np.ascontiguousarray(rgba[..., :3]),
-        depth_buffer=np.asarray(depth, dtype=np.float32).reshape(shape),
-        segmentation=np.asarray(seg, dtype=np.int32).reshape(shape),
-    )
+    rgb = np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(*shape, 4)[..., :3])
+    segmentation = np.asarray(seg, dtype=np.int32).reshape(shape)
+    background = (look or {}).get("background", {})
+    if background.get("kind") == "sky":
+        sky = sky_gradient(*shape, np.asarray(background["horizon"]), np.asarray(background["zenith"]))
+        empty = segmentation < 0
+        rgb[empty] = sky[empty]
+    return RawFrame(rgb=rgb, depth_buffer=np.asarray(depth, dtype=np.float32).reshape(shape),
+                    segmentation=segmentation)

@@ -18,6 +18,7 @@ from PIL import Image
 from pybullet_utils.bullet_client import BulletClient
 
 from data.sim.bodies import GRAVITY, BodyBuilder, SimObject
+from data.sim.textures import make_texture
 
 # Named colours so prompts can say "a red ball"; each spawn jitters the shade a little.
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -35,16 +36,16 @@ PALETTE: dict[str, tuple[float, float, float]] = {
 __all__ = ["GRAVITY", "PALETTE", "World"]
 
 FLOOR_HALF_SIZE = 6.0
-WALL_DISTANCE = 2.5
 WALL_HEIGHT = 4.0
 
 
 class World(BodyBuilder):
     """A pybullet client, the recorded objects and pins, and a scratch dir for textures."""
 
-    def __init__(self, client: BulletClient, rng: np.random.Generator) -> None:
+    def __init__(self, client: BulletClient, rng: np.random.Generator, texture_seed: int = 0) -> None:
         self.client = client
         self.rng = rng
+        self.texture_seed = texture_seed
         self.objects: list[SimObject] = []
         self.constraints: list[dict] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="sim_textures_")
@@ -65,61 +66,53 @@ class World(BodyBuilder):
         shade = np.clip(base + self.rng.uniform(-0.06, 0.06, 3), 0.0, 1.0)
         return [float(c) for c in shade] + [1.0]
 
-    def add_floor(self) -> int:
-        """A large static checkerboard whose surface is the plane z = 0."""
-        tones = self.rng.uniform(0.45, 0.9, size=(2, 3))
-        tones[1] = tones[0] * self.rng.uniform(0.35, 0.6)  # keep strong contrast
-        image = checkerboard(squares=48, square_px=16, tones=tones)  # 0.25 m squares
+    def add_floor(self, look: dict) -> int:
+        """A large static floor, the plane z = 0, textured as the look says (~4 m per texture tile)."""
+        image = self._look_texture(look["floor"], 1024)
         s = FLOOR_HALF_SIZE
         corners = [[-s, -s, 0], [s, -s, 0], [s, s, 0], [-s, s, 0]]
-        return self._textured_quad("floor", corners, [0, 0, 1], image, [s, s, 0.05], [0, 0, -0.05])
+        return self._textured_quad("floor", corners, [0, 0, 1], image, [s, s, 0.05], [0, 0, -0.05], uv_repeat=3.0)
 
-    def add_wall(self) -> int:
-        """A textured backdrop so the upper image has structure (and depth) instead of sky."""
-        tone = self.rng.uniform(0.55, 0.85, size=3)
-        image = stripes(width=768, height=256, period=48, tone=tone)  # 0.75 m stripes
-        s, y, h = FLOOR_HALF_SIZE, WALL_DISTANCE, WALL_HEIGHT
-        # Counter-clockwise as seen from the camera side (-y), facing the scene.
-        corners = [[-s, y, 0], [s, y, 0], [s, y, h], [-s, y, h]]
-        return self._textured_quad("wall", corners, [0, -1, 0], image, [s, 0.05, h / 2],
-                                   [0, y + 0.05, h / 2])
+    def add_background(self, look: dict, target: np.ndarray, forward: np.ndarray) -> int | None:
+        """The look's backdrop behind the action, facing the camera: a wall from the floor up or a
+        plane, ``distance`` metres past the target along the horizontal view direction; nothing
+        for a sky (those pixels keep invalid depth).  Visual only: the backdrop never touches a
+        body, so the physics is the same under every look."""
+        background = look["background"]
+        if background["kind"] == "sky":
+            return None
+        ahead = np.array([forward[0], forward[1], 0.0])
+        ahead /= np.linalg.norm(ahead)
+        side = np.array([ahead[1], -ahead[0], 0.0])  # to the camera's right
+        centre = np.array([target[0], target[1], 0.0]) + ahead * background["distance"]
+        half_w, h = FLOOR_HALF_SIZE, WALL_HEIGHT
+        low = 0.0 if background["kind"] == "wall" else -0.01
+        corners = [(centre - side * half_w + [0, 0, low]).tolist(), (centre + side * half_w + [0, 0, low]).tolist(),
+                   (centre + side * half_w + [0, 0, h]).tolist(), (centre - side * half_w + [0, 0, h]).tolist()]
+        image = self._look_texture(background, 1024)
+        return self._textured_quad("background", corners, (-ahead).tolist(), image, None, None, uv_repeat=2.0)
 
-    def _textured_quad(self, name: str, corners: list[list[float]], normal: list[float],
-                       image: np.ndarray, half: list[float], box_centre: list[float]) -> int:
-        """Static scenery (not listed in ``objects``): one textured quad plus a collision slab.
+    def _look_texture(self, spec: dict, size: int) -> np.ndarray:
+        rng = np.random.default_rng([self.texture_seed, size, len(spec["texture"])])
+        return make_texture(spec["texture"], rng, size, np.asarray(spec["tones"]))
+
+    def _textured_quad(self, name: str, corners: list[list[float]], normal: list[float], image: np.ndarray,
+                       half: list[float] | None, box_centre: list[float] | None, uv_repeat: float = 1.0) -> int:
+        """Static scenery (not listed in ``objects``): one textured quad, with a collision slab
+        when ``half`` is given.
 
         An explicit mesh is used because pybullet's box primitive maps textures per face in a
-        way that stretches them; a quad with UVs 0..1 shows the texture exactly once.
+        way that stretches them; a quad with UVs 0..``uv_repeat`` shows the texture that many
+        times along each side.
         """
+        r = uv_repeat
         vis = self.client.createVisualShape(
             p.GEOM_MESH, vertices=corners, indices=[0, 1, 2, 0, 2, 3],
-            uvs=[[0, 0], [1, 0], [1, 1], [0, 1]], normals=[normal] * 4, rgbaColor=[1, 1, 1, 1])
-        col = self.client.createCollisionShape(p.GEOM_BOX, halfExtents=half,
-                                               collisionFramePosition=box_centre)
+            uvs=[[0, 0], [r, 0], [r, r], [0, r]], normals=[normal] * 4, rgbaColor=[1, 1, 1, 1])
+        col = -1 if half is None else self.client.createCollisionShape(
+            p.GEOM_BOX, halfExtents=half, collisionFramePosition=box_centre)
         body = self.client.createMultiBody(0, col, vis, [0, 0, 0])
         path = Path(self._tmp.name) / f"{name}.png"
         Image.fromarray(image).save(path)
         self.client.changeVisualShape(body, -1, textureUniqueId=self.client.loadTexture(str(path)))
         return body
-
-
-def checkerboard(squares: int, square_px: int, tones: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 checkerboard with a faint per-square brightness ripple.
-
-    The ripple makes squares of the same colour distinguishable, so a flow estimate cannot
-    alias by whole squares.
-    """
-    idx = np.arange(squares * square_px) // square_px
-    parity = (idx[:, None] + idx[None, :]) % 2
-    image = tones[parity]
-    ripple = 0.9 + 0.1 * np.sin(idx[:, None] * 1.7 + idx[None, :] * 0.9)[..., None]
-    return (np.clip(image * ripple, 0, 1) * 255).astype(np.uint8)
-
-
-def stripes(width: int, height: int, period: int, tone: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 soft vertical stripes crossed by darker horizontal lines (back wall)."""
-    x, y = np.arange(width), np.arange(height)
-    wave = 0.75 + 0.25 * np.sin(2 * np.pi * x / period)
-    grid = np.where((y % (2 * period)) < 3, 0.6, 1.0)
-    image = tone[None, None, :] * wave[None, :, None] * grid[:, None, None]
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
