@@ -21,11 +21,14 @@ import numpy as np
 
 from data.layout import SCENE_SUBPATH
 from data.metadata import read_metadata
+from data.scene_meta import scene_look
 from data.sim.prompts import family_from_name, prompt_from_name, prompt_from_scene
 
-SPLITS = ("train", "val", "test_seen", "holdout")
-"""Split names: training, validation and test on seen families, and the held-out families."""
+SPLITS = ("train", "val", "test_seen", "holdout", "holdout_look")
+"""Split names: training, validation and test on seen families and looks, the held-out families, and
+scenes of seen families in held-out looks."""
 HOLDOUT = "holdout"
+HOLDOUT_LOOK = "holdout_look"
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,20 @@ def discover_scenes(root: Path) -> list[str]:
 
 def describe_scene(root: Path, name: str) -> tuple[str, str]:
     """(family, prompt) of one scene: from ``scene.json`` when present, else from its name."""
-    meta_path = root / name / SCENE_SUBPATH / "scene.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+    meta = _scene_json(root, name)
+    if meta is not None:
         return meta.get("family") or family_from_name(name), prompt_from_scene(meta)
     return family_from_name(name), prompt_from_name(name)
+
+
+def _scene_json(root: Path, name: str) -> dict | None:
+    meta_path = root / name / SCENE_SUBPATH / "scene.json"
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else None
+
+
+def describe_look(root: Path, name: str) -> str:
+    """The scene's look set (``data.scene_meta.scene_look``; 'unknown' without scene.json)."""
+    return scene_look(_scene_json(root, name))
 
 
 def _apportion(sizes: dict[str, int], fraction: float, capacity: dict[str, int],
@@ -125,8 +137,12 @@ def _scene_level_val(split: dict[str, str], families: dict[str, str], val_f: flo
 
 
 def build_rows(root: Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-               holdout: set[str] = frozenset(), seed: int = 0) -> list[dict[str, str]]:
-    """One ``{video, prompt, split}`` row per scene under ``root``, sorted by scene name."""
+               holdout: set[str] = frozenset(), seed: int = 0,
+               holdout_looks: set[str] = frozenset()) -> list[dict[str, str]]:
+    """One ``{video, prompt, split}`` row per scene under ``root``, sorted by scene name.
+
+    Scenes of a held-out family go to ``holdout``; scenes of seen families in a held-out look set go
+    to ``holdout_look``; the rest are split by family as ``assign_splits`` does."""
     scenes = discover_scenes(root)
     if not scenes:
         raise FileNotFoundError(f"no scenes (<scene>/{SCENE_SUBPATH}) under {root}")
@@ -134,7 +150,15 @@ def build_rows(root: Path, fractions: tuple[float, float, float] = (0.8, 0.1, 0.
     unknown = set(holdout) - {family for family, _ in described.values()}
     if unknown:
         raise ValueError(f"held-out families not found under {root}: {sorted(unknown)}")
-    split = assign_splits({n: f for n, (f, _) in described.items()}, fractions, set(holdout), seed)
+    looks = {name: describe_look(root, name) for name in scenes}
+    unknown_looks = set(holdout_looks) - set(looks.values())
+    if unknown_looks:
+        raise ValueError(f"held-out looks not found under {root}: {sorted(unknown_looks)}; "
+                         f"looks there: {sorted(set(looks.values()))}")
+    unseen_look = {n for n in scenes if looks[n] in holdout_looks and described[n][0] not in holdout}
+    rest = {n: f for n, (f, _) in described.items() if n not in unseen_look}
+    split = assign_splits(rest, fractions, set(holdout), seed)
+    split.update({n: HOLDOUT_LOOK for n in unseen_look})
     return [{"video": (Path(n) / SCENE_SUBPATH).as_posix(), "prompt": described[n][1], "split": split[n]}
             for n in scenes]
 
@@ -148,9 +172,14 @@ def describe_split(root: str | Path, metadata: str | Path, split: str, train_spl
     """What ``split`` holds relative to training, from the CSV itself (not from the split's name),
     e.g. 'unseen scenes of seen families (split val, 3 scenes)'."""
     seen = seen_families(root, metadata, train_split)
-    scenes = sorted({e.scene for e in read_metadata(metadata) if e.split == split})
+    rows = read_metadata(metadata)
+    scenes = sorted({e.scene for e in rows if e.split == split})
     n_seen = sum(describe_scene(Path(root), s)[0] in seen for s in scenes)
-    if n_seen == len(scenes):
+    seen_looks = {describe_look(Path(root), e.scene) for e in rows if e.split == train_split}
+    new_looks = sorted({describe_look(Path(root), s) for s in scenes} - seen_looks)
+    if n_seen == len(scenes) and new_looks and all(describe_look(Path(root), s) in new_looks for s in scenes):
+        what = f"seen families in looks never seen in training ({', '.join(new_looks)})"
+    elif n_seen == len(scenes):
         what = "unseen scenes of seen families"
     elif n_seen == 0:
         what = "scenes of families never seen in training"

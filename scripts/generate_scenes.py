@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.sim.families import FAMILIES  # noqa: E402
-from data.sim.generate import PRESETS, GenConfig, generate_many, make_jobs  # noqa: E402
-from data.sim.writer import clean_stale_tmp  # noqa: E402
+from data.sim.families import FAMILIES
+from data.sim.generate import PRESETS, GenConfig, generate_many, make_jobs
+from data.sim.looks import LOOK_SETS
+from data.sim.writer import clean_stale_tmp
 
 log = logging.getLogger("generate_scenes")
 
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (one scene each)")
     ap.add_argument("--background-distance", choices=["inf", "0"], default="inf",
                     help="distance_to_camera value where no surface is hit")
+    ap.add_argument("--looks", nargs="+", choices=sorted(LOOK_SETS), default=(),
+                    help="look sets scenes draw from (default: all; each scene draws one from its seed)")
     ap.add_argument("--no-shadows", action="store_true", help="skip the shadow pass (about 2x faster)")
     ap.add_argument("--overwrite", action="store_true", help="regenerate scenes that already exist")
     ap.add_argument("--log-level", default="INFO", help="logging level")
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     preset = PRESETS[args.preset]
     height, width = args.size or (preset["height"], preset["width"])
     cfg = GenConfig(width=width, height=height, frames=args.frames or preset["frames"], fps=args.fps,
-                    background_distance=float(args.background_distance), shadows=not args.no_shadows)
+                    background_distance=float(args.background_distance), shadows=not args.no_shadows,
+                    looks=tuple(args.looks))
     jobs = make_jobs(args.families, args.scenes_per_family or preset["scenes_per_family"], args.seed)
     if removed := clean_stale_tmp(args.out):
         log.info("removed %d unfinished scene(s) left by an earlier run", removed)

@@ -2,12 +2,13 @@
 
     python scripts/make_metadata.py runs/scenes/demo --out metadata/demo.csv
     python scripts/make_metadata.py ROOT --out metadata/x.csv --split 0.8 0.1 0.1 \\
-        --holdout-families stack_topple,domino --seed 0
+        --holdout-families stack_topple,domino --holdout-looks workshop --seed 0
 
 Prompts come from each scene's scene.json (generated data) or from the scene name (real data:
 test_ball_collide -> "ball collide"). Splits: train, val and test_seen draw from every family not
 held out (val and test_seen are unseen scenes of seen families); held-out families go entirely to
-the holdout split, which then holds families never seen in training and nothing else.
+the holdout split, which then holds families never seen in training and nothing else; scenes of
+seen families in held-out look sets go to holdout_look (appearances never seen in training).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.metadata_split import build_rows, write_csv  # noqa: E402
+from data.metadata_split import build_rows, write_csv
 
 log = logging.getLogger("make_metadata")
 
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST_SEEN"),
                     help="fractions of the non-held-out scenes, normalised to sum 1 (default 0.8 0.1 0.1)")
     ap.add_argument("--holdout-families", default="", help="comma-separated families sent wholly to the holdout split")
+    ap.add_argument("--holdout-looks", default="",
+                    help="comma-separated look sets (scene.json look.set) whose scenes of seen families go to the "
+                         "holdout_look split")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
     return ap.parse_args(argv)
 
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     holdout = {f.strip() for f in args.holdout_families.split(",") if f.strip()}
-    rows = build_rows(args.root, tuple(args.split), holdout, args.seed)
+    looks = {f.strip() for f in args.holdout_looks.split(",") if f.strip()}
+    rows = build_rows(args.root, tuple(args.split), holdout, args.seed, looks)
     write_csv(rows, args.out)
     counts = Counter(row["split"] for row in rows)
     log.info("%d scenes -> %s (%s)", len(rows), args.out, ", ".join(f"{k} {counts[k]}" for k in sorted(counts)))

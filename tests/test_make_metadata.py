@@ -158,3 +158,28 @@ def test_describe_split_says_what_a_split_holds(tmp_path: Path) -> None:
     assert describe_split(root, csv_path, "holdout") == "scenes of families never seen in training (split holdout, 3 scenes)"
     assert describe_split(root, csv_path, "mixed") == ("1 scene(s) of seen families and 1 of families never seen in "
                                                        "training (split mixed, 2 scenes)")
+
+
+def test_held_out_looks_go_to_holdout_look_unless_their_family_is_held_out(tmp_path: Path) -> None:
+    """--holdout-looks: scenes of seen families in a held-out look set form holdout_look, and no
+    scene of that look stays in train, val or test_seen; a held-out family wins over a look."""
+    root = _fake_root(tmp_path / "scenes", {"ball_collide": 10, "ramp_roll": 10, "stack_topple": 4})
+    for i, leaf in enumerate(sorted(root.glob(f"*/{LEAF.as_posix()}"))):
+        meta = json.loads((leaf / "scene.json").read_text())
+        meta["look"] = {"set": ("studio", "outdoor", "workshop")[i % 3]}
+        (leaf / "scene.json").write_text(json.dumps(meta))
+    rows = build_rows(root, holdout={"stack_topple"}, seed=0, holdout_looks={"workshop"})
+    split = {r["video"].split("/")[0]: r["split"] for r in rows}
+    look = {p.parts[-4]: json.loads((p / "scene.json").read_text())["look"]["set"]
+            for p in root.glob(f"*/{LEAF.as_posix()}")}
+    assert {s for n, s in split.items() if look[n] == "workshop" and not n.startswith("stack")} == {"holdout_look"}
+    assert {s for n, s in split.items() if n.startswith("stack")} == {"holdout"}
+    assert "workshop" not in {look[n] for n, s in split.items() if s in ("train", "val", "test_seen")}
+    assert {"train", "val"} <= set(split.values())
+    csv_path = tmp_path / "meta.csv"
+    write_csv(rows, csv_path)
+    n_look = sum(s == "holdout_look" for s in split.values())
+    assert describe_split(root, csv_path, "holdout_look") == (
+        f"seen families in looks never seen in training (workshop) (split holdout_look, {n_look} scenes)")
+    with pytest.raises(ValueError, match="looks there"):
+        build_rows(root, holdout_looks={"no_such_look"})

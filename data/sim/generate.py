@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from data.sim.camera import Camera, orbit_camera
 from data.sim.families import FAMILIES, GRAVITY
-from data.sim.looks import Placement, draw_look, draw_placement, look_rng
 from data.sim.ground_truth import distance_from_depth_buffer, motion_vectors
+from data.sim.looks import Placement, draw_look, draw_placement, look_rng
 from data.sim.prompts import prompt_from_scene
 from data.sim.render import render
 from data.sim.world import World

@@ -11,45 +11,51 @@ from __future__ import annotations
 import re
 
 TEMPLATES: dict[str, str] = {
-    "ball_on_block": "A {ball} ball falls onto a {block} {shape:block} on a checkered floor.",
+    "ball_on_block": "A {ball} ball falls onto a {block} {shape:block} on a {floor} floor.",
     "ball_collide": "A {ball_a} ball and a {ball_b} ball roll towards each other and collide "
-    "on a checkered floor.",
-    "ramp_roll": "A {ball} ball rolls down a {ramp} ramp onto a checkered floor.",
+    "on a {floor} floor.",
+    "ramp_roll": "A {ball} ball rolls down a {ramp} ramp onto a {floor} floor.",
     "table_edge": "A {roller} {shape:roller} rolls off the edge of a {table} table and falls onto "
-    "a checkered floor.",
+    "a {floor} floor.",
     "domino": "A row of {n:domino} {domino_0} dominoes topples one after another on a "
-    "checkered floor.",
+    "{floor} floor.",
     "fall_into_box": "A {item} {shape:item} falls into an open {container_left} box on a "
-    "checkered floor.",
-    "roll_behind_occluder": "A {roller} {shape:roller} rolls across a checkered floor and passes "
+    "{floor} floor.",
+    "roll_behind_occluder": "A {roller} {shape:roller} rolls across a {floor} floor and passes "
     "behind a {occluder} block.",
     "stack_topple": "A {ball} ball is thrown at a stack of {n:block} {block_0} {shape:block_0}s "
-    "and knocks it over on a checkered floor.",
+    "and knocks it over on a {floor} floor.",
     "projectile": "A {body} {shape:body} is thrown through the air in an arc and lands on a "
-    "checkered floor.",
-    "bounce": "A {ball} ball is dropped onto a checkered floor and bounces, each bounce lower "
+    "{floor} floor.",
+    "bounce": "A {ball} ball is dropped onto a {floor} floor and bounces, each bounce lower "
     "than the last.",
     "incline_slide": "A {box} box is pushed down a {ramp} ramp and slides along it on a "
-    "checkered floor.",
-    "floor_slide": "A {slider} {shape:slider} slides and spins across a checkered floor until "
+    "{floor} floor.",
+    "floor_slide": "A {slider} {shape:slider} slides and spins across a {floor} floor until "
     "friction stops it.",
     "pendulum": "A {bob} pendulum swings back and forth under a {beam} bar above a checkered "
     "floor.",
     "newton_cradle": "A row of {n:ball} {ball_0} balls hangs from a {beam} bar; the swinging end "
     "ball strikes the row and the ball at the far end swings out.",
     "seesaw": "A {weight} block drops onto the raised end of a {plank} seesaw, which tips and "
-    "tosses a {load} cube into the air above a checkered floor.",
+    "tosses a {load} cube into the air above a {floor} floor.",
     "ramp_race": "A {ball} ball and a {cylinder} cylinder roll down a {ramp} ramp side by side "
-    "and the ball pulls ahead on a checkered floor.",
-    "topple": "An upright {body} {shape:body} tips over and falls onto a checkered floor.",
+    "and the ball pulls ahead on a {floor} floor.",
+    "topple": "An upright {body} {shape:body} tips over and falls onto a {floor} floor.",
     "wall_rebound": "A {mover} {shape:mover} runs into a {barrier} barrier and bounces back "
-    "across a checkered floor.",
+    "across a {floor} floor.",
 }
+
+# How a prompt describes the look's floor texture (scene.json look.floor.texture); "checkered"
+# for scenes made before looks existed (they all had a checkerboard floor).
+FLOOR_WORDS = {"checker": "checkered", "stripes": "striped", "tiles": "tiled", "bricks": "brick",
+               "planks": "wooden", "noise": "mottled", "dots": "spotted"}
 
 # What a compound's ``form`` is called in a prompt.
 _FORM_WORDS = {"l_bracket": "L-shaped bracket"}
 
 _FIELD = re.compile(r"\{(?:(n|shape):)?(\w+)\}")
+_FLOOR = "{floor}"
 _NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 
@@ -87,7 +93,8 @@ def prompt_from_scene(meta: dict) -> str:
             return shape_word(obj)
         return obj.get("color_name", "")
 
-    text = re.sub(r"\s+", " ", _FIELD.sub(fill, template)).strip()
+    floor = FLOOR_WORDS.get(((meta.get("look") or {}).get("floor") or {}).get("texture", "checker"), "textured")
+    text = re.sub(r"\s+", " ", _FIELD.sub(fill, template.replace(_FLOOR, floor))).strip()
     return re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a orange" -> "an orange"
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pybullet_utils.bullet_client import BulletClient
-
 import pybullet as p
+from pybullet_utils.bullet_client import BulletClient
 
 from data.sim.camera import Camera
 from data.sim.textures import sky_gradient

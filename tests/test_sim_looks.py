@@ -1,0 +1,135 @@
+"""Looks and camera placement: every factor varies with the seed, the rendered geometry is the
+recorded one at any field of view, yaw and roll, sky has no depth, and physics ignores the look."""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as p
+import pytest
+
+from data.sim.camera import orbit_camera
+from data.sim.generate import GenConfig, SceneJob, _build, connect
+from data.sim.ground_truth import distance_from_depth_buffer
+from data.sim.looks import FOV_LIMITS, LOOK_SETS, draw_look, draw_placement, look_rng
+from data.sim.render import render
+from data.sim.textures import TEXTURES, make_texture
+
+
+def _looks(n: int = 40) -> list[dict]:
+    return [draw_look(look_rng("ball_collide", seed, 0)) for seed in range(n)]
+
+
+def test_every_look_factor_varies_between_seeds() -> None:
+    looks = _looks()
+    factors = {
+        "set": [lk["set"] for lk in looks],
+        "floor texture": [lk["floor"]["texture"] for lk in looks],
+        "floor tone": [tuple(lk["floor"]["tones"][0]) for lk in looks],
+        "background": [lk["background"]["kind"] for lk in looks],
+        "background distance": [lk["background"].get("distance") for lk in looks],
+        "light direction": [tuple(lk["light"]["direction"]) for lk in looks],
+        "light colour": [tuple(lk["light"]["color"]) for lk in looks],
+        "ambient": [lk["light"]["ambient"] for lk in looks],
+        "diffuse": [lk["light"]["diffuse"] for lk in looks],
+        "specular": [lk["light"]["specular"] for lk in looks],
+        "shadows": [lk["light"]["shadows"] for lk in looks],
+        "fov": [lk["fov_y_deg"] for lk in looks],
+    }
+    for name, values in factors.items():
+        assert len(set(values)) >= 2, (name, values)
+    assert set(factors["set"]) == set(LOOK_SETS)
+    assert {"sky", "wall", "plane"} <= set(factors["background"])
+    assert len(set(factors["floor texture"])) >= 4
+    assert all(FOV_LIMITS[0] <= f <= FOV_LIMITS[1] for f in factors["fov"])
+    for lk in looks:
+        assert abs(np.linalg.norm(lk["light"]["direction"]) - 1) < 1e-9 and lk["light"]["direction"][2] > 0
+
+
+def test_camera_placement_varies_and_keeps_the_action_width() -> None:
+    rng = np.random.default_rng(0)
+    placements = [draw_placement(rng, float(rng.uniform(35, 75)), 45.0, 2.5) for _ in range(40)]
+    for field in ("yaw_deg", "pitch_deg", "roll_deg", "distance", "fov_y_deg"):
+        values = [getattr(pl, field) for pl in placements]
+        assert np.ptp(values) > 0.2 * max(abs(v) for v in values), field
+    for pl in placements:  # the half-width seen at the target stays within 10 % of the nominal one
+        width = pl.distance * np.tan(np.radians(pl.fov_y_deg) / 2)
+        assert width == pytest.approx(2.5 * np.tan(np.radians(22.5)), rel=0.11)
+
+
+def test_a_look_set_can_be_forced_and_unknown_ones_are_refused() -> None:
+    assert {draw_look(look_rng("bounce", s, 0), ("workshop",))["set"] for s in range(5)} == {"workshop"}
+    with pytest.raises(ValueError, match="known"):
+        draw_look(look_rng("bounce", 0, 0), ("no_such_look",))
+
+
+@pytest.mark.parametrize("kind", sorted(TEXTURES))
+def test_textures_are_deterministic_and_textured(kind: str) -> None:
+    tones = np.array([[0.8, 0.6, 0.4], [0.3, 0.2, 0.1]])
+    a = make_texture(kind, np.random.default_rng(3), 128, tones)
+    b = make_texture(kind, np.random.default_rng(3), 128, tones)
+    assert a.shape == (128, 128, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert a.std() > 8  # structure for flow to lock on to, not a flat colour
+
+
+@pytest.mark.parametrize("fov, yaw, pitch, roll", [(35.0, 25.0, -6.0, 4.0), (75.0, -30.0, 8.0, -4.0)])
+def test_rendered_geometry_is_the_recorded_camera(fov: float, yaw: float, pitch: float, roll: float) -> None:
+    """A small sphere at a known point renders where Camera.project puts it and at the distance
+    the recorded camera gives, under a wide or narrow, yawed, pitched and rolled camera."""
+    camera = orbit_camera(240, 180, (0.0, -2.4, 0.95), (0.0, 0.0, 0.35), fov, 2.6, yaw, pitch, roll)
+    client = connect()
+    try:
+        point = np.array([0.31, 0.12, 0.52])
+        shape = client.createVisualShape(p.GEOM_SPHERE, radius=0.05, rgbaColor=[1, 0, 0, 1])
+        body = client.createMultiBody(0, -1, shape, point.tolist())
+        raw = render(client, camera, None, shadows=False)
+    finally:
+        client.disconnect()
+    rows, cols = np.nonzero(raw.segmentation == body)
+    assert rows.size > 4
+    u, v, _ = camera.project(point)
+    assert abs(cols.mean() + 0.5 - u) < 1.0 and abs(rows.mean() + 0.5 - v) < 1.0
+    distance = distance_from_depth_buffer(raw.depth_buffer, raw.segmentation >= 0, camera, np.inf)
+    nearest = distance[rows, cols].min()
+    true = np.linalg.norm(point - np.asarray(camera.position)) - 0.05
+    assert nearest == pytest.approx(true, rel=0.01)
+
+
+def _scene_under(look: str, seed: int = 2):
+    client = connect()
+    try:
+        world, camera, scenery, drawn, placement = _build(client, SceneJob("projectile", seed),
+                                                          GenConfig(width=64, height=48, looks=(look,)), 0)
+        raw = render(client, camera, drawn, shadows=False)
+        states = [client.getBasePositionAndOrientation(o.body_id)[0] for o in world.objects]
+        for _ in range(60):
+            client.stepSimulation()
+        states += [client.getBasePositionAndOrientation(o.body_id)[0] for o in world.objects]
+        world.close()
+        return raw, drawn, np.asarray(states)
+    finally:
+        client.disconnect()
+
+
+def test_sky_pixels_have_no_depth_and_physics_ignores_the_look() -> None:
+    sky, sky_look, sky_motion = _scene_under("outdoor")
+    wall, _, wall_motion = _scene_under("tiled_hall")
+    assert sky_look["background"]["kind"] == "sky"
+    empty = sky.segmentation < 0
+    assert empty[: sky.segmentation.shape[0] // 4].mean() > 0.5  # the upper image is open sky
+    assert np.all(np.isinf(distance_from_depth_buffer(sky.depth_buffer, ~empty, _camera_of(sky_look), np.inf)[empty]))
+    assert sky.rgb[empty].std(axis=0).max() > 1  # painted as a gradient, not the renderer's flat clear colour
+    assert (wall.segmentation < 0).mean() < empty.mean()
+    np.testing.assert_allclose(sky_motion, wall_motion, atol=1e-9)
+
+
+def _camera_of(look: dict):
+    return orbit_camera(64, 48, (0.0, -2.4, 0.95), (0.0, 0.0, 0.35), look["fov_y_deg"], 2.5)
+
+
+def test_the_prompt_names_the_looks_floor() -> None:
+    from data.sim.prompts import FLOOR_WORDS, prompt_from_scene
+
+    assert set(FLOOR_WORDS) == set(TEXTURES)
+    ball = [{"name": "ball", "shape": "sphere", "color_name": "red"}]
+    assert "wooden floor" in prompt_from_scene({"family": "bounce", "objects": ball, "look": {"floor": {"texture": "planks"}}})
+    assert "checkered floor" in prompt_from_scene({"family": "bounce", "objects": ball})
