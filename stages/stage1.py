@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from data.augment import AugmentConfig
 from data.complexity import complexity_ranks, scene_complexity
 from data.dataset import DataConfig, SimPhysicsDataset
+from data.metadata import read_metadata
 from data.metadata_split import describe_split
 from data.scene_meta import read_scene_meta
 from data.windows import FixedWindows
@@ -201,13 +202,24 @@ def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple
     run, online = config.run, config.features.mode == "online"
     train_base = SimPhysicsDataset(config.data, split=run.train_split, train=online, seed=run.seed,
                                    augment=config.augment)
-    scored = [s for s in dict.fromkeys([run.val_split, *run.report_splits]) if s]
+    scored = [s for s in dict.fromkeys([run.val_split, *_present(config, run.report_splits)]) if s]
     bases = {split: SimPhysicsDataset(config.data, split=split, train=False) for split in scored}
     if online:
         return train_base, {split: FixedWindows(base, 1) for split, base in bases.items()}
     train = _cached(train_base, config, source, accelerator, config.features.windows_per_scene, config.data.repeat,
                     train=True)
     return train, {split: _cached(base, config, source, accelerator, 1, 1, train=False) for split, base in bases.items()}
+
+
+def _present(config: Stage1Config, splits: list[str]) -> list[str]:
+    """The report splits the metadata has; a missing one is named in a warning and skipped (the demo
+    recipe asks for holdout and holdout_look, which metadata without held-out looks lacks)."""
+    present = {e.split for e in read_metadata(config.data.metadata)}
+    for split in splits:
+        if split not in present:
+            log.warning("run.report_splits: %s has no rows with split %r (splits there: %s); not reported",
+                        config.data.metadata, split, ", ".join(sorted(present)))
+    return [s for s in splits if s in present]
 
 
 def curriculum_sampler(config: Stage1Config, accelerator, train_set: Dataset) -> CurriculumSampler | None:
@@ -263,7 +275,7 @@ def _assemble(config: Stage1Config, accelerator, model: HeadPair, train_set, sco
 
     scored = {split: batches_of(dataset) for split, dataset in scored_sets.items()}
     return Stage1(run=run, loss_fn=loss_fn, val_batches=scored.get(config.run.val_split), taps_fn=taps_fn,
-                  source=source, report_batches={s: scored[s] for s in config.run.report_splits})
+                  source=source, report_batches={s: scored[s] for s in config.run.report_splits if s in scored})
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -100,8 +100,9 @@ SMALL_WINDOWS = {"data.height": 64, "data.width": 64, "data.window.num_frames": 
 
 @pytest.fixture(scope="session")
 def generated_dataset(tmp_path_factory) -> tuple[Path, Path]:
-    """A small PyBullet data set made by the project's own generator CLI (2 scenes per family),
-    with metadata from make_metadata.py: exactly what a user's first run produces, only smaller."""
+    """A small PyBullet data set made by the project's own generator CLI (2 scenes per family, in
+    the studio look the stage and convention tests were built on; tests/test_sim_looks.py covers the
+    other looks), with metadata from make_metadata.py: what a user's first run produces, only smaller."""
     import subprocess
     import sys
 
@@ -110,7 +111,8 @@ def generated_dataset(tmp_path_factory) -> tuple[Path, Path]:
     root, csv_path = out / "scenes", out / "meta.csv"
     subprocess.run([sys.executable, str(repo / "scripts/generate_scenes.py"), "--out", str(root), "--preset", "demo",
                     "--size", str(GENERATED_SIZE), str(GENERATED_SIZE), "--frames", str(GENERATED_FRAMES),
-                    "--scenes-per-family", "2", "--workers", "2", "--log-level", "WARNING"], check=True)
+                    "--scenes-per-family", "2", "--workers", "2", "--looks", "studio", "--log-level", "WARNING"],
+                   check=True)
     subprocess.run([sys.executable, str(repo / "scripts/make_metadata.py"), str(root), "--out", str(csv_path),
                     "--holdout-families", "stack_topple"], check=True)
     return root, csv_path

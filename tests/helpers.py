@@ -21,7 +21,7 @@ def overrides(root: Path, csv: Path, out: Path, cache: Path, **extra) -> list[st
             "data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2,
             "features.windows_per_scene": 2, "heads.features": 16, "optim.max_steps": 6, "optim.warmup_steps": 1,
             "checkpoint.every_steps": 2, "checkpoint.keep_last": 0, "run.val_every": 1000, "run.val_max_windows": 2,
-            "log.every_steps": 1}
+            "log.every_steps": 1, "run.report_splits": "[]"}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 

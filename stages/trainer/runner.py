@@ -65,7 +65,7 @@ def preflight(config: Any) -> None:
     calls later.  Checks that read checkpoints (a changed config on resume) stay with training."""
     check_backend(config.log.backend)
     run, data = config.run, config.data
-    for split in (run.train_split, run.val_split, *getattr(run, "report_splits", ())):
+    for split in (run.train_split, run.val_split):
         if split:
             read_metadata(data.metadata, data.root, split=split)
     if config.backbone.model_dir:
