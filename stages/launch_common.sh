@@ -9,8 +9,10 @@ pwm_demo_data() {
   # The demo's scenes and metadata are generated once, then reused.  Held out of training: two
   # families (holdout) and one look set (holdout_look), which the end of stage 1 reports on.
   local holdout=(--holdout-families stack_topple,seesaw --holdout-looks workshop)
-  if [ ! -f "$METADATA" ] || [ ! -d "$DATA_ROOT" ] || ! grep -qE ',holdout_look\s*$' "$METADATA"; then
-    # Also when the metadata predates looks: those scenes have none, so they are made again.
+  local first_scene
+  first_scene="$(ls "$DATA_ROOT"/*/env_0/0/0/scene.json 2>/dev/null | head -n 1)"
+  if [ ! -f "$METADATA" ] || [ -z "$first_scene" ] || ! grep -q '"look"' "$first_scene"; then
+    # Also when the scenes predate looks (their scene.json has none): they are made again.
     echo "demo: generating scenes into $DATA_ROOT" >&2
     "$PYTHON" scripts/generate_scenes.py --out "$DATA_ROOT" --preset demo --scenes-per-family 3 \
       --workers "${DEMO_WORKERS:-2}" --log-level WARNING --overwrite
