@@ -48,6 +48,8 @@ class LookSet:
     fov_deg: Range = (40.0, 55.0)
     object_textures: tuple[str, ...] = ("stripes", "checker", "dots")
     object_texture_prob: float = 0.6
+    """Texture for moving bodies (so rolling shows): drawn and recorded as ``object_texture``, not yet
+    applied to the bodies by the renderer."""
 
 
 LOOK_SETS: dict[str, LookSet] = {s.name: s for s in (
