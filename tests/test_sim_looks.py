@@ -12,7 +12,14 @@ from data.sim.generate import GenConfig, SceneJob, _build, connect
 from data.sim.ground_truth import distance_from_depth_buffer
 from data.sim.looks import FOV_LIMITS, LOOK_SETS, draw_look, draw_placement, look_rng
 from data.sim.render import render
-from data.sim.textures import TEXTURES, make_texture
+from data.sim.textures import (
+    BODY_DARK,
+    TEXTURES,
+    body_pattern,
+    body_pattern_cells,
+    make_texture,
+)
+from data.sim.world import World
 
 
 def _looks(n: int = 40) -> list[dict]:
@@ -97,7 +104,7 @@ def test_rendered_geometry_is_the_recorded_camera(fov: float, yaw: float, pitch:
 def _scene_under(look: str, seed: int = 2):
     client = connect()
     try:
-        world, camera, scenery, drawn, placement = _build(client, SceneJob("projectile", seed),
+        world, camera, _, drawn, _ = _build(client, SceneJob("projectile", seed),
                                                           GenConfig(width=64, height=48, looks=(look,)), 0)
         raw = render(client, camera, drawn, shadows=False)
         states = [client.getBasePositionAndOrientation(o.body_id)[0] for o in world.objects]
@@ -133,3 +140,72 @@ def test_the_prompt_names_the_looks_floor() -> None:
     ball = [{"name": "ball", "shape": "sphere", "color_name": "red"}]
     assert "wooden floor" in prompt_from_scene({"family": "bounce", "objects": ball, "look": {"floor": {"texture": "planks"}}})
     assert "checkered floor" in prompt_from_scene({"family": "bounce", "objects": ball})
+
+
+@pytest.mark.parametrize("kind", ["stripes", "checker", "dots"])
+def test_body_patterns_are_two_level_greys(kind: str) -> None:
+    a = body_pattern(kind, 6)
+    assert np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])  # grey: keeps the colour
+    assert np.unique(a).tolist() == [int(BODY_DARK * 255), 255]
+    assert 0.15 < (a == 255).mean() < 0.85
+    with pytest.raises(ValueError, match="known"):
+        body_pattern("plaid", 6)
+
+
+def test_pattern_cells_follow_the_apparent_size() -> None:
+    """Visible cells stay 6 px wide or more, so small bodies stay plain instead of flickering."""
+    assert [body_pattern_cells(r) for r in (2.0, 5.9, 6.0, 9.0, 12.0, 40.0)] == [0, 0, 4, 6, 8, 10]
+
+
+def _body_pixels(kind: str | None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """RGB of a moving red ball and of a static box, rendered after ``texture_bodies(kind)``,
+    and the cells each moving body got."""
+    client = connect()
+    world = World(client, np.random.default_rng(0), texture_seed=3)
+    try:
+        ball = world.spawn_ball("ball", 0.3, [-0.35, 0.0, 0.3], "red", mass=1.0)
+        world.spawn_ball("speck", 0.02, [0.0, 0.3, 0.3], "green", mass=1.0)
+        box = world.spawn_box("box", [0.2, 0.2, 0.2], [0.4, 0.0, 0.2], "blue", mass=0.0)
+        camera = orbit_camera(96, 96, (0.0, -2.0, 0.6), (0.0, 0.0, 0.3), 45.0, 2.0)
+        cells = world.texture_bodies(kind, camera)
+        raw = render(client, camera, None, shadows=False)
+    finally:
+        world.close()
+        client.disconnect()
+    ball_rgb = raw.rgb[raw.segmentation == ball.body_id].astype(float)
+    return ball_rgb, raw.rgb[raw.segmentation == box.body_id], cells
+
+
+@pytest.mark.parametrize("kind", ["stripes", "checker", "dots"])
+def test_moving_bodies_wear_the_pattern_in_their_own_colour(kind: str) -> None:
+    plain_ball, plain_box, none = _body_pixels(None)
+    ball, box, cells = _body_pixels(kind)
+    assert none == {} and cells["ball"] >= 4 and cells["speck"] == 0  # the speck is ~1 px: plain
+    assert ball.std(axis=0)[0] > plain_ball.std(axis=0)[0] + 15  # light and dark patches, not shading alone
+    assert np.all(ball.mean(axis=0)[0] > 1.5 * ball.mean(axis=0)[1:])  # still a red ball
+    assert np.array_equal(box, plain_box)  # static bodies stay plain
+
+
+def test_generated_scenes_paint_the_drawn_body_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_build applies the look's ``object_texture``: without the call the same scene renders
+    differently on its moving bodies only."""
+    seed = next(s for s in range(50) if draw_look(look_rng("ball_collide", s, 0), ("studio",))["object_texture"])
+
+    def frame() -> tuple[np.ndarray, np.ndarray]:
+        client = connect()
+        try:
+            world, camera, _, look, _ = _build(client, SceneJob("ball_collide", seed),
+                                               GenConfig(width=96, height=96, looks=("studio",)), 0)
+            raw = render(client, camera, look, shadows=False)
+            moving = np.isin(raw.segmentation, [o.body_id for o in world.objects if not o.static])
+            world.close()
+            return raw.rgb, moving
+        finally:
+            client.disconnect()
+
+    painted, moving = frame()
+    monkeypatch.setattr(World, "texture_bodies", lambda self, kind, camera: {})
+    plain, _ = frame()
+    assert moving.sum() > 20
+    assert np.abs(painted[moving].astype(int) - plain[moving]).max() > 40
+    assert np.array_equal(painted[~moving], plain[~moving])

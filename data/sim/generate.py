@@ -161,6 +161,7 @@ def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
     placement = draw_placement(looks, look["fov_y_deg"], aim.fov_y_deg, nominal)
     camera = orbit_camera(cfg.width, cfg.height, aim.position, aim.target, placement.fov_y_deg, placement.distance,
                           placement.yaw_deg, placement.pitch_deg, placement.roll_deg)
+    look["body_pattern_cells"] = world.texture_bodies(look["object_texture"], camera)
     forward = np.subtract(camera.target, camera.position)
     background = world.add_background(look, np.asarray(camera.target), forward)
     if background is not None:

@@ -48,8 +48,9 @@ class LookSet:
     fov_deg: Range = (40.0, 55.0)
     object_textures: tuple[str, ...] = ("stripes", "checker", "dots")
     object_texture_prob: float = 0.6
-    """Texture for moving bodies (so rolling shows): drawn and recorded as ``object_texture``, not yet
-    applied to the bodies by the renderer."""
+    """Pattern painted on moving bodies in their own colour (so rolling shows), drawn with probability
+    ``object_texture_prob`` and recorded as ``object_texture`` (None: plain colours); the cells
+    each body got (0 = too small to carry it) are recorded as ``body_pattern_cells``."""
 
 
 LOOK_SETS: dict[str, LookSet] = {s.name: s for s in (

@@ -18,7 +18,8 @@ from PIL import Image
 from pybullet_utils.bullet_client import BulletClient
 
 from data.sim.bodies import GRAVITY, BodyBuilder, SimObject
-from data.sim.textures import make_texture
+from data.sim.camera import Camera
+from data.sim.textures import body_pattern, body_pattern_cells, make_texture
 
 # Named colours so prompts can say "a red ball"; each spawn jitters the shade a little.
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -92,6 +93,28 @@ class World(BodyBuilder):
         image = self._look_texture(background, 1024)
         return self._textured_quad("background", corners, (-ahead).tolist(), image, None, None, uv_repeat=2.0)
 
+    def texture_bodies(self, kind: str | None, camera: Camera) -> dict[str, int]:
+        """Paint every moving body with the look's pattern ``kind`` in its own colour, so rolling
+        and spinning show in the pixels; returns name -> cells around (0: left plain).
+
+        The cell count follows the body's apparent size from ``camera`` (``body_pattern_cells``):
+        bodies too small in the image to carry a pattern without flicker stay plain, as do
+        static bodies and every body when ``kind`` is None."""
+        cells_of: dict[str, int] = {}
+        textures: dict[int, int] = {}
+        for obj in self.objects:
+            if kind is None or obj.static:
+                continue
+            cells = body_pattern_cells(_apparent_radius_px(self.client, obj.body_id, camera))
+            cells_of[obj.name] = cells
+            if cells == 0:
+                continue
+            if cells not in textures:
+                textures[cells] = self._load_texture(f"body_{kind}_{cells}", body_pattern(kind, cells))
+            self.client.changeVisualShape(obj.body_id, -1, textureUniqueId=textures[cells],
+                                          rgbaColor=obj.color)
+        return cells_of
+
     def _look_texture(self, spec: dict, size: int) -> np.ndarray:
         rng = np.random.default_rng([self.texture_seed, size, len(spec["texture"])])
         return make_texture(spec["texture"], rng, size, np.asarray(spec["tones"]))
@@ -112,7 +135,20 @@ class World(BodyBuilder):
         col = -1 if half is None else self.client.createCollisionShape(
             p.GEOM_BOX, halfExtents=half, collisionFramePosition=box_centre)
         body = self.client.createMultiBody(0, col, vis, [0, 0, 0])
-        path = Path(self._tmp.name) / f"{name}.png"
-        Image.fromarray(image).save(path)
-        self.client.changeVisualShape(body, -1, textureUniqueId=self.client.loadTexture(str(path)))
+        self.client.changeVisualShape(body, -1, textureUniqueId=self._load_texture(name, image))
         return body
+
+    def _load_texture(self, name: str, image: np.ndarray) -> int:
+        """A pybullet texture id for ``image`` (H, W, 3) uint8, via a PNG in the scratch dir
+        (uncompressed: zlib on a 1024² texture took over half of a demo scene's time)."""
+        path = Path(self._tmp.name) / f"{name}.png"
+        Image.fromarray(image).save(path, compress_level=0)
+        return self.client.loadTexture(str(path))
+
+
+def _apparent_radius_px(client: BulletClient, body: int, camera: Camera) -> float:
+    """Radius in pixels of the sphere around the body's bounding box, seen from ``camera``."""
+    low, high = (np.asarray(corner) for corner in client.getAABB(body))
+    radius = float(np.linalg.norm(high - low)) / 2
+    distance = float(np.linalg.norm((low + high) / 2 - np.asarray(camera.position)))
+    return radius * camera.fy / max(distance, radius + camera.near)
