@@ -203,3 +203,37 @@ def test_view_draws_are_keyed_and_independent_of_each_other():
     no_crop, no_strides = draw([3, 1, 7], strides=(1, 2), crop_scale=(1.0, 1.0)), draw([3, 1, 7])
     assert no_crop.crop_area == 1.0 and (no_crop.colour, no_crop.flip) == (first.colour, first.flip)
     assert no_strides.stride == 2 and (no_strides.colour, no_strides.crop_area) == (first.colour, first.crop_area)
+
+
+def _reference(x: torch.Tensor, geometry) -> torch.Tensor:
+    """The definition: resize the whole frame (antialiased bilinear), then crop."""
+    (x0, y0), (h, w) = geometry.crop_xy, geometry.out_hw
+    full = torch.nn.functional.interpolate(x, size=geometry.resized_hw, mode="bilinear", align_corners=False,
+                                           antialias=True)
+    return full[..., y0:y0 + h, x0:x0 + w]
+
+
+@pytest.mark.parametrize("in_hw, out_hw, area, aspect, crop", [
+    ((64, 64), (64, 64), 0.5, 1.0, (0.0, 0.0)), ((64, 64), (64, 64), 0.6, 1.3, (1.0, 1.0)),
+    ((48, 80), (32, 32), 0.3, 0.8, (0.4, 0.7)), ((64, 64), (32, 32), 0.9, 1.0, (0.5, 0.5)),  # the last shrinks
+])
+def test_a_zoomed_crop_samples_only_its_pixels_with_the_values_of_resizing_the_whole_frame(in_hw, out_hw, area,
+                                                                                          aspect, crop):
+    from data import transforms
+
+    generator = torch.Generator().manual_seed(1)
+    geometry = transforms.plan_geometry(in_hw, out_hw, crop, True, area, aspect)
+    frames = torch.randint(0, 256, (2, *in_hw, 3), dtype=torch.uint8, generator=generator)
+    expected = torch.flip(_reference(frames.permute(0, 3, 1, 2).float() / 255.0, geometry).clamp(0, 1), dims=[-1])
+    torch.testing.assert_close(transforms.apply_rgb_uint8(frames, geometry), expected, atol=1e-5, rtol=0)
+    depth = torch.rand(2, *in_hw, generator=generator) * 5 + 1
+    valid = torch.rand(2, *in_hw, generator=generator) > 0.3
+    got, got_valid = transforms.apply_depth(depth, valid, geometry)
+    weight = valid[:, None].float()
+    support = _reference(weight, geometry)[:, 0]
+    mean = _reference((depth * valid)[:, None], geometry)[:, 0] / support.clamp_min(1e-6)
+    want_valid = torch.flip(support >= 0.5, dims=[-1])
+    undecided = torch.flip((support - 0.5).abs() < 1e-5, dims=[-1])
+    assert torch.equal(got_valid | undecided, want_valid | undecided)
+    both = got_valid & want_valid
+    torch.testing.assert_close(got[both], torch.flip(mean, dims=[-1])[both], atol=1e-4, rtol=0)
