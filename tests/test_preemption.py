@@ -87,10 +87,10 @@ def test_sigterm_during_the_feature_cache_build_keeps_what_was_written(generated
     signal_after(victim, log, "to compute")
     assert victim.wait(timeout=300) == EXIT_STATUS, log.read_text()[-3000:]
     assert "SIGTERM: stopped building the feature cache" in log.read_text()
-    total, missing = map(int, re.search(r"feature cache: (\d+) windows, (\d+) to compute", log.read_text()).groups())
+    total, missing = map(int, re.search(r"feature cache: (\d+) windows x \d+ views, (\d+) to compute", log.read_text()).groups())
     resumed = start(args, tmp_path / "resumed.log")
     assert resumed.wait(timeout=300) == 0, (tmp_path / "resumed.log").read_text()[-3000:]
-    left = int(re.search(r"feature cache: \d+ windows, (\d+) to compute", (tmp_path / "resumed.log").read_text())[1])
+    left = int(re.search(r"feature cache: \d+ windows x \d+ views, (\d+) to compute", (tmp_path / "resumed.log").read_text())[1])
     assert total == missing and 0 < left < total, (total, left)
 
 

@@ -149,11 +149,12 @@ def test_zero2_matches_ddp_under_bf16_autocast_with_a_bf16_base(generated_datase
         assert value == pytest.approx(evaluated["ddp"][key], rel=1e-5, abs=1e-7, nan_ok=True), key
 
 
-@pytest.mark.xfail(strict=True, reason="open: under a bf16 base with the bell-weighted flow-matching loss and "
-                   "grad_accum 2, ZeRO-2's step-2 update differs from DDP's (identical losses and grad norms at "
-                   "steps 1-2, 0.5% apart in loss at step 3); with grad_accum 1, or uniform weights, they agree")
+@pytest.mark.xfail(strict=False, reason="open: under a bf16 base with the bell-weighted flow-matching loss and "
+                   "grad_accum 2, ZeRO-2's step-2 update differed from DDP's on the one-look test data (identical "
+                   "losses and grad norms at steps 1-2, 0.5% apart in loss at step 3); on the data with looks it "
+                   "agrees, so the gap depends on the windows drawn; with grad_accum 1, or uniform weights, they agree")
 def test_zero2_matches_ddp_with_the_bell_weighted_loss_and_accumulation(generated_dataset, stage1_heads, tmp_path):
-    """Recorded so that whoever finds the cause sees this test start to pass (strict xfail)."""
+    """Recorded so that whoever finds the cause sees this test pass everywhere (non-strict: data-dependent)."""
     script = tmp_path / "bf16_stage2.py"
     script.write_text(BF16_BASE)
     losses = {}
