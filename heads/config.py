@@ -76,6 +76,15 @@ class HeadConfig:
     rgb_flow_scale: float = 8.0
     """Flow (px) is divided by this before entering the RGB path, to keep its inputs O(1)."""
 
+    rgb_cost_radius: int = 0
+    """Flow head only: block-match frame t against frame t-1 warped by the neck's estimate, for
+    displacements up to this radius; the confident soft-argmin corrects the estimate and the
+    (2R+1)^2 costs join the RGB path's inputs (0 = none; heads/cost_volume.py)."""
+
+    rgb_cost_pool: int = 1
+    """The matching cost is computed on frames average-pooled by this factor (relative to the RGB
+    path's resolution), so it reaches rgb_cost_radius * rgb_cost_pool pixels there."""
+
     def __post_init__(self) -> None:
         self._validate_geometry()
         f = self.features
@@ -104,6 +113,9 @@ class HeadConfig:
         if not _is_pow2(self.rgb_refine_stride) or self.rgb_refine_stride > self.out_stride:
             raise ValueError(f"rgb_refine_stride must be a power of two <= out_stride={self.out_stride}, "
                              f"got {self.rgb_refine_stride}")
+        if self.rgb_cost_radius < 0 or not _is_pow2(self.rgb_cost_pool):
+            raise ValueError(f"rgb_cost_radius must be >= 0 and rgb_cost_pool a power of two, got "
+                             f"{self.rgb_cost_radius}, {self.rgb_cost_pool}")
         if self.temporal_factor < 1:
             raise ValueError("temporal_factor must be >= 1")
         if not 0 <= self.temporal_levels <= self.num_taps:

@@ -49,6 +49,10 @@ class RGBRefiner(nn.Module):
         """Full resolution -> the refiner's stride (area average; identity at stride 1)."""
         return F.avg_pool2d(x, self.stride) if self.stride > 1 else x
 
+    def upsample(self, x: torch.Tensor) -> torch.Tensor:
+        """The refiner's stride -> full resolution (bilinear; identity at stride 1)."""
+        return F.interpolate(x, scale_factor=self.stride, mode="bilinear", align_corners=False) if self.stride > 1 else x
+
     def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """x: (N, in, H/r, W/r); guide: (N, guide_channels, H/s, W/s) -> (N, out, H, W)."""
         skips = []
@@ -63,10 +67,7 @@ class RGBRefiner(nn.Module):
         for j in reversed(range(len(self.up))):
             x = F.interpolate(x, size=skips[j].shape[-2:], mode="bilinear", align_corners=False)
             x = self.up[j](torch.cat([x, skips[j]], dim=1))
-        out = self.out(x)
-        if self.stride > 1:
-            out = F.interpolate(out, scale_factor=self.stride, mode="bilinear", align_corners=False)
-        return out
+        return self.upsample(self.out(x))
 
 
 def previous_frames(frames: torch.Tensor) -> torch.Tensor:

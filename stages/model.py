@@ -61,7 +61,8 @@ def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
     return HeadConfig(in_channels=preset.hidden_dim, num_taps=num_taps, spatial_factor=spatial,
                       temporal_factor=frames_per_latent, features=heads.features,
                       temporal_levels=heads.temporal_levels, convex_upsample=heads.convex_upsample,
-                      rgb_refine=heads.rgb_refine, rgb_refine_stride=heads.rgb_refine_stride, temporal_heads=4 if heads.features % 4 == 0 else 1)
+                      rgb_refine=heads.rgb_refine, rgb_refine_stride=heads.rgb_refine_stride, rgb_cost_radius=heads.rgb_cost_radius,
+                      rgb_cost_pool=heads.rgb_cost_pool, temporal_heads=4 if heads.features % 4 == 0 else 1)
 
 
 def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:

@@ -236,6 +236,13 @@ class HeadsConfig:
     rgb_refine_stride: int = 1
     """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper, but it lost the flow gain on
     small objects in the demo; README, speed knobs)."""
+    rgb_cost_radius: int = 0
+    """Flow head: block matching of frame t against warped t-1 (displacements up to this radius)
+    corrects the neck's flow and feeds the RGB path; 0 = none.  Matching does not depend on the
+    scene's look, which is what transfer to unseen families and looks needs (heads/cost_volume.py;
+    on the demo it took unseen-family flow from worse than zero flow to ~0.6x its error)."""
+    rgb_cost_pool: int = 1
+    """Average-pool the frames by this factor before matching: reach rgb_cost_radius * pool px."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
     channels_last: bool = False
@@ -256,6 +263,9 @@ class HeadsConfig:
         require(self.features >= 8, f"features must be >= 8, got {self.features}")
         require(self.temporal_levels >= 0, f"temporal_levels must be >= 0, got {self.temporal_levels}")
         require(self.frame_chunk >= 0, f"frame_chunk must be >= 0, got {self.frame_chunk}")
+        require(self.rgb_cost_radius >= 0, f"rgb_cost_radius must be >= 0, got {self.rgb_cost_radius}")
+        require(self.rgb_cost_pool >= 1 and self.rgb_cost_pool & (self.rgb_cost_pool - 1) == 0,
+                f"rgb_cost_pool must be a power of two, got {self.rgb_cost_pool}")
 
 
 @dataclass
