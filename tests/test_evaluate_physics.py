@@ -299,3 +299,28 @@ def test_empty_split_and_bad_geometry_are_clear_errors(generated_dataset, export
     with pytest.raises(SystemExit, match="1 \\+ 4k"):
         main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--frames": 6}))
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(generated_dataset, exports, tmp_path):
+    """--best-of 2: two seeds per scene, the higher verifier score is the rollout scored, and the first
+    sample's metrics stay beside it; sample 0 is the rollout of a plain evaluation (same seed)."""
+    from evaluate_physics import main
+    from stages.evaluation.best_of import SEED_SPACING
+
+    def stage1_only(out: Path, **extra) -> list[str]:
+        args = _eval_args(generated_dataset, exports, out, **{"--max-scenes": 1, **extra})
+        at = args.index("--stage2")
+        return args[:at] + args[at + 2:] + ["--no-flow-baselines"]
+
+    plain = main(stage1_only(tmp_path / "plain"))
+    payload = main(stage1_only(tmp_path / "best", **{"--best-of": 2, "--verifier": "heads"}))
+    scene, first = payload["scenes"][0]["models"]["stage1"], plain["scenes"][0]["models"]["stage1"]
+    record = scene["best_of"]
+    assert record["n"] == 2 and record["verifier"] == "heads" and first["best_of"] is None
+    assert record["seeds"] == [scene["seed"], scene["seed"] + SEED_SPACING]
+    assert record["chosen"] == int(np.argmax(record["scores"])) and len(set(record["scores"])) == 2
+    assert record["prediction_first"] == pytest.approx(first["prediction"])
+    chosen_is_first = record["chosen"] == 0
+    assert (scene["prediction"] == pytest.approx(first["prediction"])) == chosen_is_first
+    assert payload["overall"]["stage1"]["best_of"]["chosen_not_first"] == float(not chosen_is_first)
+    assert "## Best of 2 rollouts (verifier `heads`)" in (tmp_path / "best" / "report.md").read_text()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ROLLOUT_VERIFIERS = ("heads", "features", "frame_difference", "random")
+"""Verifiers that can score a generated video (stages.evaluation.verifiers; oracle needs ground truth)."""
+
 
 class EvaluationError(ValueError):
     """A problem with the evaluation's inputs, with a message that names the file or value."""
@@ -50,6 +53,12 @@ class EvalConfig:
     """torch device; empty = cuda when available, else cpu."""
     flow_baselines: bool = True
     """Score OpenCV DIS and Farneback flow on each window beside zero flow (heads.classical_flow)."""
+    best_of: int = 1
+    """Rollouts generated per scene; the verifier's most plausible one is scored, the first one's
+    metrics are kept beside it (stages.evaluation.best_of).  1 = one rollout, as before."""
+    verifier: str = "heads"
+    """Verifier that picks among best_of rollouts: heads, features, frame_difference or random
+    (stages.evaluation.verifiers; oracle needs ground truth a rollout lacks)."""
 
     def __post_init__(self) -> None:
         if not self.stage1:
@@ -64,5 +73,9 @@ class EvalConfig:
         for name in ("stride", "max_scenes", "iq_downsample"):
             if getattr(self, name) < 0:
                 raise EvaluationError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.best_of < 1:
+            raise EvaluationError(f"--best-of must be >= 1, got {self.best_of}")
+        if self.verifier not in ROLLOUT_VERIFIERS:
+            raise EvaluationError(f"--verifier must be one of {', '.join(ROLLOUT_VERIFIERS)}, got {self.verifier!r}")
         if self.cfg_scale <= 0:
             raise EvaluationError(f"--cfg-scale must be > 0, got {self.cfg_scale}")

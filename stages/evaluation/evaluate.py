@@ -26,10 +26,19 @@ from data.scene_meta import read_scene_meta, scene_look
 from data.windows import FixedWindows
 from heads.metrics import depth_from_log
 from heads.video_metrics import mean_metrics
-from stages.evaluation import breakdown, gallery, perception, report, rollout, timebase
+from stages.evaluation import (
+    best_of,
+    breakdown,
+    gallery,
+    perception,
+    report,
+    rollout,
+    timebase,
+)
 from stages.evaluation import exports as ck
 from stages.evaluation import physics_report as phys
 from stages.evaluation.eval_config import EvalConfig
+from stages.evaluation.exports import finite
 from stages.features import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,11 @@ SCENE_FIELDS = ("scene", "video", "prompt", "family", "look", "group", "g_scene"
                 "models")
 """Fields of each entry of metrics.json["scenes"]; "models" maps model name -> SCENE_MODEL_FIELDS."""
 SCENE_MODEL_FIELDS = ("seed", "perception", "beats_baseline", "prediction", "physics_heads", "coherence_heads",
-                      "physics_generated", "coherence_generated")
+                      "physics_generated", "coherence_generated", "best_of")
+"""best_of is null with --best-of 1, else {n, verifier, seeds, scores, chosen, prediction_first, physics_first}:
+prediction and physics_generated are the chosen rollout's."""
 OVERALL_FIELDS = ("perception", "beats_baseline", "prediction", "physics_heads", "coherence_heads",
-                  "physics_generated", "coherence_generated")
+                  "physics_generated", "coherence_generated", "best_of")
 """Fields of metrics.json["overall"][model]; metrics.json["overall"]["gt"] has physics and coherence."""
 VERDICT_FIELDS = ("heads_beat_baselines", "physics_heads", "physics_generated", "temporal_coherence")
 """Pass/fail heuristics per model in metrics.json["verdicts"][model]: each {value, rule, pass}."""
@@ -115,12 +126,18 @@ def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
         flow, log_depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
     depth = depth_from_log(log_depth)
     seed = c.seed + k
-    generated = rollout.generate(ctx.pipe, timed["rgb"][0], sample["prompt"], seed=seed, frames=ctx.geometry.frames,
-                                 steps=c.steps, cfg_scale=c.cfg_scale)
+    generated, first, choice = best_of.choose(
+        ctx.pipe, pair, ctx.source, timed["rgb"][0], sample["prompt"], timed["intrinsics"], seed=seed, n=c.best_of,
+        verifier=c.verifier, frames=ctx.geometry.frames, steps=c.steps, cfg_scale=c.cfg_scale, scene=sample["scene"])
     gen_flow, gen_log_depth = perception.predict(pair, ctx.source, generated, sample["prompt"])
     gen_depth = depth_from_log(gen_log_depth)
+    if choice is not None:  # what the first sample alone would have scored
+        first_flow, first_log_depth = perception.predict(pair, ctx.source, first, sample["prompt"])
+        choice["prediction_first"] = rollout.prediction_metrics(first, timed["rgb"], ctx.downsample)
+        choice["physics_first"] = phys.source_physics(depth_from_log(first_log_depth), first_flow, timed, kin, masks,
+                                                      g, rollout_fps=fps)
     metrics = scene_acc.compute()
-    ctx.scenes[k]["models"][name] = {
+    ctx.scenes[k]["models"][name] = {"best_of": choice,
         "seed": seed, "perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
         "prediction": rollout.prediction_metrics(generated, timed["rgb"], ctx.downsample),
         "physics_heads": phys.source_physics(depth, flow, timed, kin, masks, g),
@@ -138,10 +155,21 @@ def _coherence_overall(records: list[dict]) -> dict[str, float]:
     return {"coherent_frames": share, "warp_l1_mean": warp, "frames_scored": frames}
 
 
+def _best_of_overall(per: list[dict]) -> dict | None:
+    """Prediction metrics and pooled g of the first samples, beside the chosen ones' (in _overall)."""
+    records = [p["best_of"] for p in per if p.get("best_of")]
+    if not records:
+        return None
+    return {"n": records[0]["n"], "verifier": records[0]["verifier"],
+            "chosen_not_first": sum(r["chosen"] != 0 for r in records) / len(records),
+            "prediction_first": mean_metrics([r["prediction_first"] for r in records]),
+            "physics_first": phys.pooled_g([r["physics_first"] for r in records])}
+
+
 def _overall(scenes: list[dict], name: str, acc) -> dict:
     per = [s["models"][name] for s in scenes]
     metrics = acc.compute()
-    return {"perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
+    return {"best_of": _best_of_overall(per),"perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
             "prediction": mean_metrics([p["prediction"] for p in per]),
             "physics_heads": phys.pooled_g([p["physics_heads"] for p in per]),
             "coherence_heads": _coherence_overall([p["coherence_heads"] for p in per]),
@@ -259,14 +287,3 @@ def run_evaluation(config: EvalConfig) -> dict:
     payload["seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(finite(payload), indent=2, default=str))
     return payload
-
-
-def finite(value):
-    """NaN / inf -> None, recursively, so metrics.json is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -130,3 +131,14 @@ def check_stage2_backbone(stage2: Path, backbone: BackboneConfig) -> None:
     if (other.preset, other.seed if not other.model_dir else 0) != (backbone.preset, backbone.seed if not backbone.model_dir else 0):
         raise EvaluationError(f"stage-2 run {stage2} used backbone {other.preset!r} (seed {other.seed}), "
                               f"stage 1 used {backbone.preset!r} (seed {backbone.seed})")
+
+
+def finite(value):
+    """NaN / inf -> None, recursively, so metrics.json and verify.json are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

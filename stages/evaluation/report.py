@@ -179,6 +179,26 @@ def _group_section(key: str, group: dict, payload: dict) -> list[str]:
     return lines
 
 
+IQ_KEYS = ("spatial_iou", "spatiotemporal_iou", "weighted_spatial_iou", "mse")
+
+
+def _best_of_section(payload: dict) -> list[str]:
+    """With --best-of N: the chosen rollouts' Physics-IQ metrics and fitted g beside the first samples'."""
+    rows = [(m, o["best_of"], o) for m, o in payload["overall"].items() if m != "gt" and o.get("best_of")]
+    if not rows:
+        return []
+    b = rows[0][1]
+    lines = [f"## Best of {b['n']} rollouts (verifier `{b['verifier']}`)", "",
+             "| model | sample | " + " | ".join(IQ_KEYS) + " | g_fit rollout |", "|---|---|" + "---|" * (len(IQ_KEYS) + 1)]
+    for model, best, overall in rows:
+        lines.append(f"| {model} | first | " + " | ".join(fmt(best["prediction_first"][k]) for k in IQ_KEYS)
+                     + f" | {fmt(best['physics_first'].get('g_fit'))} |")
+        lines.append(f"| {model} | chosen | " + " | ".join(fmt(overall["prediction"][k]) for k in IQ_KEYS)
+                     + f" | {fmt(overall['physics_generated'].get('g_fit'))} |")
+        lines.append(f"| {model} | chosen is not the first | {fmt(best['chosen_not_first'])} |" + " |" * len(IQ_KEYS))
+    return lines + ["", "Higher IoU and lower MSE are better; g_fit pooled over the scenes' free-fall pixels.", ""]
+
+
 def markdown(payload: dict, curves: bool) -> str:
     a, g = payload["args"], payload["geometry"]
     lines = [f"# Physics evaluation: split `{a['split']}`, {len(payload['scenes'])} scene(s)", "",
@@ -190,6 +210,7 @@ def markdown(payload: dict, curves: bool) -> str:
     for key, group in payload["groups"].items():
         lines += _group_section(key, group, payload)
     lines += breakdown.markdown(payload, fmt)
+    lines += _best_of_section(payload)
     lines += ["## Per scene", "", ("| scene | family | look | scenes | model | AbsRel | AbsRel scale-aligned | "
                                    "EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]

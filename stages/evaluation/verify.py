@@ -1,0 +1,153 @@
+"""Score verifiers on violation pairs: every clip of a manifest once, then pairwise accuracy.
+
+Clips are read whole, at the stage-1 run's stride and frame size, through the data layer (so a
+root without scene.json works, with the default intrinsics, and says so).  Writes verify.json,
+verify.md and a bar plot per kind and verifier into the output directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.dataset import SimPhysicsDataset
+from data.scene_meta import read_scene_meta
+from heads.io import atomic_write
+from stages.evaluation import exports as ck
+from stages.evaluation.eval_config import EvaluationError
+from stages.evaluation.pairs import Pair, accuracy_row, read_pairs
+from stages.evaluation.verifiers import (
+    NEEDS_MODEL,
+    VERIFIERS,
+    clip_scores,
+    heads_over_clip,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    stage1: str
+    root: str
+    pairs: str
+    out: str
+    verifiers: tuple[str, ...] = VERIFIERS
+    model_dir: str = ""
+    cache_dir: str = "runs/cache"
+    device: str = ""
+    seed: int = 0
+
+
+def _clip_dataset(config: VerifyConfig, trained, videos: list[str], out: Path) -> SimPhysicsDataset:
+    """The manifest's clips as a data set (a metadata CSV written beside the results)."""
+    metadata = out / "clips.csv"
+    with metadata.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "prompt", "split"])
+        for video in videos:
+            meta = read_scene_meta(Path(config.root) / video) or {}
+            writer.writerow([video, meta.get("prompt", ""), "verify"])
+    data = replace(trained.data, root=config.root, metadata=str(metadata), hflip_prob=0.0)
+    return SimPhysicsDataset(data, split="verify", train=False)
+
+
+def _model(config: VerifyConfig, trained):
+    """Heads and backbone features of the stage-1 run (only when a verifier needs them)."""
+    from stages.features import FeatureSource
+
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    stage1 = ck.check_stage_dir(config.stage1, "stage1")
+    backbone = ck.backbone_config(trained.backbone, config.model_dir)
+    return ck.load_pair(stage1, device), FeatureSource(backbone, device, config.cache_dir)
+
+
+def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dict[str, dict], list[str]]:
+    """video -> verifier -> {score, terms}; and the clips read without scene.json."""
+    trained = ck.stage1_config(Path(config.stage1))
+    videos = list(dict.fromkeys(v for p in pairs for v in (p.plausible, p.implausible)))
+    dataset = _clip_dataset(config, trained, videos, out)
+    model = _model(config, trained) if set(config.verifiers) & set(NEEDS_MODEL) else None
+    window, stride = trained.data.window.num_frames, trained.data.window.stride
+    scores, defaults = {}, []
+    for index, video in enumerate(tqdm(videos, desc="verify", unit="clip")):
+        scene = dataset.scenes[index]
+        if read_scene_meta(scene.directory) is None:
+            defaults.append(video)
+        sample = dataset.load_window(index, np.arange(0, scene.num_frames, stride))
+        outputs = None
+        if model is not None:
+            outputs = heads_over_clip(*model, sample["rgb"], sample["prompt"], window)
+        scores[video] = clip_scores(sample, config.verifiers, outputs, config.seed)
+    if defaults:
+        log.warning("%d clip(s) have no scene.json: default intrinsics (data.fov_deg = %s deg) used for %s",
+                    len(defaults), trained.data.fov_deg, ", ".join(defaults[:3]) + (" ..." if len(defaults) > 3 else ""))
+    return scores, defaults
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for row in rows.values() for k in row["by_kind"]})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(kinds) + 2), 3.6))
+    width = 0.8 / max(len(rows), 1)
+    for i, (name, row) in enumerate(rows.items()):
+        ax.bar(np.arange(len(kinds)) + i * width, [row["by_kind"][k] for k in kinds], width, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(kinds)) + width * (len(rows) - 1) / 2, kinds, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("pairwise accuracy")
+    ax.legend(fontsize=7, ncol=len(rows))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown(payload: dict) -> str:
+    """verify.md: the accuracy table (rows verifiers, columns overall and kinds)."""
+    rows = payload["rows"]
+    kinds = sorted({k for row in rows.values() for k in row["by_kind"]})
+    lines = ["## Physics verifier: violation pairs", "",
+             (f"{payload['pairs']} pairs; pairwise accuracy = share of pairs where the plausible clip scores higher "
+             "(ties count half); 95 % bootstrap interval over pairs."), "",
+             "| verifier | overall | 95 % CI | " + " | ".join(kinds) + " |",
+             "|---|---|---|" + "---|" * len(kinds)]
+    for name, row in rows.items():
+        lo, hi = row["ci95"]
+        lines.append(f"| {name} | {row['overall']:.3f} | {lo:.2f}-{hi:.2f} | "
+                     + " | ".join(f"{row['by_kind'][k]:.2f}" for k in kinds) + " |")
+    if payload["default_intrinsics"]:
+        lines += ["", f"{len(payload['default_intrinsics'])} clip(s) had no scene.json: default intrinsics."]
+    return "\n".join(lines) + "\n"
+
+
+def run_verify(config: VerifyConfig) -> dict:
+    unknown = sorted(set(config.verifiers) - set(VERIFIERS))
+    if unknown:
+        raise EvaluationError(f"unknown verifier(s) {', '.join(unknown)}; known: {', '.join(VERIFIERS)}")
+    started = time.perf_counter()
+    pairs = read_pairs(config.pairs, config.root)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores, defaults = score_clips(config, pairs, out)
+    rows = {name: accuracy_row(pairs, {v: s[name]["score"] for v, s in scores.items()}) for name in config.verifiers}
+    payload = {"rows": rows, "pairs": len(pairs), "kinds": {k: sum(p.kind == k for p in pairs) for k in
+                                                             sorted({p.kind for p in pairs})},
+               "default_intrinsics": defaults, "clips": scores,
+               "manifest": [p.__dict__ for p in pairs], "seconds": time.perf_counter() - started}
+    text = json.dumps(ck.finite(payload), indent=2, default=float)
+    atomic_write(out / "verify.json", lambda tmp: Path(tmp).write_text(text))
+    (out / "verify.md").write_text(markdown(payload))
+    plot(rows, out / "verify_by_kind.png")
+    return payload
