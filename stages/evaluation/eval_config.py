@@ -53,6 +53,9 @@ class EvalConfig:
     """torch device; empty = cuda when available, else cpu."""
     flow_baselines: bool = True
     """Score OpenCV DIS and Farneback flow on each window beside zero flow (heads.classical_flow)."""
+    pairs: str = ""
+    """Violation-pair manifest (plausible,implausible,kind) under root: the physics verifiers are
+    scored on it too (scripts/verify_physics.py; results in verify/ and a report section)."""
     best_of: int = 1
     """Rollouts generated per scene; the verifier's most plausible one is scored, the first one's
     metrics are kept beside it (stages.evaluation.best_of).  1 = one rollout, as before."""

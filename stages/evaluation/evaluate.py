@@ -247,6 +247,16 @@ def _groups(ctx: Context, models: list[str], accs: dict) -> dict:
     return out
 
 
+def _verify(config: EvalConfig, out: Path) -> dict:
+    """The verifiers on the violation pairs (stages.evaluation.verify), written to out/verify/."""
+    from stages.evaluation.verify import VerifyConfig, run_verify
+
+    result = run_verify(VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
+                                     model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
+                                     seed=config.seed))
+    return {key: result[key] for key in ("rows", "pairs", "kinds", "default_intrinsics")}
+
+
 def _pool_keys(ctx: Context, k: int) -> list[tuple[str, str]]:
     """The per-family and per-look pools scene k adds to (stages.evaluation.breakdown)."""
     return breakdown.pool_keys({"family": ctx.families[k][0], "look": ctx.looks[k]})
@@ -282,6 +292,8 @@ def run_evaluation(config: EvalConfig) -> dict:
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,
                              "backbone_fps": ctx.source.preset.fps,
                              "moving_threshold_px": ctx.moving_threshold}}
+    if config.pairs:
+        payload["verify"] = _verify(config, out)
     stage_dirs = {name: where for name, (_, where) in pairs.items()}
     payload["outputs"] = report.write_all(out, payload, stage_dirs) + gallery.write_all(out, payload, ctx.visuals)
     payload["seconds"] = time.perf_counter() - started

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 from heads.metrics import CLASSICAL_FLOW_LABELS, HEAD_METRIC_ROWS, classical_flow_key
 from stages.evaluation import breakdown
+from stages.evaluation.verify import markdown as verify_markdown
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +212,9 @@ def markdown(payload: dict, curves: bool) -> str:
         lines += _group_section(key, group, payload)
     lines += breakdown.markdown(payload, fmt)
     lines += _best_of_section(payload)
+    if payload.get("verify"):
+        lines += [verify_markdown(payload["verify"]),
+                  "Details: verify/verify.json, verify/verify_by_kind.png.", ""]
     lines += ["## Per scene", "", ("| scene | family | look | scenes | model | AbsRel | AbsRel scale-aligned | "
                                    "EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]
