@@ -133,8 +133,9 @@ class PassThroughHooks(Hooks):
 
 
 class SpeedChangeHooks(Hooks):
-    """From ``switch_frame`` on, more physics steps pass per recorded frame (frames dropped, the clip
-    speeds up); ground truth stays exact because it comes from the poses."""
+    """Frames from ``switch_frame`` on are each reached with the second count of
+    ``substeps_per_frame`` (frames dropped, the clip speeds up); ground truth stays exact because it
+    comes from the poses."""
 
     def substeps(self, t: int, default: int) -> int:
         before, after = self.params["substeps_per_frame"]
