@@ -18,8 +18,11 @@ import pytest
 from PIL import Image
 
 from data.metadata_split import build_rows, describe_scene
+from data.sim import generate
 from data.sim.bodies import GRAVITY
 from data.sim.camera import Camera
+from data.sim.generate import GenConfig, SceneJob
+from data.sim.violation_pairs import generate_pair
 from data.sim.violations import GRAVITY_FACTORS, KINDS, Violation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,3 +233,14 @@ def test_metadata_sees_variants_as_their_family(roots) -> None:
 def test_unknown_kind_rejected() -> None:
     with pytest.raises(ValueError, match="unknown violation"):
         Violation("gravity_sideways")
+
+
+def test_variants_reuse_the_accepted_attempt(tmp_path: Path, monkeypatch) -> None:
+    """A plausible take accepted after retries: its variants are simulated with that attempt."""
+    monkeypatch.setattr(generate, "frame_moves", lambda motion: False)  # every attempt is 'low motion'
+    cfg = GenConfig(width=32, height=32, frames=6, max_attempts=2)
+    statuses = generate_pair(tmp_path, SceneJob("projectile", 3), cfg, ("gravity_up",))
+    assert statuses == {"projectile_00003": "low-motion", "projectile_00003_gravity_up": "written"}
+    leaf, variant = tmp_path / "projectile_00003" / LEAF, tmp_path / "projectile_00003_gravity_up" / LEAF
+    assert json.loads((variant / "scene.json").read_text())["attempt"] == 1
+    assert (variant / "rgb/step_0000.png").read_bytes() == (leaf / "rgb/step_0000.png").read_bytes()
