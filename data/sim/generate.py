@@ -296,6 +296,11 @@ def generate_many(root: Path, jobs: list[SceneJob], cfg: GenConfig, workers: int
     return run_pool(_worker, [(root, job, cfg, overwrite) for job in jobs], workers, progress)
 
 
+def _log_like_parent(level: int) -> None:
+    """Spawned workers start without logging; their warnings (low motion, skipped kinds) still count."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def run_pool(worker, tasks: list, workers: int = 1, progress: bool = True) -> dict:
     """Map ``worker`` (a module-level function returning (name, status, seconds)) over ``tasks``
     in ``workers`` processes with a progress bar; returns name -> status."""
@@ -306,7 +311,8 @@ def run_pool(worker, tasks: list, workers: int = 1, progress: bool = True) -> di
         pool = None
     else:
         # spawn: pybullet clients must not be inherited through fork from a parent that has one.
-        pool = mp.get_context("spawn").Pool(workers)
+        level = logging.getLogger().getEffectiveLevel()
+        pool = mp.get_context("spawn").Pool(workers, initializer=_log_like_parent, initargs=(level,))
         outputs = pool.imap_unordered(worker, tasks)
     try:
         for name, status, seconds in outputs:

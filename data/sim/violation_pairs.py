@@ -84,7 +84,8 @@ def plan_violation(kind: str, meta: dict, leaf: Path) -> Violation:
         return Violation(kind, {**common, "hidden_position": [0.0, 0.0, HIDDEN_Z]})
     rng = violation_rng(meta["family"], meta["seed"], meta["attempt"], kind)
     size = rng.uniform(*TELEPORT_RANGE) * rng.choice([-1.0, 1.0])
-    return Violation(kind, {**common, "offset": (size * _camera_right(meta["camera"])).tolist()})
+    dx, dy, _ = size * _camera_right(meta["camera"])
+    return Violation(kind, {**common, "offset": [float(dx), float(dy), 0.0]})
 
 
 def _fastest(objects: list[dict], frames: int) -> tuple[dict, int]:
