@@ -18,20 +18,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.sim.families import FAMILIES
-from data.sim.generate import PRESETS, GenConfig, generate_many, make_jobs
+from data.sim.generate import PRESETS, GenConfig, SceneJob, generate_many, make_jobs
 from data.sim.looks import LOOK_SETS
 from data.sim.writer import clean_stale_tmp
 
 log = logging.getLogger("generate_scenes")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def comma_names(known: list[str] | tuple[str, ...], what: str):
+    """argparse type: a comma-separated list of names from ``known`` (``a,b`` or ``a b`` both work)."""
+    def parse(text: str) -> list[str]:
+        names = [n for n in text.split(",") if n]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; known: {', '.join(known)}")
+        return names
+    return parse
+
+
+def flatten(groups: list[list[str]] | None, default: list[str]) -> list[str]:
+    return [n for group in groups for n in group] if groups else list(default)
+
+
+def add_generation_args(ap: argparse.ArgumentParser) -> None:
+    """The options of a generation run (shared by make_violation_pairs.py)."""
     ap.add_argument("--out", type=Path, required=True, help="dataset root (created if missing)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="full",
                     help="demo: 128x128, 33 frames, 2 scenes/family; full: 480x480, 131 frames")
-    ap.add_argument("--families", nargs="+", default=sorted(FAMILIES), choices=sorted(FAMILIES),
-                    metavar="FAMILY", help=f"scenario families (default all: {', '.join(sorted(FAMILIES))})")
+    ap.add_argument("--families", nargs="+", type=comma_names(sorted(FAMILIES), "families"), metavar="FAMILY",
+                    help=f"scenario families, comma- or space-separated (default all: {', '.join(sorted(FAMILIES))})")
     ap.add_argument("--scenes-per-family", type=int, help="scenes per family (default from preset)")
     ap.add_argument("--seed", type=int, default=0, help="first scene seed; scene i uses seed+i")
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size (default from preset)")
@@ -45,22 +60,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-shadows", action="store_true", help="skip the shadow pass (about 2x faster)")
     ap.add_argument("--overwrite", action="store_true", help="regenerate scenes that already exist")
     ap.add_argument("--log-level", default="INFO", help="logging level")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generation_args(ap)
     return ap.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def config_and_jobs(args: argparse.Namespace) -> tuple[GenConfig, list[SceneJob]]:
+    """The run's per-scene settings and its scenes, preset values filling what is not given."""
     preset = PRESETS[args.preset]
     height, width = args.size or (preset["height"], preset["width"])
     cfg = GenConfig(width=width, height=height, frames=args.frames or preset["frames"], fps=args.fps,
                     background_distance=float(args.background_distance), shadows=not args.no_shadows,
                     looks=tuple(args.looks))
-    jobs = make_jobs(args.families, args.scenes_per_family or preset["scenes_per_family"], args.seed)
+    families = flatten(args.families, sorted(FAMILIES))
+    return cfg, make_jobs(families, args.scenes_per_family or preset["scenes_per_family"], args.seed)
+
+
+def prepare_root(args: argparse.Namespace, cfg: GenConfig, jobs: list[SceneJob], logger: logging.Logger = log) -> None:
+    """Logging set up, leftovers of killed runs removed, the run announced."""
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if removed := clean_stale_tmp(args.out):
-        log.info("removed %d unfinished scene(s) left by an earlier run", removed)
-    log.info("%d scenes (%dx%d, %d frames) -> %s with %d worker(s)", len(jobs), width, height, cfg.frames,
+        logger.info("removed %d unfinished scene(s) left by an earlier run", removed)
+    logger.info("%d scenes (%dx%d, %d frames) -> %s with %d worker(s)", len(jobs), cfg.width, cfg.height, cfg.frames,
              args.out, args.workers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg, jobs = config_and_jobs(args)
+    prepare_root(args, cfg, jobs)
     start = time.perf_counter()
     results = generate_many(args.out, jobs, cfg, workers=args.workers, overwrite=args.overwrite)
     counts = {s: list(results.values()).count(s) for s in sorted(set(results.values()))}

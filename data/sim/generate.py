@@ -27,6 +27,7 @@ from data.sim.ground_truth import distance_from_depth_buffer, motion_vectors
 from data.sim.looks import Placement, draw_look, draw_placement, look_rng
 from data.sim.prompts import prompt_from_scene
 from data.sim.render import render
+from data.sim.violations import Violation, make_hooks
 from data.sim.world import World
 from data.sim.writer import SceneWriter, scene_name
 
@@ -169,18 +170,25 @@ def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
     return world, camera, scenery, look, placement
 
 
-def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) -> tuple[dict, int]:
-    """Run one attempt, streaming frames to ``writer``; returns (scene meta, moving frames)."""
+def simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter,
+              violation: Violation | None = None) -> tuple[dict, int]:
+    """Run one attempt, streaming frames to ``writer``; returns (scene meta, moving frames).
+
+    ``violation`` (None: the plausible take) changes the run only through its hooks, so a variant
+    shares every body, look, camera and start with the plausible take of the same attempt."""
     client = connect()
     world = None
     try:
         world, camera, scenery, look, placement = _build(client, job, cfg, attempt)
+        hooks = make_hooks(violation, client, world, camera)
         movers = [o for o in world.objects if not o.static]
         substeps = cfg.sim_hz // cfg.fps
         contacts, prev, moving_frames = [], {}, 0
+        hooks.before_loop()
         for t in range(cfg.frames):
-            for _ in range(substeps if t else 0):
+            for _ in range(hooks.substeps(t, substeps) if t else 0):
                 client.stepSimulation()
+            hooks.after_step(t)
             now = {o.body_id: _pose(client, o.body_id) for o in movers}
             for obj in world.objects:
                 obj.poses.append(_pose(client, obj.body_id).tolist())
@@ -192,11 +200,12 @@ def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) 
                 motion = np.zeros((cfg.height, cfg.width, 4), np.float32)
             else:
                 motion = motion_vectors(camera, distance, raw.segmentation, now, prev)
-            moving_frames += int(_frame_moves(motion))
+            moving_frames += int(frame_moves(motion))
             contacts.append(_contacts(client))
-            writer.write_frame(t, raw.rgb, motion, distance)
+            hooks.record(writer, t, raw, distance, motion, now)
             prev = now
         meta = _meta(job, cfg, attempt, camera, world, scenery, contacts, look, placement)
+        hooks.finish(writer, meta)
         return meta, moving_frames
     finally:
         if world is not None:
@@ -204,7 +213,7 @@ def _simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter) 
         client.disconnect()
 
 
-def _frame_moves(motion: np.ndarray) -> bool:
+def frame_moves(motion: np.ndarray) -> bool:
     """A frame shows motion if some pixels (>= 0.05 % or 4) move by more than 0.25 px."""
     moving = np.hypot(motion[..., 0], motion[..., 1]) > 0.25
     return moving.sum() >= max(4, 5e-4 * moving.size)
@@ -249,7 +258,7 @@ def generate_scene(root: Path, job: SceneJob, cfg: GenConfig, overwrite: bool = 
     for attempt in range(cfg.max_attempts):
         writer = SceneWriter(root, job.name)
         try:
-            meta, moving = _simulate(job, cfg, attempt, writer)
+            meta, moving = simulate(job, cfg, attempt, writer)
             last = attempt == cfg.max_attempts - 1
             if moving >= needed or last:
                 writer.write_json(meta)
@@ -284,16 +293,27 @@ def generate_many(root: Path, jobs: list[SceneJob], cfg: GenConfig, workers: int
                   overwrite: bool = False, progress: bool = True) -> dict[str, str]:
     """Generate ``jobs`` with ``workers`` processes; returns scene name -> status."""
     root.mkdir(parents=True, exist_ok=True)
-    tasks = [(root, job, cfg, overwrite) for job in jobs]
-    results: dict[str, str] = {}
+    return run_pool(_worker, [(root, job, cfg, overwrite) for job in jobs], workers, progress)
+
+
+def _log_like_parent(level: int) -> None:
+    """Spawned workers start without logging; their warnings (low motion, skipped kinds) still count."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_pool(worker, tasks: list, workers: int = 1, progress: bool = True) -> dict:
+    """Map ``worker`` (a module-level function returning (name, status, seconds)) over ``tasks``
+    in ``workers`` processes with a progress bar; returns name -> status."""
+    results: dict = {}
     bar = tqdm(total=len(tasks), desc="scenes", disable=not progress)
     if workers <= 1:
-        outputs = map(_worker, tasks)
+        outputs = map(worker, tasks)
         pool = None
     else:
         # spawn: pybullet clients must not be inherited through fork from a parent that has one.
-        pool = mp.get_context("spawn").Pool(workers)
-        outputs = pool.imap_unordered(_worker, tasks)
+        level = logging.getLogger().getEffectiveLevel()
+        pool = mp.get_context("spawn").Pool(workers, initializer=_log_like_parent, initargs=(level,))
+        outputs = pool.imap_unordered(worker, tasks)
     try:
         for name, status, seconds in outputs:
             results[name] = status

@@ -54,7 +54,7 @@ class SceneWriter:
 
     def write_json(self, meta: dict) -> None:
         with open(self.leaf / SCENE_JSON, "w") as f:
-            json.dump(_json_safe(meta), f, indent=1)
+            json.dump(json_safe(meta), f, indent=1)
 
     def commit(self, overwrite: bool) -> None:
         """Atomically publish the scene; an existing one is replaced only with ``overwrite``."""
@@ -78,14 +78,14 @@ def clean_stale_tmp(root: Path) -> int:
     return len(stale)
 
 
-def _json_safe(value):
+def json_safe(value):
     """JSON has no inf: write it as the string "inf" (the documented background value)."""
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value
