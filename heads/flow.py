@@ -58,8 +58,8 @@ class MotionVectorHead(DenseHead):
         cost = None
         if cfg.rgb_cost_radius:
             # Block matching against t-1 warped by the neck's estimate: its soft-argmin corrects the
-            # estimate before the refiner sees it (on the demo's unseen families it alone moved the
-            # moving-pixel EPE from zero flow's 4.4 px to 2.5 px; the neck's was 5).
+            # estimate before the refiner sees it (on the demo's unseen families the matching alone
+            # scores 2.6 px moving-pixel EPE, zero flow 4.4, the trained head without it ~4.7).
             cost = local_cost(cur, backward_warp(prev, self.refiner.pool(flow.detach()) / r), cfg.rgb_cost_radius,
                               cfg.rgb_cost_pool)
             flow = flow + self.refiner.upsample(cost[:, -2:] * r)

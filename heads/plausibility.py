@@ -35,6 +35,10 @@ FREE_MIN_ACCEL = 1.5
 not); far below any gravity a plausible clip could show, so it selects without assuming g."""
 VERTICAL_SHARE = 0.8
 """|a . down| / |a| above this = acceleration along the vertical (free flight, either sign)."""
+STEADY_SHARE = 0.3
+"""Free flight keeps its acceleration: |a_t - a_{t-1}| along the track below this share of |a|."""
+GRAVITY_BIN = 1.0
+"""m/s^2: width of the window in which the free-flight accelerations are densest (densest_value)."""
 MIN_FREE_PIXELS = 20
 """Fewer free-flight pixels than this: no gravity evidence (the term is 0)."""
 TERMS = ("gravity", "impulse", "vanish", "friction")
@@ -72,29 +76,47 @@ def _vertical(a: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     return (a * down.view(1, 3, 1, 1)).sum(dim=1)
 
 
-def gravity_term(kin: Kinematics, down: torch.Tensor, moving: torch.Tensor, g: float) -> tuple[float, float, int]:
-    """(term, fitted g, free-flight pixels): median vertical acceleration of free flight."""
+def acceleration_change(kin: Kinematics) -> tuple[torch.Tensor, torch.Tensor]:
+    """a_t - a_{t-1} along each track (T, 3, H, W) and where it is defined (T, H, W)."""
+    change, ok = time_derivative(kin["acceleration"], kin["acceleration_valid"], kin["flow"], kin["link_valid"],
+                                 torch.ones_like(kin["dt"]))
+    return change[0], ok[0]
+
+
+def densest_value(values: torch.Tensor, width: float = GRAVITY_BIN) -> float:
+    """Median of the values in the most populated window of ``width``: free flight makes one tight
+    cluster, bodies pushed by contacts (toppling, rolling over an edge) spread over many values."""
+    ordered = values.sort().values
+    upper = torch.searchsorted(ordered, ordered + width, right=True)
+    start = int(torch.argmax(upper - torch.arange(len(ordered))))
+    return float(ordered[start:int(upper[start])].median())
+
+
+def gravity_term(kin: Kinematics, change: tuple[torch.Tensor, torch.Tensor], down: torch.Tensor,
+                 moving: torch.Tensor, g: float) -> tuple[float, float, int]:
+    """(term, fitted g, free-flight pixels): the densest vertical acceleration of free flight, i.e.
+    of pixels whose acceleration is vertical (either sign), not small, and steady along the track."""
     a, ok = kin["acceleration"][0], kin["acceleration_valid"][0] & moving
+    delta, steady_ok = change
     size = a.norm(dim=1)
     vertical = _vertical(a, down)
-    free = ok & (size > FREE_MIN_ACCEL) & (vertical.abs() > VERTICAL_SHARE * size)
+    steady = steady_ok & (delta.norm(dim=1) < STEADY_SHARE * size)
+    free = ok & steady & (size > FREE_MIN_ACCEL) & (vertical.abs() > VERTICAL_SHARE * size)
     values = _masked(vertical, free)
     if values.numel() < MIN_FREE_PIXELS:
         return 0.0, math.nan, int(values.numel())
-    fitted = float(values.median())
+    fitted = densest_value(values)
     return abs(fitted - g) / g, fitted, int(values.numel())
 
 
-def impulse_term(kin: Kinematics, moving: torch.Tensor, g: float) -> float:
+def impulse_term(change: tuple[torch.Tensor, torch.Tensor], moving: torch.Tensor, g: float) -> float:
     """Mean over frames of the 90th percentile |a_t - a_{t-1}| / g along tracks of moving pixels.
 
     Bounces and pushes count too, in a plausible clip as in its violated twin, so the term ranks
     clips of one scene; its level across scenes depends on how much they collide."""
-    a = kin["acceleration"]
-    change, ok = time_derivative(a, kin["acceleration_valid"], kin["flow"], kin["link_valid"],
-                                 torch.ones_like(kin["dt"]))
-    ok = ok[0] & moving
-    per_frame = [torch.quantile(change[0, t].norm(dim=0)[ok[t]], 0.9) / g
+    delta, ok = change
+    ok = ok & moving
+    per_frame = [torch.quantile(delta[t].norm(dim=0)[ok[t]], 0.9) / g
                  for t in range(ok.shape[0]) if ok[t].sum() >= MIN_FREE_PIXELS]
     return float(torch.stack(per_frame).mean()) if per_frame else 0.0
 
@@ -144,8 +166,9 @@ def plausibility(distance: torch.Tensor, distance_valid: torch.Tensor | None, fl
     moving = moving_pixels(kin, MIN_SPEED)[0]
     static = kin["velocity_valid"][0] & ~moving
     down = floor_down(kin["points"][0], kin["points_valid"][0], static)
-    grav, fitted, free = gravity_term(kin, down, moving, g)
-    terms = {"gravity": grav, "impulse": impulse_term(kin, moving, g), "vanish": vanish_term(kin, moving),
+    change = acceleration_change(kin)
+    grav, fitted, free = gravity_term(kin, change, down, moving, g)
+    terms = {"gravity": grav, "impulse": impulse_term(change, moving, g), "vanish": vanish_term(kin, moving),
              "friction": friction_term(kin, down, moving, g)}
     return {"score": -sum(terms.values()), **terms, "g_fit": fitted, "free_pixels": free,
             "down": [round(float(x), 4) for x in down]}

@@ -1,0 +1,66 @@
+"""The physics rule on ground truth (the oracle verifier) on generated violation pairs: it measures
+the gravity each clip was simulated with, and so ranks every plausible clip above its gravity
+twins; verify's accuracy table follows from the clip scores."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO
+
+KINDS = ("gravity_half", "gravity_double", "gravity_up")
+
+
+@pytest.fixture(scope="module")
+def pairs_root(tmp_path_factory) -> Path:
+    """One bounce scene (a ball in free flight between bounces) and its gravity twins, 128 px."""
+    root = tmp_path_factory.mktemp("pairs") / "root"
+    subprocess.run([sys.executable, str(REPO / "scripts/make_violation_pairs.py"), "--out", str(root), "--preset", "demo",
+                    "--families", "bounce", "--scenes-per-family", "1", "--seed", "200", "--kinds", ",".join(KINDS),
+                    "--workers", "1", "--log-level", "WARNING"], check=True)
+    return root
+
+
+def _oracle_scores(root: Path) -> dict[str, dict]:
+    from data.dataset import DataConfig, SimPhysicsDataset
+    from data.sampling import WindowSpec
+    from stages.evaluation.pairs import read_pairs
+    from stages.evaluation.verifiers import clip_scores
+
+    pairs = read_pairs(root / "pairs.csv", root)
+    videos = sorted({v for p in pairs for v in (p.plausible, p.implausible)})
+    metadata = root.parent / "clips.csv"
+    with metadata.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["video", "prompt", "split"])
+        writer.writerows([v, "", "x"] for v in videos)
+    data = DataConfig(root=str(root), metadata=str(metadata), height=128, width=128,
+                      window=WindowSpec(num_frames=9, stride=2))
+    dataset = SimPhysicsDataset(data, split="x")
+    scores = {}
+    for index, video in enumerate(videos):
+        sample = dataset.load_window(index, np.arange(0, dataset.scenes[index].num_frames, 2))
+        scores[video] = clip_scores(sample, ("oracle", "frame_difference"))
+    return pairs, scores
+
+
+def test_the_oracle_measures_each_clips_gravity_and_ranks_the_plausible_clip_first(pairs_root):
+    from stages.evaluation.pairs import accuracy_row
+
+    pairs, scores = _oracle_scores(pairs_root)
+    assert sorted(p.kind for p in pairs) == sorted(KINDS)
+    expected = {"gravity_half": 4.905, "gravity_double": 19.62, "gravity_up": -9.81}
+    plausible = scores[pairs[0].plausible]["oracle"]
+    assert plausible["g_fit"] == pytest.approx(9.81, rel=0.05) and plausible["gravity"] < 0.05
+    for pair in pairs:
+        twin = scores[pair.implausible]["oracle"]
+        assert twin["g_fit"] == pytest.approx(expected[pair.kind], rel=0.08), pair.kind
+        assert plausible["score"] > twin["score"], pair.kind
+    row = accuracy_row(pairs, {v: s["oracle"]["score"] for v, s in scores.items()})
+    assert row["overall"] == 1.0 and row["by_kind"] == dict.fromkeys(KINDS, 1.0)
