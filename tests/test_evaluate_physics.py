@@ -305,6 +305,7 @@ def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(ge
     """--best-of 2: two seeds per scene, the higher verifier score is the rollout scored, and the first
     sample's metrics stay beside it; sample 0 is the rollout of a plain evaluation (same seed)."""
     from evaluate_physics import main
+
     from stages.evaluation.best_of import SEED_SPACING
 
     def stage1_only(out: Path, **extra) -> list[str]:
@@ -313,7 +314,16 @@ def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(ge
         return args[:at] + args[at + 2:] + ["--no-flow-baselines"]
 
     plain = main(stage1_only(tmp_path / "plain"))
-    payload = main(stage1_only(tmp_path / "best", **{"--best-of": 2, "--verifier": "heads"}))
+    # Any two clips of the root make a manifest: the verifier table joins the report (--pairs).
+    with generated_dataset[1].open(newline="") as handle:
+        videos = [row["video"] for row in csv_module.DictReader(handle)][:2]
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(f"plausible,implausible,kind\n{videos[0]},{videos[1]},any label\n")
+    payload = main(stage1_only(tmp_path / "best", **{"--best-of": 2, "--verifier": "heads", "--pairs": manifest}))
+    assert payload["verify"]["pairs"] == 1 and set(payload["verify"]["rows"]) == {
+        "heads", "oracle", "features", "frame_difference", "random"}
+    assert (tmp_path / "best" / "verify" / "verify.json").is_file()
+    assert "## Physics verifier: violation pairs" in (tmp_path / "best" / "report.md").read_text()
     scene, first = payload["scenes"][0]["models"]["stage1"], plain["scenes"][0]["models"]["stage1"]
     record = scene["best_of"]
     assert record["n"] == 2 and record["verifier"] == "heads" and first["best_of"] is None

@@ -39,6 +39,7 @@ from stages.evaluation import exports as ck
 from stages.evaluation import physics_report as phys
 from stages.evaluation.eval_config import EvalConfig
 from stages.evaluation.exports import finite
+from stages.evaluation.pairs import read_pairs
 from stages.features import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,8 @@ def run_evaluation(config: EvalConfig) -> dict:
     from world_model.lora_export import load_lora_into_dit
 
     started = time.perf_counter()
+    if config.pairs:  # a bad manifest fails before any rollout
+        read_pairs(config.pairs, config.root)
     ctx, pairs, info = _setup(config)
     overall, verdicts, accs = {}, {}, {}
     for name, (pair, where) in pairs.items():
