@@ -4,7 +4,6 @@ twins; verify's accuracy table follows from the clip scores."""
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -32,17 +31,14 @@ def _oracle_scores(root: Path) -> dict[str, dict]:
     from data.sampling import WindowSpec
     from stages.evaluation.pairs import read_pairs
     from stages.evaluation.verifiers import clip_scores
+    from stages.evaluation.verify import write_clip_metadata
 
     pairs = read_pairs(root / "pairs.csv", root)
     videos = sorted({v for p in pairs for v in (p.plausible, p.implausible)})
-    metadata = root.parent / "clips.csv"
-    with metadata.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["video", "prompt", "split"])
-        writer.writerows([v, "", "x"] for v in videos)
+    metadata = write_clip_metadata(root, videos, root.parent / "clips.csv")
     data = DataConfig(root=str(root), metadata=str(metadata), height=128, width=128,
                       window=WindowSpec(num_frames=9, stride=2))
-    dataset = SimPhysicsDataset(data, split="x")
+    dataset = SimPhysicsDataset(data, split="verify")
     scores = {}
     for index, video in enumerate(videos):
         sample = dataset.load_window(index, np.arange(0, dataset.scenes[index].num_frames, 2))

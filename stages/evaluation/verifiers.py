@@ -59,12 +59,6 @@ def heads_over_clip(pair, source, rgb: torch.Tensor, prompt: str, window: int) -
     return {"flow": flow, "distance": distance, "trajectory": torch.cat(trajectory).cpu()}
 
 
-def rule_score(distance: torch.Tensor, distance_valid: torch.Tensor | None, flow: torch.Tensor,
-               flow_valid: torch.Tensor | None, intrinsics: torch.Tensor, dt: float) -> dict:
-    """The physics rule (heads.plausibility) on one clip's distance and flow."""
-    return plausibility(distance, distance_valid, flow, flow_valid, intrinsics, dt)
-
-
 def trajectory_score(z: torch.Tensor) -> dict:
     """Statistics of a feature trajectory z (N, C): steps d_t = z_t - z_{t-1}; the score is minus the
     sum of the mean turning angle and its spread (in units of pi), the second difference and the
@@ -103,10 +97,10 @@ def clip_scores(sample: dict, names: tuple[str, ...], model: dict | None = None,
     out = {}
     for name in names:
         if name == "heads":
-            out[name] = rule_score(model["distance"], None, model["flow"], None, sample["intrinsics"], float(sample["dt"]))
+            out[name] = plausibility(model["distance"], None, model["flow"], None, sample["intrinsics"], float(sample["dt"]))
         elif name == "oracle":
-            out[name] = rule_score(sample["depth"], sample["depth_valid"], sample["flow"], sample["flow_valid"],
-                                   sample["intrinsics"], float(sample["dt"]))
+            out[name] = plausibility(sample["depth"], sample["depth_valid"], sample["flow"], sample["flow_valid"],
+                                     sample["intrinsics"], float(sample["dt"]))
         elif name == "features":
             out[name] = trajectory_score(model["trajectory"])
         elif name == "frame_difference":

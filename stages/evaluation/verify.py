@@ -47,15 +47,21 @@ class VerifyConfig:
     seed: int = 0
 
 
-def _clip_dataset(config: VerifyConfig, trained, videos: list[str], out: Path) -> SimPhysicsDataset:
-    """The manifest's clips as a data set (a metadata CSV written beside the results)."""
-    metadata = out / "clips.csv"
-    with metadata.open("w", newline="") as handle:
+def write_clip_metadata(root: str | Path, videos: list[str], path: Path, split: str = "verify") -> Path:
+    """A metadata CSV listing ``videos`` (prompts from their scene.json, if any) in one split, so the
+    data layer reads a manifest's clips like any other scenes."""
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["video", "prompt", "split"])
         for video in videos:
-            meta = read_scene_meta(Path(config.root) / video) or {}
-            writer.writerow([video, meta.get("prompt", ""), "verify"])
+            meta = read_scene_meta(Path(root) / video) or {}
+            writer.writerow([video, meta.get("prompt", ""), split])
+    return path
+
+
+def _clip_dataset(config: VerifyConfig, trained, videos: list[str], out: Path) -> SimPhysicsDataset:
+    """The manifest's clips as a data set (a metadata CSV written beside the results)."""
+    metadata = write_clip_metadata(config.root, videos, out / "clips.csv")
     data = replace(trained.data, root=config.root, metadata=str(metadata), hflip_prob=0.0)
     return SimPhysicsDataset(data, split="verify", train=False)
 
