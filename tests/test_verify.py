@@ -1,6 +1,6 @@
 """The physics rule on ground truth (the oracle verifier) on generated violation pairs: it measures
-the gravity each clip was simulated with, and so ranks every plausible clip above its gravity
-twins; verify's accuracy table follows from the clip scores."""
+the gravity each clip was simulated with, sees a body vanish or jump and a clip speed up, and so
+ranks every plausible clip above its twins; verify's accuracy table follows from the clip scores."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import pytest
 
 from tests.helpers import REPO
 
-KINDS = ("gravity_half", "gravity_double", "gravity_up")
+GRAVITY_KINDS = ("gravity_half", "gravity_double", "gravity_up")
+KINDS = (*GRAVITY_KINDS, "teleport", "vanish", "speed_change")
 
 
 @pytest.fixture(scope="module")
 def pairs_root(tmp_path_factory) -> Path:
-    """One bounce scene (a ball in free flight between bounces) and its gravity twins, 128 px."""
+    """One bounce scene (a ball in free flight between bounces) and its twins, 128 px."""
     root = tmp_path_factory.mktemp("pairs") / "root"
     subprocess.run([sys.executable, str(REPO / "scripts/make_violation_pairs.py"), "--out", str(root), "--preset", "demo",
                     "--families", "bounce", "--scenes-per-family", "1", "--seed", "200", "--kinds", ",".join(KINDS),
@@ -46,7 +47,7 @@ def _oracle_scores(root: Path) -> dict[str, dict]:
     return pairs, scores
 
 
-def test_the_oracle_measures_each_clips_gravity_and_ranks_the_plausible_clip_first(pairs_root):
+def test_the_oracle_measures_each_clips_gravity_and_ranks_every_plausible_clip_first(pairs_root):
     from stages.evaluation.pairs import accuracy_row
 
     pairs, scores = _oracle_scores(pairs_root)
@@ -54,9 +55,13 @@ def test_the_oracle_measures_each_clips_gravity_and_ranks_the_plausible_clip_fir
     expected = {"gravity_half": 4.905, "gravity_double": 19.62, "gravity_up": -9.81}
     plausible = scores[pairs[0].plausible]["oracle"]
     assert plausible["g_fit"] == pytest.approx(9.81, rel=0.05) and plausible["gravity"] < 0.05
+    assert plausible["vanish"] < 0.05
     for pair in pairs:
         twin = scores[pair.implausible]["oracle"]
-        assert twin["g_fit"] == pytest.approx(expected[pair.kind], rel=0.08), pair.kind
+        if pair.kind in GRAVITY_KINDS:
+            assert twin["g_fit"] == pytest.approx(expected[pair.kind], rel=0.08), pair.kind
         assert plausible["score"] > twin["score"], pair.kind
+    # What gives each kind away: the body that leaves shows what lay behind it.
+    assert scores[next(p.implausible for p in pairs if p.kind == "vanish")]["oracle"]["vanish"] > 0.2
     row = accuracy_row(pairs, {v: s["oracle"]["score"] for v, s in scores.items()})
     assert row["overall"] == 1.0 and row["by_kind"] == dict.fromkeys(KINDS, 1.0)
