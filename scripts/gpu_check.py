@@ -17,6 +17,8 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
   stage2_step_no_gc  the same without checkpointing
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
   vae_encode         the same untiled
+  best_of_rollouts   evaluate_physics --best-of 4: four TI2V rollouts of one conditioning (the
+                     evaluation's steps and CFG; --quick: 2 steps), each scored by a verifier
 
 Writes benchmarks/results/<gpu|cpu>-<device>-<date>.json (device name, torch/CUDA versions, every
 number) and prints a table.  --quick runs each item once (smoke test).
@@ -37,9 +39,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage1_compiled", "prefetch", "stage2_step_gc",
-         "stage2_step_no_gc", "vae_encode_tiled", "vae_encode")
+         "stage2_step_no_gc", "vae_encode_tiled", "vae_encode", "best_of_rollouts")
 DEFAULT_ITEMS = tuple(i for i in ITEMS if i != "stage1_compiled")  # compiling takes minutes: asked for by name
-MIN_TIMEOUT_S = {"stage1_compiled": 420.0}
+MIN_TIMEOUT_S = {"stage1_compiled": 420.0, "best_of_rollouts": 300.0}
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
 
 
@@ -72,6 +74,10 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
         return item_prefetch(**common)
     if name.startswith("stage2_step"):
         return g.item_stage2_step(**common, gradient_checkpointing=name == "stage2_step_gc")
+    if name == "best_of_rollouts":
+        from scripts.gpu_item_best_of import item_best_of
+
+        return item_best_of(**{**common, "steps": 2 if args.quick else None})
     if name.startswith("vae_encode"):
         return g.item_vae_encode(**common, tiled=name == "vae_encode_tiled")
     raise ValueError(f"unknown item {name!r}; choose from {ITEMS}")
@@ -116,7 +122,7 @@ def print_table(results: dict[str, dict]) -> None:
     keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
             "speedup_prefetched", "compile_s", "forward_backward_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib", "batch_mb", "copy_ms", "compute_ms",
-            "serial_step_ms", "prefetched_step_ms", "intact_prefetched")
+            "serial_step_ms", "prefetched_step_ms", "intact_prefetched", "n", "steps", "rollout_s", "score_s", "best_of_s")
     for name, result in results.items():
         shown = [f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
                  for k in keys if result.get(k) is not None]

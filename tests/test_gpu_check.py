@@ -75,6 +75,11 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         # The timed step is stage 2's own objective: flow matching, head losses and physics terms.
         assert {"loss_fm", "loss_heads", "depth_tgm", "phys_accel", "phys_free_fall", "phys_jerk",
                 "phys_warp", "phys_loss"} <= set(result["loss_terms"]), result["loss_terms"]
+    elif name == "best_of_rollouts":
+        # Four generations of one conditioning with the evaluation's sampler, each scored.
+        assert result["n"] == 4 and result["video_shape"] == [9, 3, 64, 64] and result["steps"] == 2
+        assert result["rollout_s"] > 0 and result["score_s"] > 0 and result["distinct_rollouts"] == 4
+        assert result["best_of_s"] >= 4 * result["rollout_s"] * 0.5 and 0 <= result["chosen"] < 4
     else:
         assert result["tiled"] is (name == "vae_encode_tiled")
         assert result["latent_shape"] == [1, *get_preset("tiny").latent_shape(9, 64, 64)] == [1, 48, 3, 4, 4]
