@@ -146,13 +146,15 @@ def free_fall_prior(
     return loss, {"phys_free_fall": loss.detach(), "phys_free_fall_px": m.sum().detach()}
 
 
-def jerk(kin: Kinematics, contact_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def jerk(kin: Kinematics, contact_mask: torch.Tensor | None = None,
+         support: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """da/dt along tracks (B, T, 3, H, W) in m/s^3 and its validity (B, T, H, W), frames >= 3.
 
     Pixels in contact at t, or whose track was in contact at t-1, are invalid: a contact force
-    switching on or off is a legitimate jump of acceleration."""
+    switching on or off is a legitimate jump of acceleration.  ``support`` (B, T, H, W): where the
+    jerk is valid instead (the ground truth's, for a prediction)."""
     free = kin["acceleration_valid"] if contact_mask is None else kin["acceleration_valid"] & ~contact_mask.bool()
-    return time_derivative(kin["acceleration"], free, kin["flow"], kin["link_valid"], kin["dt"])
+    return time_derivative(kin["acceleration"], free, kin["flow"], kin["link_valid"], kin["dt"], valid=support)
 
 
 def jerk_penalty(
@@ -160,13 +162,14 @@ def jerk_penalty(
     contact_mask: torch.Tensor | None = None,
     moving_mask: torch.Tensor | None = None,
     charbonnier_eps: float = 0.0,
+    support: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """Mean |jerk| (m/s^3) on moving pixels outside contacts: momentum smoothness.
 
     Constant acceleration (ballistic motion, or any constant force) has zero jerk; jittered
     positions of amplitude sigma give ~sigma * sqrt(20) / dt^3, hence very large values: weight
     this term low (e.g. 1e-3) next to m/s^2 terms."""
-    j, ok = jerk(kin, contact_mask)
+    j, ok = jerk(kin, contact_mask, support)
     m = ok & _free_mask(kin, None, moving_mask)
     loss = _masked_mean(_norm(j, dim=2, eps=charbonnier_eps), m)
     return loss, {"phys_jerk": loss.detach(), "phys_jerk_px": m.sum().detach()}
@@ -200,15 +203,17 @@ def rest_drift(kin: Kinematics, static_mask: torch.Tensor) -> torch.Tensor:
 
 
 def flow_warp_consistency(
-    frames: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor | None = None
+    frames: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor | None = None, support: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, Metrics]:
     """Photometric L1 between frame t and frame t-1 warped to t by the backward flow.
 
     frames: (B, T, 3, H, W) in [0, 1]; flow: (B, T, 2, H, W) backward flow (the verified sign:
     I_t(p) ~ I_{t-1}(p + f_t(p))); valid: (B, T, H, W) bool or None. Pixels whose sample point
-    leaves the frame and frame 0 are excluded; occlusions must be excluded through `valid`."""
+    leaves the frame and frame 0 are excluded; occlusions must be excluded through `valid`.
+    support: (B, T, H, W) bool, the pixels judged whatever this flow does (the ground truth's:
+    a predicted flow that leaves the frame reads the border there, and is penalised)."""
     flow, ok = sanitise_flow(flow, valid)
-    ok = ok & inside_frame(flow)
+    ok = ok & inside_frame(flow) if support is None else support.bool()
     warped = follow(frames, flow)
     err = (frames - warped).abs().mean(dim=2)
     loss = _masked_mean(err, ok)
@@ -273,8 +278,10 @@ class PhysicsLoss:
     """Weighted sum of the physics terms for a predicted (log distance, flow) against GT.
 
     The GT kinematics decide *where* each term applies: GT links (no edges, no occlusions),
-    GT moving pixels, and GT contacts (given, or by `contact_pixels` on GT). The prediction's
-    own points and flow decide the values, so gradients reach both heads."""
+    GT velocity / acceleration / jerk validity, GT moving pixels, and GT contacts (given, or by
+    `contact_pixels` on GT). The prediction's own points and flow decide only the values, so
+    gradients reach both heads and no prediction can shrink the set it is judged on (zero flow,
+    flow leaving the frame, or far depth are judged on the same pixels and score worse)."""
 
     def __init__(self, cfg: PhysicsLossConfig | None = None) -> None:
         self.cfg = cfg or PhysicsLossConfig()
@@ -304,10 +311,11 @@ class PhysicsLoss:
                             edge_tol=c.edge_tolerance, occlusion_tol=c.occlusion_tolerance)  # fmt: skip
             moving = moving_pixels(gt, c.min_speed)
             contact = contact_pixels(gt, down_cam, c.g, c.contact_tolerance) if contact_mask is None else contact_mask.bool()
+            jerk_support = jerk(gt, contact)[1]
+            gt_flow_clean, warp_support = sanitise_flow(gt_flow, gt_flow_valid)
+            warp_support = warp_support & inside_frame(gt_flow_clean)
         pred_distance = pred_log_distance.clamp(-c.max_log_distance, c.max_log_distance).exp()
-        pred = kinematics(
-            pred_distance, gt["points_valid"], pred_flow, gt_flow_valid, intrinsics, dt, link_valid=gt["link_valid"]
-        )
+        pred = kinematics(pred_distance, gt["points_valid"], pred_flow, gt_flow_valid, intrinsics, dt, support=gt)
         terms: list[torch.Tensor] = []
         metrics: Metrics = {}
 
@@ -320,9 +328,9 @@ class PhysicsLoss:
         if c.free_fall_weight > 0:
             add(c.free_fall_weight, free_fall_prior(pred, down_cam, c.g, contact, moving, c.charbonnier_eps))
         if c.jerk_weight > 0:
-            add(c.jerk_weight, jerk_penalty(pred, contact, moving, c.charbonnier_eps))
+            add(c.jerk_weight, jerk_penalty(pred, contact, moving, c.charbonnier_eps, jerk_support))
         if c.warp_weight > 0 and frames is not None:
-            add(c.warp_weight, flow_warp_consistency(frames, pred_flow, gt_flow_valid))
+            add(c.warp_weight, flow_warp_consistency(frames, pred_flow, gt_flow_valid, warp_support))
         total = torch.stack(terms).sum() if terms else pred_log_distance.sum() * 0.0
         with torch.no_grad():
             free = moving & ~contact

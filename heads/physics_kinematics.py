@@ -240,16 +240,22 @@ def time_derivative(
     link_valid: torch.Tensor,
     dt: torch.Tensor,
     previous: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Backward difference along tracks: (Q_t(p) - Q_{t-1}(p + f_t(p))) / dt.
 
     quantity: (B, T, C, H, W), finite (0 where invalid); quantity_valid, link_valid: (B, T, H, W);
     dt: (B,) or per-frame (B, T); previous: Q_{t-1}(p + f_t(p)) if already read (default: `follow`).
-    Valid where the link and Q_t are valid and all four cell corners of Q_{t-1} are.
+    Valid where the link and Q_t are valid and all four cell corners of Q_{t-1} are, unless
+    ``valid`` (B, T, H, W) says where instead (a support fixed by the ground truth, so that a
+    predicted flow cannot move its own pixels out of the judged set).
     Returns (derivative (B, T, C, H, W), 0 where invalid; valid (B, T, H, W) bool).
     """
-    corners = _cell_min(_frames(quantity_valid).to(quantity.dtype)).reshape(quantity_valid.shape) > 0.5
-    ok = link_valid & quantity_valid & _at_cell(corners, flow)
+    if valid is None:
+        corners = _cell_min(_frames(quantity_valid).to(quantity.dtype)).reshape(quantity_valid.shape) > 0.5
+        ok = link_valid & quantity_valid & _at_cell(corners, flow)
+    else:
+        ok = valid.bool()
     previous = follow(quantity, flow) if previous is None else previous
     diff = (quantity - previous) / dt.reshape(dt.shape[0], -1, 1, 1, 1)
     return torch.where(ok[:, :, None], diff, torch.zeros_like(diff)), ok
@@ -265,6 +271,7 @@ def kinematics(
     link_valid: torch.Tensor | None = None,
     edge_tol: float = EDGE_TOLERANCE,
     occlusion_tol: float = OCCLUSION_TOLERANCE,
+    support: Kinematics | None = None,
 ) -> Kinematics:
     """Points, velocities (frames >= 1) and accelerations (frames >= 2) of every pixel's track.
 
@@ -275,18 +282,27 @@ def kinematics(
     unevenly spaced frames (e.g. ground truth resampled in time to a generator's frame rate).
     link_valid: optional precomputed link mask (e.g. the ground truth's, to judge a prediction on
     the scene's own trustworthy links); it is ANDed with inside-frame for this flow.
+    support: the ground truth's kinematics of the same clip. Then every validity (links, velocity,
+    acceleration) is the ground truth's and this distance and flow only supply the values: a
+    prediction whose flow leaves the frame or lands on invalid pixels is judged on the same pixels
+    (its values there are what the tracks read, and large), never on fewer.
     """
     ok = torch.isfinite(distance) & (distance > 0)
     ok = ok & valid.bool() if valid is not None else ok
     points = unproject(distance, intrinsics, ok)
     flow, flow_ok = sanitise_flow(flow, flow_valid)
     dt_b = intervals(dt, distance.shape[0], distance.shape[1], points)
-    if link_valid is None:
+    fixed = {"velocity": None, "acceleration": None}
+    if support is not None:
+        previous, link = follow_points(points, flow, intrinsics), support["link_valid"]
+        fixed = {"velocity": support["velocity_valid"], "acceleration": support["acceleration_valid"]}
+    elif link_valid is None:
         previous, link = track_points(points, flow, ok & flow_ok, intrinsics, edge_tol, occlusion_tol)
     else:
         previous, link = follow_points(points, flow, intrinsics), link_valid.bool() & ok & flow_ok & inside_frame(flow)
-    velocity, velocity_ok = time_derivative(points, ok, flow, link, dt_b, previous)
-    acceleration, acceleration_ok = time_derivative(velocity, velocity_ok, flow, link, midpoint_intervals(dt_b))
+    velocity, velocity_ok = time_derivative(points, ok, flow, link, dt_b, previous, fixed["velocity"])
+    acceleration, acceleration_ok = time_derivative(velocity, velocity_ok, flow, link, midpoint_intervals(dt_b),
+                                                    valid=fixed["acceleration"])
     return Kinematics(
         points=points, points_valid=ok, velocity=velocity, velocity_valid=velocity_ok,
         acceleration=acceleration, acceleration_valid=acceleration_ok, flow=flow, link_valid=link, dt=dt_b,

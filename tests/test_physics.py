@@ -369,3 +369,23 @@ def test_physics_loss_small_at_ground_truth_and_larger_when_wrong() -> None:
 def test_config_rejects_negative_weights() -> None:
     with pytest.raises(ValueError):
         PhysicsLossConfig(free_fall_weight=-1.0)
+
+
+def test_a_prediction_cannot_lower_a_term_by_shrinking_what_it_is_judged_on() -> None:
+    """The ground truth alone picks the pixels of every term: flow pointing out of the frame, zero
+    flow or a far wall of depth keep each term's pixel count and make the term larger, not 0."""
+    r = render(EXACT)
+    loss_fn = PhysicsLoss(PhysicsLossConfig(jerk_weight=1e-3))
+    args = (r["distance"], r["valid"], r["flow"], r["flow_valid"], r["intrinsics"], EXACT.dt)
+    _, truth = loss_fn(r["distance"].log(), r["flow"], *args, frames=r["frames"])
+    cheats = {
+        "flow out of the frame": (r["distance"].log(), r["flow"] + 500.0),
+        "zero flow": (r["distance"].log(), torch.zeros_like(r["flow"])),
+        "far depth": (torch.full_like(r["distance"], math.log(50.0)), r["flow"]),
+    }
+    for name, (log_depth, flow) in cheats.items():
+        _, cheat = loss_fn(log_depth, flow, *args, frames=r["frames"])
+        for term in ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp"):
+            assert cheat[f"{term}_px"] == truth[f"{term}_px"] > 0, (name, term)
+            assert cheat[term] >= truth[term], (name, term)
+        assert cheat["phys_loss"] > 2 * truth["phys_loss"], name

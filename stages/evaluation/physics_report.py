@@ -99,7 +99,8 @@ def source_physics(distance: torch.Tensor, flow: torch.Tensor, sample: dict, gt_
     """Residuals of predicted distance (T, H, W) m and flow (T, 2, H, W) px on a GT window's camera.
 
     Always judged on the GT masks (free fall, static), so every row of a table covers the same pixels.
-    rollout_fps None: predictions on the GT frames, linked along the GT links, on the GT frames' times;
+    rollout_fps None: predictions on the GT frames, on the GT's tracks and validity (only the values are
+    the prediction's: a flow that leaves the frame cannot drop pixels), on the GT frames' times;
     a number: a generated video at that rate, linked along its own flow, dt = 1 / rollout_fps."""
     s = _batched(sample)
     d, f = distance[None].double(), flow[None].double()
@@ -107,7 +108,7 @@ def source_physics(distance: torch.Tensor, flow: torch.Tensor, sample: dict, gt_
         kin = kinematics(d, None, f, None, s["intrinsics"].double(), 1.0 / rollout_fps)
     else:
         kin = kinematics(d, gt_kin["points_valid"], f, s["flow_valid"], s["intrinsics"].double(), s["dt"].double(),
-                         link_valid=gt_kin["link_valid"])
+                         support=gt_kin)
     return residuals(kin, s["down_cam"], g, masks["free"], masks["static"])
 
 
