@@ -83,6 +83,9 @@ class LoraConfig:
         require(bool(self.targets), "targets must name at least one module")
 
 
+SIGMA_WEIGHTINGS = ("all", "below", "linear")
+
+
 @dataclass
 class ObjectiveConfig:
     """The diffusion objective and how the loss terms are weighted."""
@@ -102,9 +105,18 @@ class ObjectiveConfig:
     where motion is decided (VideoJAM); k = 1 is uniform."""
     noise_seed: int = 0
     """Seed of the fixed (sigma, noise) pairs used by validation, so validations are comparable."""
+    heads_sigma_weighting: str = "all"
+    """How a sample's noise level sigma in [0, 1] weighs its head and physics terms: "all" (w = 1),
+    "below" (w = 1 up to heads_sigma_max, else 0: the stage-1 heads learnt low-noise features and
+    judge only those) or "linear" (w = 1 - sigma). Flow matching is weighted by fm_weighting alone."""
+    heads_sigma_max: float = 0.3
+    """The largest sigma whose head and physics terms count under heads_sigma_weighting = "below"."""
 
     def __post_init__(self) -> None:
         require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
+        require(self.heads_sigma_weighting in SIGMA_WEIGHTINGS,
+                f"heads_sigma_weighting must be one of {SIGMA_WEIGHTINGS}, got {self.heads_sigma_weighting!r}")
+        require(0.0 < self.heads_sigma_max <= 1.0, f"heads_sigma_max must lie in (0, 1], got {self.heads_sigma_max}")
         require(self.fm_weighting in ("bell", "uniform"),
                 f"fm_weighting must be 'bell' or 'uniform', got {self.fm_weighting!r}")
         require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
@@ -182,23 +194,54 @@ def load_stage1_heads(directory: str) -> HeadPair:
     return HeadPair.load(directory)
 
 
+def sigma_weights(sigma: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor:
+    """w(sigma) (B,) of the head and physics terms (ObjectiveConfig.heads_sigma_weighting)."""
+    if objective.heads_sigma_weighting == "below":
+        return (sigma <= objective.heads_sigma_max).to(sigma.dtype)
+    if objective.heads_sigma_weighting == "linear":
+        return (1.0 - sigma).clamp_min(0.0)
+    return torch.ones_like(sigma)
+
+
+def weighted_per_sample(term, weights: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, dict]:
+    """``term(*args, **kwargs)`` -> (loss, metrics) with sample b's loss weighted by weights[b]:
+    one call when every weight is the same, else one call per sample (tensor arguments sliced on
+    their batch dimension); the loss is the mean of the weighted per-sample losses, metrics are
+    averaged (pixel counts summed)."""
+    n = weights.shape[0]
+    if bool((weights == weights[0]).all()):
+        loss, metrics = term(*args, **kwargs)
+        return weights[0] * loss, metrics
+    losses, parts = [], []
+    for b in range(n):
+        def pick(x, b=b):
+            return x[b:b + 1] if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == n else x
+        loss, metrics = term(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
+        losses.append(weights[b] * loss)
+        parts.append(metrics)
+    merged = {k: torch.stack([torch.as_tensor(m[k]).float() for m in parts]) for k in parts[0]}
+    return torch.stack(losses).mean(), {k: v.sum() if k.endswith("_px") else v.mean() for k, v in merged.items()}
+
+
 def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Tensor, batch: dict,
                      sigma: torch.Tensor, noise: torch.Tensor, head_loss: HeadLoss, physics: PhysicsLoss,
                      objective: ObjectiveConfig) -> tuple[torch.Tensor, dict]:
     """The stage-2 loss of one batch from its VAE latents (B, C, T', h, w) and text context: the
     weighted flow-matching loss at ``sigma`` (B,) with ``noise``, the head losses and the
-    physics terms on the adapted features.  Training, the probes and the benchmarks all run it."""
+    physics terms on the adapted features, each sample's weighted by w(sigma) (``sigma_weights``).
+    Training, the probes and the benchmarks all run it."""
     sigma = sigma.to(latents.device, torch.float32)
     timestep = sigma_to_timestep(sigma)
     x_t = noisy_latents(latents, sigma, noise.to(latents))
     velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"])
     fm = flow_matching_loss(velocity, noise.to(latents) - latents, timestep, objective.fm_weighting,
                             objective.timestep_shift)
-    heads, head_metrics = head_loss(flow, batch["flow"], batch["flow_valid"], log_depth, batch["depth"],
-                                    batch["depth_valid"])
-    terms, physics_metrics = physics(
-        log_depth.float(), flow.float(), batch["depth"], batch["depth_valid"], batch["flow"], batch["flow_valid"],
-        batch["intrinsics"], batch["dt"], frames=batch["rgb"], down_cam=batch["down_cam"])
+    weights = sigma_weights(sigma, objective)
+    heads, head_metrics = weighted_per_sample(head_loss, weights, flow, batch["flow"], batch["flow_valid"], log_depth,
+                                              batch["depth"], batch["depth_valid"])
+    terms, physics_metrics = weighted_per_sample(
+        physics, weights, log_depth.float(), flow.float(), batch["depth"], batch["depth_valid"], batch["flow"],
+        batch["flow_valid"], batch["intrinsics"], batch["dt"], frames=batch["rgb"], down_cam=batch["down_cam"])
     total = objective.fm_weight * fm + objective.heads_weight * heads + terms
     head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
     return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}

@@ -138,3 +138,47 @@ def test_stage2_timestep_is_1000_sigma_in_fp32_with_bf16_latents():
     stage.losses(_batch(), sigma, torch.randn(LATENT))
     assert seen[0].dtype == torch.float32
     assert torch.equal(seen[0], sigma * 1000.0) and abs(seen[0].item() - 997.0) < 1e-3
+
+
+def _terms(weighting: str, sigma: list[float], sigma_max: float = 0.3) -> tuple[torch.Tensor, dict]:
+    """Total and metrics of a two-sample batch whose samples sit at the given sigmas."""
+    config = Stage2Config(objective=ObjectiveConfig(heads_sigma_weighting=weighting, heads_sigma_max=sigma_max))
+    noise = torch.randn(2, *LATENT[1:], generator=torch.Generator().manual_seed(2))
+    return _stage(config, batch=2).losses(_batch(2), torch.tensor(sigma), noise)
+
+
+def _heads_and_physics(weighting: str, sigma: list[float]) -> float:
+    total, metrics = _terms(weighting, sigma)
+    return float(total - metrics["loss_fm"])
+
+
+def test_sigma_weighting_below_drops_the_head_and_physics_terms_of_noisy_samples():
+    """w(sigma) = [sigma <= 0.3]: a batch above the bound trains on flow matching alone; one sample
+    below it contributes its own terms, half-weighted by the batch mean."""
+    assert _heads_and_physics("below", [0.6, 0.9]) == 0.0
+    assert _heads_and_physics("all", [0.6, 0.9]) > 0.0
+    low_only = _heads_and_physics("below", [0.2, 0.9])
+    # Sample 0 alone (batch of one at its own sigma) gives the term the weighted mean is built from.
+    config = Stage2Config(objective=ObjectiveConfig(heads_sigma_weighting="all"))
+    noise = torch.randn(2, *LATENT[1:], generator=torch.Generator().manual_seed(2))
+    stage = _stage(config, batch=2)
+    first = {k: (v[:1] if torch.is_tensor(v) and v.dim() else v) for k, v in _batch(2).items()}
+    first["prompt"] = ["a ball"]
+    outputs_model = stage.run.model
+    stage.run.model = lambda x_t, t, c, rgb: tuple(o[:1] for o in outputs_model(x_t, t, c, rgb))
+    stage.source.encode = lambda rgb, prompts: (stage.fixed[0][:1], torch.zeros(1, 3, 8))
+    total, metrics = stage.losses(first, torch.tensor([0.2]), noise[:1])
+    assert low_only == pytest.approx(float(total - metrics["loss_fm"]) / 2, rel=1e-5)
+
+
+def test_sigma_weighting_linear_scales_the_terms_by_one_minus_sigma():
+    full = _heads_and_physics("all", [0.25, 0.25])
+    assert _heads_and_physics("linear", [0.25, 0.25]) == pytest.approx(0.75 * full, rel=1e-5)
+    assert _heads_and_physics("linear", [1.0, 1.0]) == 0.0
+
+
+def test_sigma_weighting_is_validated():
+    with pytest.raises(ValueError, match="heads_sigma_weighting"):
+        ObjectiveConfig(heads_sigma_weighting="sometimes")
+    with pytest.raises(ValueError, match="heads_sigma_max"):
+        ObjectiveConfig(heads_sigma_max=0.0)
