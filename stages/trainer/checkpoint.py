@@ -257,7 +257,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if not (folder / COMPLETE).is_file():
         raise FileNotFoundError(f"{folder} is not a complete checkpoint (missing {COMPLETE} marker)")
     if verify:
-        _raise_if_damaged(folder, str(folder))
+        _raise_if_damaged(folder, "")
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     tensors = {p.name[: -len(".safetensors")]: load_file(str(p), device=str(device)) for p in sorted(folder.glob("*.safetensors"))}
     state = torch.load(folder / "state.pt", map_location=device, weights_only=True) if (folder / "state.pt").is_file() else {}
@@ -265,10 +265,10 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     return Checkpoint(path=folder, step=int(meta["step"]), tensors=tensors, state=state, meta=meta, rng=rng)
 
 
-def _raise_if_damaged(folder: Path, where: str) -> None:
+def _raise_if_damaged(folder: Path, prefix: str) -> None:
     problems = verify_checkpoint(folder)
     if problems:
-        raise CheckpointError(f"{where}: checkpoint {folder} is damaged: {'; '.join(problems)}. Use another "
+        raise CheckpointError(f"{prefix}checkpoint {folder} is damaged: {'; '.join(problems)}. Use another "
                               "checkpoint (resume=latest picks the newest intact one)")
 
 
@@ -288,5 +288,5 @@ def resolve_resume(dir_root: str | os.PathLike, resume: str, start_fresh_if_dama
     folder = Path(choice)
     if not (folder / COMPLETE).is_file():
         raise FileNotFoundError(f"resume={choice!r}: not a complete checkpoint folder (missing {COMPLETE})")
-    _raise_if_damaged(folder, f"resume={choice!r}")
+    _raise_if_damaged(folder, "checkpoint.resume: ")
     return folder
