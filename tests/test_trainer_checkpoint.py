@@ -70,7 +70,8 @@ def test_save_load_round_trip_is_identical(tmp_path: Path) -> None:
     )
     assert path == tmp_path / "checkpoint-3"
     assert sorted(p.name for p in path.iterdir()) == [
-        "COMPLETE", "config.toml", "ema.safetensors", "heads.safetensors", "meta.json", "rng.pt", "state.pt"]
+        "COMPLETE", "MANIFEST.json", "config.toml", "ema.safetensors", "heads.safetensors", "meta.json", "rng.pt",
+        "state.pt"]
     loaded = load_checkpoint(path)
     assert loaded.step == 3 and loaded.meta == {"step": 3, "epoch": 1, "note": "x"}
     assert _tensors_equal(loaded.tensors["heads"], model.state_dict())

@@ -7,12 +7,15 @@ Stages import from here; nothing here knows a stage's model or loss: the stage s
 
 from stages.trainer.checkpoint import (
     Checkpoint,
+    CheckpointError,
     latest_checkpoint,
+    latest_intact_checkpoint,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     resolve_resume,
     save_checkpoint,
+    verify_checkpoint,
 )
 from stages.trainer.config import ConfigError, load_config, parse_cli, split_cli
 from stages.trainer.config_text import field_docs, help_text, missing_docstrings, save_config, to_dict
@@ -35,11 +38,11 @@ from stages.trainer.sections import CheckpointConfig, EMAConfig, GuardConfig, Lo
 from stages.trainer.tracking import Tracker, build_tracker, format_step_line, peak_memory_gib, read_metrics
 
 __all__ = [
-    "EMA", "Checkpoint", "all_ranks", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",
+    "EMA", "Checkpoint", "CheckpointError", "all_ranks", "CheckpointConfig", "ConfigError", "EMAConfig", "GuardConfig", "LogConfig",
     "NonFiniteGuard", "NonFiniteLossError", "OptimConfig", "ResumableSampler", "Tracker", "WarmupCosine",
     "build_tracker", "capture_rng", "capture_rng_all_ranks", "field_docs", "format_step_line", "help_text",
-    "latest_checkpoint", "list_checkpoints", "load_checkpoint", "load_config", "load_scheduler_state", "make_generator",
+    "latest_checkpoint", "latest_intact_checkpoint", "list_checkpoints", "load_checkpoint", "load_config", "load_scheduler_state", "make_generator",
     "missing_docstrings", "parse_cli", "peak_memory_gib", "prune_checkpoints", "read_metrics", "resolve_resume",
     "restore_rng", "rng_for_rank", "save_checkpoint", "save_config", "scheduler_from_config", "seed_everything",
-    "seed_worker", "set_determinism", "split_cli", "to_dict", "warmup_cosine",
+    "seed_worker", "set_determinism", "split_cli", "to_dict", "verify_checkpoint", "warmup_cosine",
 ]

@@ -6,11 +6,15 @@ Layout of one checkpoint (a folder per step):
     rng.pt                RNG states (see stages.trainer.rng), tensors + primitives only
     meta.json             step, epoch, data position, ... (JSON)
     config.toml           the resolved run config, when given
+    MANIFEST.json         size and sha256 of every file above (see stages.trainer.checkpoint_verify)
     COMPLETE              written last; a folder without it is never loaded
 
 Everything is written into `checkpoint-<step>.tmp-<pid>/`, fsynced, and renamed into place with
 `os.replace`, so a run killed mid-save leaves only a tmp folder that `latest_checkpoint` ignores.
 Loads use `safetensors` and `torch.load(weights_only=True)`: no arbitrary code runs on load.
+Loads and automatic resume verify the manifest: resume=latest skips a damaged checkpoint (moving it
+aside to `checkpoint-<step>.damaged`) for the newest intact one; a write error (a full disk) removes
+the tmp folder and raises `CheckpointError`, leaving the earlier checkpoints as they were.
 """
 
 from __future__ import annotations
@@ -28,14 +32,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from stages.trainer.checkpoint_verify import MANIFEST, CheckpointError, verify_checkpoint, write_manifest
 from stages.trainer.config_text import save_config
 from stages.trainer.rng import capture_rng, capture_rng_all_ranks, restore_rng, rng_for_rank
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Checkpoint", "capture_rng", "capture_rng_all_ranks", "latest_checkpoint", "list_checkpoints",
-    "load_checkpoint", "prune_checkpoints", "resolve_resume", "restore_rng", "rng_for_rank", "save_checkpoint",
+    "Checkpoint", "CheckpointError", "capture_rng", "capture_rng_all_ranks", "latest_checkpoint",
+    "latest_intact_checkpoint", "list_checkpoints", "load_checkpoint", "prune_checkpoints", "resolve_resume",
+    "restore_rng", "rng_for_rank", "save_checkpoint", "verify_checkpoint",
 ]
 
 PREFIX = "checkpoint-"
@@ -88,6 +94,7 @@ def _fill(tmp: Path, step: int, tensors: dict, state: dict | None, meta: dict | 
     if config is not None:
         save_config(config, tmp / "config.toml")
     _write_text(tmp / "meta.json", json.dumps({"step": step, **(meta or {})}, indent=2, default=str) + "\n")
+    _write(tmp / MANIFEST, lambda p: write_manifest(p.parent))  # sizes and sha256 of the files above
     _write_text(tmp / COMPLETE, f"{step}\n")
 
 
@@ -105,21 +112,42 @@ def save_checkpoint(
 
     Call on the main process only. `state` and `rng` must hold only tensors and Python primitives
     (optimizer/scheduler `state_dict()`s qualify) so they load with weights_only=True.
+    A write error (a full disk, ...) removes the tmp folder, leaves the earlier checkpoints (and
+    an earlier save of this step) in place and raises `CheckpointError` naming the folder.
     """
     root = Path(dir_root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step}"
-    tmp = root / f"{PREFIX}{step}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
-        _fill(tmp, step, tensors or {}, state, meta, rng, config)
+        _publish(root, final, lambda tmp: _fill(tmp, step, tensors or {}, state, meta, rng, config))
+    except OSError as error:
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {error}. The partial folder was removed and the earlier "
+            "checkpoints are intact: free some space (or move run.output_dir) and resume") from error
+    logger.info("saved checkpoint %s", final)
+    if keep_last > 0:
+        prune_checkpoints(root, keep_last)
+    return final
+
+
+def _publish(root: Path, final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a tmp folder beside `final`, fsync it and rename it into place; on any failure the tmp
+    folder is removed and a previous `final` (a re-saved step) is put back."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{final.name}.tmp-{os.getpid()}"
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        fill(tmp)
         _fsync_path(tmp)
         if final.exists():  # re-saving a step (e.g. after resume): move the old one aside first
-            old = root / f"{PREFIX}{step}.old-{os.getpid()}"
+            old = root / f"{final.name}.old-{os.getpid()}"
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -127,10 +155,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("saved checkpoint %s", final)
-    if keep_last > 0:
-        prune_checkpoints(root, keep_last)
-    return final
 
 
 def list_checkpoints(dir_root: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -151,9 +175,64 @@ def list_checkpoints(dir_root: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(dir_root: str | os.PathLike) -> Path | None:
-    """Newest complete checkpoint folder under `dir_root`, or None."""
+    """Newest complete checkpoint folder under `dir_root`, or None (unverified: see latest_intact_checkpoint)."""
     found = list_checkpoints(dir_root)
     return found[-1][1] if found else None
+
+
+def _set_aside(path: Path) -> Path | None:
+    """Rename a damaged checkpoint to `checkpoint-<step>.damaged[-n]`, out of the way of listing and
+    pruning (a damaged newer folder would otherwise count as the newest) but kept for inspection."""
+    for n in range(100):
+        target = path.with_name(path.name + (".damaged" if n == 0 else f".damaged-{n}"))
+        if target.exists():
+            continue
+        try:
+            os.rename(path, target)
+            return target
+        except FileNotFoundError:  # another rank moved it first
+            return None
+        except OSError as error:
+            logger.warning("could not move damaged checkpoint %s aside: %s", path, error)
+            return None
+    return None
+
+
+def latest_intact_checkpoint(dir_root: str | os.PathLike, start_fresh_if_damaged: bool = False) -> Path | None:
+    """Newest complete checkpoint whose files match its manifest (older folders without one count
+    as intact), or None when there is none at all.
+
+    Damaged newer checkpoints are named in one warning, with the file and what is wrong, and moved
+    aside. If every checkpoint is damaged this raises `CheckpointError`, unless
+    `start_fresh_if_damaged`, when it warns and returns None (a fresh start).
+    """
+    damaged: list[tuple[Path, list[str]]] = []
+    for _, path in reversed(list_checkpoints(dir_root)):
+        problems = verify_checkpoint(path)
+        if not problems:
+            if damaged:
+                logger.warning("%s; resuming from %s, the newest intact checkpoint", _describe(damaged, True), path)
+            return path
+        damaged.append((path, problems))
+    if not damaged:
+        return None
+    if not start_fresh_if_damaged:
+        raise CheckpointError(
+            f"no intact checkpoint in {dir_root}: {_describe(damaged, False)}. Resume from a copy of a good checkpoint "
+            "(--resume PATH), or set checkpoint.start_fresh_if_damaged=true to start the run again from step 0")
+    logger.warning("%s; no intact checkpoint is left, so the run starts fresh (checkpoint.start_fresh_if_damaged)",
+                   _describe(damaged, True))
+    return None
+
+
+def _describe(damaged: list[tuple[Path, list[str]]], set_aside: bool) -> str:
+    """Say which checkpoints are damaged and what is wrong; with `set_aside`, move them aside and say where."""
+    parts = []
+    for path, problems in damaged:
+        moved = _set_aside(path) if set_aside else None
+        where = f", moved to {moved.name}" if moved is not None else ""
+        parts.append(f"{path} ({'; '.join(problems)}{where})")
+    return f"skipping damaged checkpoint{'s' if len(parts) > 1 else ''} {', '.join(parts)}"
 
 
 def prune_checkpoints(dir_root: str | os.PathLike, keep_last: int) -> list[Path]:
@@ -171,11 +250,14 @@ def prune_checkpoints(dir_root: str | os.PathLike, keep_last: int) -> list[Path]
     return doomed
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a complete checkpoint folder; tensors land on `device`. Fails clearly on incomplete ones."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", verify: bool = True) -> Checkpoint:
+    """Load a complete checkpoint folder; tensors land on `device`. Fails clearly on incomplete ones
+    and (`verify`, the default) with `CheckpointError` on files that do not match the manifest."""
     folder = Path(path)
     if not (folder / COMPLETE).is_file():
         raise FileNotFoundError(f"{folder} is not a complete checkpoint (missing {COMPLETE} marker)")
+    if verify:
+        _raise_if_damaged(folder, "")
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     tensors = {p.name[: -len(".safetensors")]: load_file(str(p), device=str(device)) for p in sorted(folder.glob("*.safetensors"))}
     state = torch.load(folder / "state.pt", map_location=device, weights_only=True) if (folder / "state.pt").is_file() else {}
@@ -183,16 +265,28 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return Checkpoint(path=folder, step=int(meta["step"]), tensors=tensors, state=state, meta=meta, rng=rng)
 
 
-def resolve_resume(dir_root: str | os.PathLike, resume: str) -> Path | None:
-    """Map `CheckpointConfig.resume` ("none" / "latest" / a path) to a checkpoint folder or None."""
+def _raise_if_damaged(folder: Path, prefix: str) -> None:
+    problems = verify_checkpoint(folder)
+    if problems:
+        raise CheckpointError(f"{prefix}checkpoint {folder} is damaged: {'; '.join(problems)}. Use another "
+                              "checkpoint (resume=latest picks the newest intact one)")
+
+
+def resolve_resume(dir_root: str | os.PathLike, resume: str, start_fresh_if_damaged: bool = False) -> Path | None:
+    """Map `CheckpointConfig.resume` ("none" / "latest" / a path) to a verified checkpoint folder or None.
+
+    "latest" skips damaged checkpoints (see `latest_intact_checkpoint`); a named path that is
+    damaged raises `CheckpointError` naming the file.
+    """
     choice = resume.strip()
     if choice.lower() == "none":
         return None
     if choice.lower() == "latest":
-        found = latest_checkpoint(dir_root)
+        found = latest_intact_checkpoint(dir_root, start_fresh_if_damaged)
         logger.info("resume=latest: %s", found if found is not None else f"no checkpoint in {dir_root}, starting fresh")
         return found
     folder = Path(choice)
     if not (folder / COMPLETE).is_file():
         raise FileNotFoundError(f"resume={choice!r}: not a complete checkpoint folder (missing {COMPLETE})")
+    _raise_if_damaged(folder, "checkpoint.resume: ")
     return folder

@@ -189,13 +189,13 @@ def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
 
 def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     """Restore the newest (or a named) checkpoint; returns False when starting fresh."""
-    path = resolve_resume(run.run_dir, ckpt.resume)
+    path = resolve_resume(run.run_dir, ckpt.resume, ckpt.start_fresh_if_damaged)
     if path is None:
         refuse_to_mix_runs(run.run_dir)
         if ckpt.init_from:
             init_weights(run, Path(ckpt.init_from))
         return False
-    saved = load_checkpoint(path)
+    saved = load_checkpoint(path, verify=False)  # resolve_resume has just verified it
     check_same_schedule(saved.meta.get("total_steps"), run.total_steps, path)
     load_trainable_state(run.unwrapped, saved.tensors["trainable"], path)
     if run.ema is not None:

@@ -87,12 +87,13 @@ def run_script(main: Any) -> None:
     machinery that found it (``PWM_TRACEBACK=1`` shows that too)."""
     from data.errors import DataFormatError
     from heads.io import HeadLoadError
-    from stages.trainer import ConfigError, NonFiniteLossError
+    from stages.trainer import CheckpointError, ConfigError, NonFiniteLossError
     from world_model.loading import WeightsError
 
     try:
         main()
-    except (ConfigError, DataFormatError, WeightsError, HeadLoadError, NonFiniteLossError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, DataFormatError, WeightsError, HeadLoadError, NonFiniteLossError,
+            FileNotFoundError) as error:
         if os.environ.get("PWM_TRACEBACK"):
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}\n(PWM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)

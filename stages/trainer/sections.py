@@ -95,6 +95,11 @@ class CheckpointConfig:
     schedule and data order: how to train a finished run longer or on other data. Ignored when
     the run resumes from its own checkpoint."""
 
+    start_fresh_if_damaged: bool = False
+    """With resume="latest", damaged checkpoints (files that do not match their MANIFEST.json) are
+    skipped for the newest intact one; when every checkpoint is damaged the run stops with an error,
+    unless this is true: then it warns and starts fresh from step 0."""
+
     def __post_init__(self) -> None:
         require(self.every_steps >= 1, f"every_steps must be >= 1, got {self.every_steps}")
         require(self.keep_last >= 0, f"keep_last must be >= 0 (0 keeps all), got {self.keep_last}")
