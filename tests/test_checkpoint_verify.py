@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -116,7 +118,7 @@ def _no_space(*args, **kwargs):
 
 def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch) -> None:
     previous = _save(tmp_path, 40)
-    monkeypatch.setattr(checkpoint_module, "save_file", _no_space)
+    monkeypatch.setattr(checkpoint_module, "_write_bytes", _no_space)
     with pytest.raises(CheckpointError, match="No space left") as caught:
         _save(tmp_path, 60)
     assert str(tmp_path / "checkpoint-60") in str(caught.value)
@@ -144,3 +146,21 @@ def test_disk_full_while_publishing_a_resaved_step_puts_the_old_one_back(tmp_pat
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-40"]
     assert verify_checkpoint(tmp_path / "checkpoint-40") == []
+
+
+def test_a_real_failed_write_is_one_clear_error_not_a_library_traceback(tmp_path: Path) -> None:
+    """The kernel refuses the write (a file-size cap: EFBIG, as a full disk gives ENOSPC): the error
+    is a CheckpointError naming the checkpoint, not safetensors' or torch's own exception type."""
+    previous = _save(tmp_path, 40)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, old_limit[1]))
+        with pytest.raises(CheckpointError, match="File too large") as caught:
+            save_checkpoint(tmp_path, 60, tensors={"trainable": {"w": torch.zeros(1 << 19)}})  # 2 MiB
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert str(tmp_path / "checkpoint-60") in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-40"]
+    assert load_checkpoint(previous).step == 40

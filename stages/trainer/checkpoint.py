@@ -19,6 +19,7 @@ the tmp folder and raises `CheckpointError`, leaving the earlier checkpoints as 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from stages.trainer.checkpoint_verify import MANIFEST, CheckpointError, verify_checkpoint, write_manifest
 from stages.trainer.config_text import save_config
@@ -80,17 +82,33 @@ def _write_text(path: Path, text: str) -> None:
     _write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write and fsync through Python's own file I/O, so that a full disk (or any failed write) is an
+    OSError: safetensors and torch.save writing files themselves raise SafetensorError or a
+    RuntimeError instead.  Costs one in-memory copy of the file during the save."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def _fill(tmp: Path, step: int, tensors: dict, state: dict | None, meta: dict | None, rng: dict | None, config: Any) -> None:
     for group, group_tensors in tensors.items():
         if not _GROUP.match(group):
             raise ValueError(f"tensor group name {group!r} must match {_GROUP.pattern} (it becomes a file name)")
         # safetensors refuses shared/non-contiguous storage: save independent contiguous copies.
         clean = {k: v.detach().contiguous() for k, v in group_tensors.items()}
-        _write(tmp / f"{group}.safetensors", lambda p, c=clean: save_file(c, str(p), metadata={"step": str(step)}))
+        _write_bytes(tmp / f"{group}.safetensors", safetensors_bytes(clean, metadata={"step": str(step)}))
     if state:
-        _write(tmp / "state.pt", lambda p: torch.save(state, p))
+        _write_bytes(tmp / "state.pt", _torch_bytes(state))
     if rng:
-        _write(tmp / "rng.pt", lambda p: torch.save(rng, p))
+        _write_bytes(tmp / "rng.pt", _torch_bytes(rng))
     if config is not None:
         save_config(config, tmp / "config.toml")
     _write_text(tmp / "meta.json", json.dumps({"step": step, **(meta or {})}, indent=2, default=str) + "\n")

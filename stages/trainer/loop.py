@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from stages.trainer import (
     EMA,
+    CheckpointError,
     NonFiniteGuard,
     ResumableSampler,
     Tracker,
@@ -187,9 +188,27 @@ def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
     run.accelerator.wait_for_everyone()
 
 
+def _resolve_on_main(run: TrainRun, ckpt: CheckpointConfig) -> Path | None:
+    """The checkpoint to resume from, chosen by the main process alone (it hashes the files and
+    moves damaged ones aside; ranks doing it at once would race on the renames) and shared with
+    every rank; a CheckpointError there is raised on every rank."""
+    answer: Path | CheckpointError | None
+    if run.accelerator.is_main_process:
+        try:
+            answer = resolve_resume(run.run_dir, ckpt.resume, ckpt.start_fresh_if_damaged)
+        except CheckpointError as error:
+            answer = error
+    else:
+        answer = None
+    answer = all_ranks(answer)[0]
+    if isinstance(answer, CheckpointError):
+        raise answer
+    return answer
+
+
 def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     """Restore the newest (or a named) checkpoint; returns False when starting fresh."""
-    path = resolve_resume(run.run_dir, ckpt.resume, ckpt.start_fresh_if_damaged)
+    path = _resolve_on_main(run, ckpt)
     if path is None:
         refuse_to_mix_runs(run.run_dir)
         if ckpt.init_from:
