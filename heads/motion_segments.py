@@ -109,16 +109,21 @@ def _untouched_vertical(kin: Kinematics, t: int, labels: torch.Tensor, moving: t
     return found
 
 
+def source_pixels(flow: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the pixel nearest to p + f(p) in the previous frame, for every pixel p of
+    ``where`` (H, W) bool; flow (2, H, W) backward, clamped to the image."""
+    h, w = where.shape
+    ys, xs = where.nonzero(as_tuple=True)
+    return ((ys + flow[1][where]).round().long().clamp(0, h - 1),
+            (xs + flow[0][where]).round().long().clamp(0, w - 1))
+
+
 def _earlier_label(kin: Kinematics, t: int, segment: torch.Tensor, earlier: torch.Tensor) -> int:
     """The label of frame t-1 that most of the segment's tracks come from (0 if none)."""
-    flow, link = kin["flow"][0, t], kin["link_valid"][0, t] & segment
+    link = kin["link_valid"][0, t] & segment
     if not link.any():
         return 0
-    h, w = segment.shape
-    ys, xs = link.nonzero(as_tuple=True)
-    qx = (xs + flow[0][link]).round().long().clamp(0, w - 1)
-    qy = (ys + flow[1][link]).round().long().clamp(0, h - 1)
-    source = earlier[qy, qx]
+    source = earlier[source_pixels(kin["flow"][0, t], link)]
     source = source[source > 0]
     return int(source.mode().values) if source.numel() else 0
 

@@ -33,9 +33,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from heads.motion_segments import FreeFlight, free_flight
+from heads.motion_segments import FreeFlight, free_flight, source_pixels
 from heads.physics import STANDARD_GRAVITY, moving_pixels
-from heads.physics_kinematics import Kinematics, kinematics
+from heads.physics_kinematics import Kinematics, kinematics, project
 
 MIN_SPEED = 0.1
 """m/s: slower pixels count as at rest (noise floor of the tracks, see heads.physics)."""
@@ -93,12 +93,11 @@ def continued(flow: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
     body was does not continue the body.  Frame T-1 is continued by nothing."""
     t, _, h, w = flow.shape
     out = torch.zeros(t, h, w, dtype=torch.bool, device=flow.device)
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
+    every = torch.ones(h, w, dtype=torch.bool, device=flow.device)
     for k in range(1, t):
-        qx = (xs + flow[k, 0]).round().long().clamp(0, w - 1)
-        qy = (ys + flow[k, 1]).round().long().clamp(0, h - 1)
-        same = (distance[k] - distance[k - 1][qy, qx]).abs() < SAME_SURFACE * distance[k] + 0.05
-        out[k - 1].view(-1)[(qy * w + qx)[same]] = True
+        qy, qx = source_pixels(flow[k], every)
+        same = (distance[k].flatten() - distance[k - 1][qy, qx]).abs() < SAME_SURFACE * distance[k].flatten() + 0.05
+        out[k - 1][qy[same], qx[same]] = True
     return F.max_pool2d(out[:, None].float(), 3, 1, 1)[:, 0].bool()
 
 
@@ -109,15 +108,13 @@ def vanish_term(kin: Kinematics, moving: torch.Tensor, intrinsics: torch.Tensor,
     distance = points.norm(dim=1)
     nearest = -F.max_pool2d(-distance[:, None], 3, 1, 1)[:, 0]
     lost = moving & ~continued(kin["flow"][0], distance)
-    fx, fy, cx, cy = intrinsics.double().tolist()
     _, _, h, w = points.shape
     count = 0
     for t in range(1, points.shape[0]):
         if not lost[t - 1].any():
             continue
         p = points[t - 1][:, lost[t - 1]] + velocity[t - 1][:, lost[t - 1]] * dt
-        x = (fx * p[0] / p[2] + cx).floor().long()
-        y = (fy * p[1] / p[2] + cy).floor().long()
+        x, y = project(p[None, None, :, :, None], intrinsics[None].double())[0, 0, :, :, 0].floor().long()
         inside = (x >= 1) & (x < w - 1) & (y >= 1) & (y < h - 1) & (p[2] > 0)
         there = nearest[t][y.clamp(0, h - 1), x.clamp(0, w - 1)]
         count += int((inside & (there > p.norm(dim=0) + SEEN_THROUGH)).sum())
