@@ -72,6 +72,12 @@ class DataConfig:
     """Training crops at a random offset; evaluation always crops the centre."""
     repeat: int = 1
     """Each scene appears this many times per epoch (dataset_repeat)."""
+    on_error: str = "skip"
+    """A training sample that cannot be read (a corrupt frame, a damaged cache entry): 'skip' logs it
+    to <run>/bad_samples.jsonl and trains on a deterministic replacement; 'stop' checkpoints and
+    exits with status 2 naming the file (stages/trainer/bad_samples.py)."""
+    max_bad_samples: int = 16
+    """With on_error=skip, the run stops as 'stop' would once more samples than this were skipped."""
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -82,6 +88,10 @@ class DataConfig:
             raise ValueError(f"hflip_prob must be in [0, 1], got {self.hflip_prob}")
         if self.repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {self.repeat}")
+        if self.on_error not in ("skip", "stop"):
+            raise ValueError(f"on_error must be 'skip' or 'stop', got {self.on_error!r}")
+        if self.max_bad_samples < 0:
+            raise ValueError(f"max_bad_samples must be >= 0, got {self.max_bad_samples}")
         FlowConvention(self.flow_convention, self.flow_units, self.flow_timing)
 
 

@@ -31,11 +31,12 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.augment import View
+from data.errors import DataFormatError
 from data.windows import FixedWindows, WindowRef
 from stages.trainer.sections import BackboneConfig
 from stages.trainer.tracking import PhaseTimer
 from world_model.backbone import FrozenBackbone
-from world_model.cache import TensorCache, sha256_key
+from world_model.cache import TensorCache, check_entry, sha256_key
 from world_model.encoders import PromptEncoder, VideoLatentEncoder
 from world_model.features import ExtractionConfig
 from world_model.presets import BackbonePreset, get_preset
@@ -159,6 +160,11 @@ def check_budget(needed: int, max_gb: float, root: Path) -> None:
             "features.mode=online")
 
 
+class CacheEntryError(DataFormatError):
+    """A cached feature entry that cannot be read at training time.  It is a data error: the
+    bad-sample policy skips the window, and the next start's cache build recomputes it."""
+
+
 class FeatureCache:
     """Keys, building and loading of cached features for one FixedWindows set: one entry per
     (window, view), entry ``window * views + view``."""
@@ -172,32 +178,58 @@ class FeatureCache:
     def missing(self) -> list[int]:
         return [i for i, key in enumerate(self.keys) if not self.store.path(key).is_file()]
 
+    def repair(self, full: bool = False) -> list[str]:
+        """Remove damaged entries so the build recomputes them; returns one line per entry removed.
+
+        Cheap by default (each file's size against its header: truncation), ``full`` compares the
+        tensors' checksums too (reads everything).  Run it on one process: the others would race
+        on the removals."""
+        damaged = []
+        for key in self.keys:
+            path = self.store.path(key)
+            problem = check_entry(path, full) if path.is_file() else None
+            if problem is not None:
+                path.unlink(missing_ok=True)
+                damaged.append(f"{path}: {problem}")
+        return damaged
+
     def build(self, source: FeatureSource, rank: int = 0, world: int = 1, show_progress: bool = True,
-              should_stop: Callable[[], bool] = lambda: False) -> int:
+              should_stop: Callable[[], bool] = lambda: False, skip_bad_windows: bool = False) -> int:
         """Extract features of the missing windows assigned to this rank; returns how many it wrote.
 
         ``should_stop`` is asked before each window: a stopped build keeps every entry written
-        (each is atomic), and the next build computes only what is missing.
+        (each is atomic), and the next build computes only what is missing.  Another run building
+        the same folder at the same time shares the work (TensorCache.fill).  With
+        ``skip_bad_windows`` a window whose files cannot be read is logged and left out (training
+        then skips it through the bad-sample policy) instead of ending the build.
         """
         todo = [i for i in self.missing() if i % world == rank]
-        written = 0
-        for i in tqdm(todo, desc=f"feature cache (rank {rank})", disable=not show_progress or not todo):
-            if should_stop():
-                break
-            window, view = self.entries[i]
+        with tqdm(total=len(todo), desc=f"feature cache (rank {rank})", disable=not show_progress or not todo) as bar:
+            return self.store.fill([(i, self.keys[i]) for i in todo],
+                                   lambda i: self._compute(source, i, skip_bad_windows), should_stop,
+                                   done=lambda: bar.update())
+
+    def _compute(self, source: FeatureSource, entry: int,
+                 skip_bad_windows: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        window, view = self.entries[entry]
+        try:
             sample = self.windows.load(window, view=view)
-            taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
-            tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
-            self.store.put(self.keys[i], tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())})
-            written += 1
-        return written
+        except DataFormatError as error:
+            if not skip_bad_windows:
+                raise
+            log.warning("feature cache: left out window %d view %d: %s", window, view, error)
+            return None
+        taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
+        tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
+        return tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())}
 
     def load(self, window: int, view: int = 0) -> list[torch.Tensor]:
         entry = window * self.windows.views + view
         stored = self.store.get(self.keys[entry])
-        if stored is None:
-            raise RuntimeError(f"feature cache entry for window {window} view {view} is missing or corrupt "
-                               f"({self.store.path(self.keys[entry])}); rebuild the cache")
+        if stored is None or any(f"tap{k}" not in stored for k in range(self.num_taps)):
+            raise CacheEntryError(self.store.path(self.keys[entry]),
+                                  f"feature cache entry of window {window} view {view} is missing or damaged; "
+                                  "the next start of the run recomputes it")
         return [stored[f"tap{k}"] for k in range(self.num_taps)]
 
 

@@ -178,6 +178,10 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
                            video=not supervised, views=views)
     cache = FeatureCache(config.features.cache_dir, windows, source)
+    if accelerator.is_main_process:
+        for line in cache.repair(full=config.features.verify_cache == "full"):
+            log.warning("feature cache: removed a damaged entry, to be recomputed: %s", line)
+    accelerator.wait_for_everyone()
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
     with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/trainer/preemption.py)
@@ -187,7 +191,8 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
             check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
         accelerator.wait_for_everyone()
         written = cache.build(source, accelerator.process_index, accelerator.num_processes,
-                              accelerator.is_local_main_process, should_stop=lambda: stop.received)
+                              accelerator.is_local_main_process, should_stop=lambda: stop.received,
+                              skip_bad_windows=train and config.data.on_error == "skip")
     if stop.received:
         log.warning("SIGTERM: stopped building the feature cache (this rank wrote %d windows); run the same "
                     "command to continue it", written)

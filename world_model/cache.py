@@ -1,23 +1,31 @@
 """On-disk tensor cache: safetensors files keyed by sha256 of whatever determines their content.
 
-VAE latents and text contexts of a frozen backbone are pure functions of (input bytes, resize,
-model id), so they are computed once and reused by every later run. Writes are atomic (temporary
-file in the same folder, then ``os.replace``) so a crash or a concurrent writer never leaves a torn
-file that a later run would read.
+VAE latents, text contexts and frozen-backbone features are pure functions of their inputs, so
+they are computed once and reused by every later run.  Writes are atomic (temporary file in the
+same folder, then ``os.replace``) so a crash or a concurrent writer never leaves a torn file at an
+entry's name; but files also get damaged after they are written (copies between file systems, a
+disk fault), so every entry records a checksum of its tensors in its header.  ``check`` looks at
+an entry cheaply (size against the header: catches truncation) or fully (the checksum); a build
+recomputes what fails, and a read that fails drops the entry so the next build repairs it.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import struct
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,50 @@ def video_cache_key(frames: torch.Tensor, resize: tuple[int, int] | None, model_
 def prompt_cache_key(prompt: str, encoder_id: str) -> str:
     """Key of a prompt's text context: prompt text + text-encoder/tokenizer id."""
     return sha256_key("text-context-v1", prompt, encoder_id)
+
+
+CHECKSUM_FIELD = "pwm_tensors_sha256"
+"""Header metadata field holding ``tensors_sha256`` of an entry's tensors."""
+
+
+class CacheError(RuntimeError):
+    """A cache entry that cannot be written (full disk, read-only folder) or read; the message names
+    the file.  The stage scripts print it as one line and exit with status 2."""
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Checksum of named tensors (names, dtypes, shapes and bytes, in name order): independent of
+    how safetensors lays the file out, so it can be checked from the loaded tensors."""
+    return sha256_key(*[part for name in sorted(tensors) for part in (name, tensors[name])])
+
+
+def check_entry(path: Path, full: bool = False) -> str | None:
+    """What is wrong with a cache file, or None when it looks intact.
+
+    Cheap (default): the file size must equal what its safetensors header declares, which
+    catches truncation and appended garbage with one small read.  ``full`` also loads the
+    tensors and compares their checksum with the one recorded at write time; an entry written
+    before checksums existed fails it (and is recomputed once)."""
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        size = path.stat().st_size
+    except (OSError, struct.error, ValueError) as err:
+        return f"unreadable header ({err})"
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    if size != 8 + length + max(ends, default=0):
+        return f"size {size} B, but its header describes {8 + length + max(ends, default=0)} B (truncated?)"
+    if not full:
+        return None
+    recorded = (header.get("__metadata__") or {}).get(CHECKSUM_FIELD)
+    if recorded is None:
+        return "no checksum recorded (written by an older version)"
+    try:
+        actual = tensors_sha256(load_file(str(path)))
+    except (SafetensorError, OSError) as err:
+        return f"unreadable tensors ({err})"
+    return None if actual == recorded else "checksum mismatch (the tensors changed after they were written)"
 
 
 class TensorCache:
@@ -81,20 +133,76 @@ class TensorCache:
         self.hits += 1
         return tensors
 
-    def put(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-        """Store tensors atomically; returns the final path."""
+    def check(self, key: str, full: bool = False) -> str | None:
+        """``check_entry`` of the entry under ``key`` ("missing" when there is none)."""
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        return check_entry(path, full) if path.is_file() else "missing"
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+        """Store tensors atomically with their checksum; returns the final path.  Any write error
+        (a full disk, a read-only folder) leaves no partial file and is one CacheError."""
+        path = self.path(key)
+        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        header = {**{k: str(v) for k, v in (metadata or {}).items()}, CHECKSUM_FIELD: tensors_sha256(cpu)}
+        tmp = None
         try:
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp,
-                      metadata={k: str(v) for k, v in (metadata or {}).items()})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(safetensors_bytes(cpu, metadata=header))
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as err:
+            raise CacheError(f"could not write cache entry {path}: {err.strerror or err}; free space under "
+                             f"{self.root} or point the cache elsewhere") from err
+        finally:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
         return path
+
+    @contextlib.contextmanager
+    def claim(self, key: str, wait: bool) -> Iterator[bool]:
+        """An exclusive claim on computing ``key``, across processes and runs sharing the folder.
+
+        A ``flock`` on a lock file beside the entry: the kernel releases it when its holder exits,
+        so a builder killed mid-entry never blocks the others.  Yields False at once when another
+        process holds it and ``wait`` is False."""
+        path = self.path(key).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def fill(self, todo: Iterable[tuple[int, str]], compute: Callable[[int], tuple[dict, dict] | None],
+             should_stop: Callable[[], bool] = lambda: False, done: Callable[[], None] = lambda: None) -> int:
+        """Write the entries ``todo`` (item, key) that are missing, ``compute(item)`` giving
+        (tensors, metadata), or None for an item that cannot be computed (it stays missing);
+        returns how many this process wrote.
+
+        Runs that share the folder never compute one entry twice: each entry is computed under its
+        claim, entries another process is computing are left for the end, and then waited for
+        (and computed only if that process died without writing them)."""
+        written, busy = 0, []
+        for wait, items in ((False, list(todo)), (True, busy)):
+            for item, key in items:
+                if should_stop():
+                    return written
+                with self.claim(key, wait) as mine:
+                    if not mine:
+                        busy.append((item, key))
+                        continue
+                    computed = compute(item) if self.check(key) is not None else None
+                    if computed is not None:
+                        self.put(key, *computed)
+                        written += 1
+                done()
+        return written
 
     def size_bytes(self) -> int:
         """Total bytes of cached files (for disk-budget reporting)."""

@@ -22,6 +22,7 @@ from stages.trainer import (
     to_dict,
 )
 from stages.trainer import backend as backends
+from stages.trainer.bad_samples import BadSampleLog, SkippingDataset
 from stages.trainer.loop import TrainRun
 from stages.trainer.preemption import shield_worker
 from stages.trainer.sections import OptimConfig
@@ -65,6 +66,12 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     optimizer = make_optimizer(model, optim, accelerator.device)
     backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = backend.model, backend.optimizer
+    data = getattr(config, "data", None)
+    bad_samples = None
+    if data is not None:  # items carry read failures instead of raising them: stages/trainer/bad_samples.py
+        train_set = SkippingDataset(train_set)
+        bad_samples = BadSampleLog(Path(config.run.output_dir), data.on_error, data.max_bad_samples,
+                                   accelerator.process_index)
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
     if sampler is None:
         sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
@@ -84,5 +91,5 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                     scheduler=scheduler_from_config(optimizer, optim, total_steps), sampler=sampler, loader=loader,
                     guard=NonFiniteGuard(config.guard.max_consecutive_nonfinite),
                     tracker=build_tracker(config.log, run_dir, to_dict(config), accelerator.is_main_process),
-                    run_dir=run_dir, total_steps=total_steps, config=config, ema=ema,
+                    run_dir=run_dir, total_steps=total_steps, config=config, ema=ema, bad_samples=bad_samples,
                     timer=PhaseTimer(accelerator.device, enabled=False))

@@ -37,6 +37,7 @@ from stages.trainer import (
     save_checkpoint,
 )
 from stages.trainer.backend import AccelerateBackend
+from stages.trainer.bad_samples import BAD_KEY, BadSampleLog
 from stages.trainer.config import ConfigError
 from stages.trainer.prefetch import prefetch_to_device
 from stages.trainer.sections import CheckpointConfig, OptimConfig
@@ -65,6 +66,8 @@ class TrainRun:
     total_steps: int
     config: Any
     ema: EMA | None = None
+    bad_samples: BadSampleLog | None = None
+    """Failures the training set's items carried (stages/trainer/bad_samples.py); None in benchmarks."""
     step: int = 0
     timer: PhaseTimer = field(default_factory=lambda: PhaseTimer(enabled=False))
 
@@ -84,6 +87,9 @@ def batch_stream(run: TrainRun) -> Iterator[dict]:
             dataset.set_epoch(epoch)
         for batch in prefetch_to_device(run.loader, run.accelerator.device):
             run.sampler.advance(run.loader.batch_size or 1)
+            if run.bad_samples is not None:
+                run.bad_samples.take(batch, run.step, epoch)
+            batch.pop(BAD_KEY, None)
             yield batch
         epoch += 1
 
@@ -183,7 +189,8 @@ def save(run: TrainRun, ckpt: CheckpointConfig) -> None:
         save_checkpoint(run.run_dir, run.step, tensors=tensors,
                         state={"optimizer": optimizer, "scheduler": run.scheduler.state_dict()},
                         meta={"step": run.step, "total_steps": run.total_steps, "sampler": run.sampler.state_dict(),
-                              "guard": run.guard.state_dict()},
+                              "guard": run.guard.state_dict(),
+                              "bad_samples": run.bad_samples.state_dict() if run.bad_samples else None},
                         rng={"ranks": rng}, config=run.config, keep_last=ckpt.keep_last)
     run.accelerator.wait_for_everyone()
 
@@ -223,6 +230,8 @@ def resume(run: TrainRun, ckpt: CheckpointConfig) -> bool:
     load_scheduler_state(run.scheduler, saved.state["scheduler"])
     run.sampler.load_state_dict(saved.meta["sampler"])
     run.guard.load_state_dict(saved.meta["guard"])
+    if run.bad_samples is not None:
+        run.bad_samples.load_state_dict(saved.meta.get("bad_samples"))
     run.step = int(saved.meta["step"])
     mine = rng_for_rank(saved.rng["ranks"], run.accelerator.process_index)
     if mine is not None:

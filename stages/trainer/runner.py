@@ -17,13 +17,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from data.metadata import read_metadata
-from stages.trainer import parse_cli, resolve_resume, save_config
+from stages.trainer import all_ranks, parse_cli, resolve_resume, save_config
 from stages.trainer.backend import make_accelerator
 from stages.trainer.config import expand_aliases
-from stages.trainer.loop import batch_stream, check_init_from, log_step, optimizer_step, resume, save
+from stages.trainer.loop import (
+    batch_stream,
+    check_init_from,
+    log_step,
+    optimizer_step,
+    resume,
+    save,
+)
 from stages.trainer.preemption import Preempted, StopRequest
 from stages.trainer.tracking import check_backend, configure_logging
 from world_model.loading import WeightsLayout
@@ -88,12 +97,13 @@ def run_script(main: Any) -> None:
     from data.errors import DataFormatError
     from heads.io import HeadLoadError
     from stages.trainer import CheckpointError, ConfigError, NonFiniteLossError
+    from world_model.cache import CacheError
     from world_model.loading import WeightsError
 
     try:
         main()
     except (ConfigError, CheckpointError, DataFormatError, WeightsError, HeadLoadError, NonFiniteLossError,
-            FileNotFoundError) as error:
+            CacheError, ExportError, FileNotFoundError) as error:
         if os.environ.get("PWM_TRACEBACK"):
             raise
         print(f"{Path(sys.argv[0]).name}: error: {error}\n(PWM_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
@@ -141,9 +151,13 @@ def train_steps(stage: Any, stop: StopRequest, saved_at: int) -> None:
     bar = tqdm(total=run.total_steps, initial=run.step, desc=type(stage).__name__, disable=not run.accelerator.is_main_process)
     while run.step < run.total_steps:
         # Checked before each step, skipped ones included; every rank takes the same branch.
-        if stop.agreed(lambda flag: run.accelerator.reduce(flag, "sum"), run.accelerator.device):
+        sigterm, bad_data = step_boundary(run, stop)
+        if sigterm:
             bar.close()
             stop_here(run, saved=saved_at == run.step)
+        if bad_data:
+            bar.close()
+            stop_on_bad_data(run, bad_data, saved=saved_at == run.step)
         tick = time.perf_counter()
         step_metrics = optimizer_step(run, stream, stage.loss_fn, config.optim)
         samples += per_step
@@ -161,6 +175,33 @@ def train_steps(stage: Any, stop: StopRequest, saved_at: int) -> None:
         if run.step % config.run.val_every == 0 and run.step < run.total_steps:
             run_validation(stage)
     bar.close()
+    _, bad_data = step_boundary(run, stop)  # what the last step's batches carried
+    if bad_data:
+        stop_on_bad_data(run, bad_data, saved=saved_at == run.step)
+
+
+def step_boundary(run: Any, stop: StopRequest) -> tuple[bool, tuple[str, dict] | None]:
+    """What every rank agrees on between steps, in one collective: whether any rank received
+    SIGTERM, and, when the bad samples met since the last boundary call for it, why the run
+    stops and the first of them."""
+    bad = run.bad_samples
+    new, bad.new = (bad.new, []) if bad is not None else ([], [])
+    flags = torch.tensor([1.0 if stop.received else 0.0, float(len(new))], device=run.accelerator.device)
+    sigterm, new_total = run.accelerator.reduce(flags, "sum").tolist()
+    why = bad.agreed_count(int(new_total)) if bad is not None else None
+    if why is None:
+        return sigterm > 0, None
+    first = next(f for f in all_ranks(new[0] if new else None) if f is not None)  # collective too
+    return sigterm > 0, (why, first)
+
+
+def stop_on_bad_data(run: Any, bad_data: tuple[str, dict], saved: bool) -> None:
+    """data.on_error=stop, or too many bad samples: checkpoint the step reached (unless done),
+    then end with the one-line DataFormatError naming the file (status 2)."""
+    if not saved:
+        save(run, run.config.checkpoint)
+    why, first = bad_data
+    raise run.bad_samples.stop_error(first, why, run.step)
 
 
 def stop_here(run: Any, saved: bool) -> None:
@@ -172,16 +213,30 @@ def stop_here(run: Any, saved: bool) -> None:
     raise Preempted()
 
 
+class ExportError(RuntimeError):
+    """The final export could not be written (a full disk, any write error); the checkpoints are
+    intact, so the same command resumes at the last step and exports again."""
+
+
 def export(stage: Any, metrics: dict[str, float]) -> Path:
     """OUTPUT/final/: the stage's (EMA) weights, the resolved config and the metrics."""
     run = stage.run
     final = run.run_dir / "final"
     if run.accelerator.is_main_process:
-        with ema_weights(stage):
-            stage.export(final)
-        save_config(run.config, final / "config.toml")
-        payload = {"step": run.step, "skipped_steps": run.guard.state_dict(), "validation": metrics}
-        (final / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))
+        try:
+            write_export(stage, final, metrics)
+        except (OSError, SafetensorError) as error:
+            raise ExportError(f"could not write the export to {final}: {error}; the checkpoints are intact: free "
+                              "space and run the same command to export again") from error
         log.info("exported %s", final)
     run.accelerator.wait_for_everyone()
     return final
+
+
+def write_export(stage: Any, final: Path, metrics: dict[str, float]) -> None:
+    run = stage.run
+    with ema_weights(stage):
+        stage.export(final)
+    save_config(run.config, final / "config.toml")
+    payload = {"step": run.step, "skipped_steps": run.guard.state_dict(), "validation": metrics}
+    (final / "metrics.json").write_text(json.dumps(payload, indent=2, default=float))

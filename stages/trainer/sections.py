@@ -215,12 +215,17 @@ class FeatureConfig:
     item shows one view, picked per epoch.  V views cost V times the cache's build time and disk."""
     max_cache_gb: float = 200.0
     """Refuse to build a feature cache larger than this (the estimate is printed up front)."""
+    verify_cache: str = "size"
+    """How each start checks the feature-cache entries it will use: 'size' (each file's size against
+    its header: catches truncation, one small read per entry) or 'full' (also every tensor's
+    checksum: reads the whole cache).  Damaged entries are removed and recomputed."""
 
     def __post_init__(self) -> None:
         require(self.mode in ("cached", "online"), f"mode must be 'cached' or 'online', got {self.mode!r}")
         require(self.windows_per_scene >= 1, f"windows_per_scene must be >= 1, got {self.windows_per_scene}")
         require(self.views_per_window >= 1, f"views_per_window must be >= 1, got {self.views_per_window}")
         require(self.max_cache_gb > 0, f"max_cache_gb must be > 0, got {self.max_cache_gb}")
+        require(self.verify_cache in ("size", "full"), f"verify_cache must be 'size' or 'full', got {self.verify_cache!r}")
 
 
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
