@@ -10,7 +10,9 @@ pwm_demo_data() {
   # families (holdout) and one look set (holdout_look), which the end of stage 1 reports on.
   local holdout=(--holdout-families stack_topple,seesaw --holdout-looks workshop)
   local first_scene
-  first_scene="$(ls "$DATA_ROOT"/*/env_0/0/0/scene.json 2>/dev/null | head -n 1)"
+  # `|| true`: with no scenes yet ls fails, and under the launchers' `set -euo pipefail` that
+  # would end a fresh clone's first run silently with status 2.
+  first_scene="$(ls "$DATA_ROOT"/*/env_0/0/0/scene.json 2>/dev/null | head -n 1 || true)"
   if [ ! -f "$METADATA" ] || [ -z "$first_scene" ] || ! grep -q '"look"' "$first_scene"; then
     # Also when the scenes predate looks (their scene.json has none): they are made again.
     echo "demo: generating scenes into $DATA_ROOT" >&2
