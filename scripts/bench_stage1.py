@@ -2,8 +2,10 @@
 
     python scripts/bench_stage1.py [--steps 10] [section.field=value ...]
 
-Both paths run the same config (default: the demo recipe) in fresh processes, so peak memory is
-per path.  Printed per path: samples/s, the per-step breakdown (data loading, VAE/text encoding,
+Both paths run the same config (default: the demo recipe; on a clone that has not run the demo,
+one generated scene per family in a temp dir) in fresh processes, so peak memory is per path.
+Printed per path: windows/s and supervised frames/s (windows x their supervised frames: all
+of them, or data.window.supervised_frames), the per-step breakdown (data loading, VAE/text encoding,
 backbone, heads forward+backward, optimizer), peak memory, then the step-time ratio.  On the
 cached path the backbone, VAE and text encoder must cost nothing per step: the share of step
 time spent in the heads (forward, backward and their optimizer step) and target loading is
@@ -59,10 +61,12 @@ def measure(path: str, steps: int, warmup: int, overrides: list[str]) -> dict:
         "optimizer": timings.get("optimizer", 0.0),
     }
     samples = steps * config.run.batch_size * config.optim.grad_accum
+    supervised = samples * (config.data.window.supervised_frames or config.data.window.num_frames)
     device = run.accelerator.device
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"path": path, "setup_s": setup_s, "step_ms": 1000 * wall / steps, "samples_per_s": samples / wall,
+            "supervised_frames_per_s": supervised / wall,
             "phases_ms": {k: 1000 * v / steps for k, v in per_step.items()}, "peak_gib": peak,
             "peak_kind": "cuda allocated" if device.type == "cuda" else "process max RSS"}
 
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        overrides = [*overrides, *demo_data_if_missing(overrides, Path(tmp))]
         for path in ("online", "cached"):
             out = Path(tmp) / f"{path}.json"
             subprocess.run([sys.executable, __file__, "--path", path, "--result-file", str(out), "--steps",
@@ -87,11 +92,32 @@ def main(argv: list[str] | None = None) -> int:
     return report(results)
 
 
+def demo_data_if_missing(overrides: list[str], tmp: Path) -> list[str]:
+    """On a clone that has not run the demo yet, a small generated data set in ``tmp`` (one scene
+    per family: the step cost does not depend on how many there are) and the overrides naming it."""
+    from stages.stage1 import Stage1Config
+    from stages.trainer import load_config
+
+    config = load_config(Stage1Config, REPO / "stages/configs/stage1_demo.toml", overrides)
+    if (REPO / config.data.metadata).is_file():
+        return []
+    root, csv = tmp / "scenes", tmp / "meta.csv"
+    print(f"bench_stage1.py: {config.data.metadata} not found; generating one demo scene per family in a temp "
+          "dir (bash stages/stage1_heads.sh makes the demo's data set)", file=sys.stderr)
+    subprocess.run([sys.executable, str(REPO / "scripts/generate_scenes.py"), "--out", str(root), "--preset", "demo",
+                    "--scenes-per-family", "1", "--workers", "2", "--log-level", "WARNING"], check=True, cwd=REPO)
+    subprocess.run([sys.executable, str(REPO / "scripts/make_metadata.py"), str(root), "--out", str(csv)], check=True,
+                   cwd=REPO)
+    return [f"data.root={root}", f"data.metadata={csv}"]
+
+
 def report(results: dict[str, dict]) -> int:
-    print(f"{'path':<8}{'step ms':>9}{'samples/s':>11}  " + "".join(f"{p:>14}" for p in PHASES) + f"{'peak GiB':>10}")
+    print(f"{'path':<8}{'step ms':>9}{'windows/s':>11}{'sup.frames/s':>14}  " + "".join(f"{p:>14}" for p in PHASES)
+          + f"{'peak GiB':>10}")
     for path, r in results.items():
         phases = "".join(f"{r['phases_ms'][p]:>14.1f}" for p in PHASES)
-        print(f"{path:<8}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.2f}  {phases}{r['peak_gib']:>10.2f}")
+        print(f"{path:<8}{r['step_ms']:>9.1f}{r['samples_per_s']:>11.2f}{r['supervised_frames_per_s']:>14.1f}  "
+              f"{phases}{r['peak_gib']:>10.2f}")
     cached = results["cached"]
     phases = cached["phases_ms"]
     # The heads' work is their forward, backward and their own AdamW step; what must cost nothing

@@ -119,7 +119,9 @@ def environment(device: str) -> dict:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "speedup", "cached_step_ms_prefetched",
+    keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "online_samples_per_s",
+            "cached_samples_per_s", "online_supervised_frames_per_s", "cached_supervised_frames_per_s", "speedup",
+            "cached_step_ms_prefetched",
             "speedup_prefetched", "compile_s", "forward_backward_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib", "batch_mb", "copy_ms", "compute_ms",
             "serial_step_ms", "prefetched_step_ms", "intact_prefetched", "n", "steps", "rollout_s", "score_s", "best_of_s")

@@ -237,8 +237,15 @@ def item_stage1_step(preset: str, device: torch.device, frames: int, height: int
     prefetched_ms = cached_ms - cached["read_features_ms"]
     result.update(online_step_ms=online_ms, cached_step_ms=cached_ms, speedup=online_ms / cached_ms,
                   cached_step_ms_prefetched=prefetched_ms, speedup_prefetched=online_ms / prefetched_ms,
-                  online_samples_per_s=1000.0 / online_ms, cached_samples_per_s=1000.0 / cached_ms)
+                  online_samples_per_s=1000.0 / online_ms, cached_samples_per_s=1000.0 / cached_ms,
+                  **supervised_rates(supervised_frames or frames, online=online_ms, cached=cached_ms))
     return result
+
+
+def supervised_rates(frames_per_window: int, **step_ms: float) -> dict[str, float]:
+    """Supervised frames per second per path: what a user pays GPU time for (a window of 49
+    frames that supervises 8 teaches the heads 8 frames, not 49)."""
+    return {f"{path}_supervised_frames_per_s": 1000.0 * frames_per_window / ms for path, ms in step_ms.items()}
 
 
 HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride (0 = no RGB path), channels-last decoder)

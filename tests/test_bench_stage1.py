@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def result(**phases_ms: float) -> dict:
     phases = {"data": 0.0, "encode": 0.0, "backbone": 0.0, "heads_fwd_bwd": 0.0, "optimizer": 0.0, **phases_ms}
-    return {"step_ms": sum(phases.values()), "samples_per_s": 1.0, "phases_ms": phases, "peak_gib": 1.0,
+    return {"step_ms": sum(phases.values()), "samples_per_s": 1.0, "supervised_frames_per_s": 5.0, "phases_ms": phases,
+            "peak_gib": 1.0,
             "peak_kind": "process max RSS"}
 
 
@@ -51,11 +52,14 @@ def test_bench_runs_both_paths(generated_dataset, tmp_path):
     row = re.compile(r"(online|cached)\s+[\d.]+\s+[\d.]+\s")
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if row.match(line)}
     assert list(rows) == ["online", "cached"], proc.stdout + proc.stderr[-3000:]
-    # Columns: step ms, samples/s, then the phases; the training loop's timers are off unless the
-    # bench turns them on, so a forgotten switch would show zeros here.
+    # Columns: step ms, windows/s, supervised frames/s (5-frame windows, all supervised), then the
+    # phases; the training loop's timers are off unless the bench turns them on, so a forgotten
+    # switch would show zeros here.
     step_ms = {path: float(values[0]) for path, values in rows.items()}
-    cached = dict(zip(PHASES, map(float, rows["cached"][2:2 + len(PHASES)])))
-    online = dict(zip(PHASES, map(float, rows["online"][2:2 + len(PHASES)])))
+    for values in rows.values():
+        assert float(values[2]) == pytest.approx(5 * float(values[1]), rel=0.02), proc.stdout
+    cached = dict(zip(PHASES, map(float, rows["cached"][3:3 + len(PHASES)])))
+    online = dict(zip(PHASES, map(float, rows["online"][3:3 + len(PHASES)])))
     assert cached["heads_fwd_bwd"] > 0 and cached["data"] > 0, proc.stdout
     assert cached["backbone"] == 0 and cached["encode"] == 0, proc.stdout
     assert online["backbone"] > 0 and online["encode"] > 0, proc.stdout
@@ -63,3 +67,19 @@ def test_bench_runs_both_paths(generated_dataset, tmp_path):
     assert ratio == pytest.approx(step_ms["online"] / step_ms["cached"], rel=0.01, abs=0.01), proc.stdout
     assert "cached path: 100.0% of step time in the heads" in proc.stdout and proc.stdout.rstrip().endswith(": PASS")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_a_clone_without_the_demo_data_generates_a_small_set(tmp_path, monkeypatch, capsys):
+    """A fresh clone has no metadata/demo.csv: the bench makes data itself instead of failing."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_stage1
+
+    commands = []
+    monkeypatch.setattr(bench_stage1.subprocess, "run", lambda command, **kw: commands.append(command))
+    extra = bench_stage1.demo_data_if_missing([f"data.metadata={tmp_path / 'absent.csv'}"], tmp_path)
+    assert extra == [f"data.root={tmp_path / 'scenes'}", f"data.metadata={tmp_path / 'meta.csv'}"]
+    assert [Path(c[1]).name for c in commands] == ["generate_scenes.py", "make_metadata.py"]
+    assert "absent.csv not found" in capsys.readouterr().err
+    present = tmp_path / "present.csv"
+    present.write_text("video,prompt,split\n")
+    assert bench_stage1.demo_data_if_missing([f"data.metadata={present}"], tmp_path) == []

@@ -90,6 +90,8 @@ def test_stage1_item_decodes_a_frame_subset_and_profiles(cpu_args):
     args = type(cpu_args)(**{**vars(cpu_args), "supervised_frames": 3, "profile": True})
     result = gpu_check.run_item("stage1_step", args)
     assert result["supervised_frames"] == 3 and result["cached_step_ms"] > 0
+    for path in ("online", "cached"):  # three supervised frames a window, not the window's nine
+        assert result[f"{path}_supervised_frames_per_s"] == pytest.approx(3 * result[f"{path}_samples_per_s"])
     profile = result["cached_profile"]
     top = profile["top"]
     assert len(top) == 15 and top[0]["self_ms"] >= top[-1]["self_ms"] > 0
