@@ -105,12 +105,12 @@ def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, float]:
                                {k: v.cpu() for k, v in one.items()}, kin, masks, g)
 
 
-def score(stage) -> dict[str, float]:
-    """Every column of the table for the stage's current weights, on its validation windows."""
+def score(stage, heads: dict[str, float]) -> dict[str, float]:
+    """Every column of the table on the stage's validation windows, with the head metrics ``heads``
+    its (EMA-weight) validation measured; call with the EMA weights swapped in."""
     from stages.evaluation import physics_report as phys
     from stages.trainer.prefetch import to_device
 
-    heads = stage.validate()
     fm, physics = [], []
     for index, batch in enumerate(DataLoader(stage.val_set, batch_size=1)):
         batch = to_device(batch, stage.run.accelerator.device)
@@ -126,14 +126,14 @@ def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
         f"run.seed={seed}", f"optim.max_steps={args.steps}",
         f"run.output_dir={Path(args.out) / name / f'seed{seed}'}", f"run.val_split={args.split}",
         f"run.val_max_windows={args.max_windows}", "run.val_every=100000", "checkpoint.every_steps=100000",
-        "checkpoint.keep_last=1", "optim.warmup_steps=1"]
+        "checkpoint.keep_last=1", "optim.warmup_steps=1", "run.val_flow_baselines=false"]
+    from stages.trainer.runner import ema_weights, train
+
     started = time.time()
     stage = build(overrides)
-    if name != "stage1":
-        from stages.trainer.runner import train
-
-        train(stage)
-    metrics = score(stage)
+    heads = stage.validate() if name == "stage1" else train(stage)  # train() ends validating on EMA weights
+    with ema_weights(stage):
+        metrics = score(stage, heads)
     return {"variant": name, "seed": seed, "seconds": round(time.time() - started, 1), **metrics}
 
 
@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> str:
             rows.append(row)
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{name} seed {seed}: {row['seconds']:.0f} s", flush=True)
+            done = sum(r["variant"] != "stage1" for r in rows)
+            left = len(args.variants) * len(args.seeds) - done
+            print(f"{name} seed {seed}: {row['seconds']:.0f} s; {left} run(s) left", flush=True)
     text = table(rows, names)
     (out / "table.md").write_text(text)
     print(text)
