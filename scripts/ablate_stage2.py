@@ -21,6 +21,11 @@ relative fitted-g error, free-fall residual, rest drift. "stage1" is the same sc
 stage-2 step (LoRA zero, stage-1 heads). Rollout metrics need real weights (scripts/evaluate_physics.py).
 Writes OUT/runs.jsonl (a line per run, appended as runs finish; finished runs are skipped when the
 command is run again) and OUT/table.md (mean ± std over seeds).
+
+Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 CPU cores shared
+with another job (load ~6): 60-90 s per run besides its steps (build, validation, scoring), steps
+of 4-18 s; so the default 19 runs x 30 steps took an estimated ~95 min there, over the 45 minutes
+the issue allows. It has not been timed on idle cores; lower --steps or --seeds to fit.
 """
 
 from __future__ import annotations
