@@ -40,6 +40,12 @@ from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss, PhysicsLossConfig
 from stages.features import FeatureSource
 from stages.model import HeadPair, print_validation, validate, validation_holds
+from stages.reward import (
+    OBJECTIVE_MODES,
+    RewardConfig,
+    RewardWorldModel,
+    reward_objective,
+)
 from stages.trainer import seed_everything
 from stages.trainer.assemble import make_train_run
 from stages.trainer.loop import TrainRun
@@ -92,6 +98,9 @@ class ObjectiveConfig:
 
     heads_dir: str = "runs/stage1/final"
     """Stage-1 export (heads.safetensors + heads.json) whose heads read the adapted features."""
+    mode: str = "denoise"
+    """"denoise": the losses below on one adapted forward; "reward": the LoRA raises the reward
+    (section `reward`) of the frozen heads on its own x̂0 (needs lora.train_heads = false)."""
     fm_weight: float = 1.0
     """Weight of the Wan flow-matching loss (x_t = (1-s) x0 + s e, target e - x0; frame 0 clean)."""
     heads_weight: float = 1.0
@@ -113,6 +122,7 @@ class ObjectiveConfig:
     """The largest sigma whose head and physics terms count under heads_sigma_weighting = "below"."""
 
     def __post_init__(self) -> None:
+        require(self.mode in OBJECTIVE_MODES, f"mode must be one of {OBJECTIVE_MODES}, got {self.mode!r}")
         require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
         require(self.heads_sigma_weighting in SIGMA_WEIGHTINGS,
                 f"heads_sigma_weighting must be one of {SIGMA_WEIGHTINGS}, got {self.heads_sigma_weighting!r}")
@@ -142,7 +152,9 @@ class Stage2Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA rank/targets, head co-training, gradient checkpointing."""
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    """Stage-1 heads, flow-matching and head-loss weights, timestep sampling."""
+    """Stage-1 heads, objective mode, flow-matching and head-loss weights, timestep sampling."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """The reward-gradient mode (objective.mode = "reward"): one-step or K-step x̂0, reward weights."""
     loss: LossConfig = field(default_factory=LossConfig)
     """Flow/depth head loss settings (as in stage 1), including the one depth TGM weight."""
     physics: PhysicsLossConfig = field(default_factory=PhysicsLossConfig)
@@ -164,6 +176,8 @@ class Stage2Config:
         require(self.data.window.supervised_frames == 0,
                  "stage 2's temporal and physics terms need every frame of a window: "
                  "data.window.supervised_frames must be 0")
+        require(self.objective.mode != "reward" or not self.lora.train_heads,
+                "objective.mode = 'reward' judges with the frozen stage-1 heads: set lora.train_heads = false")
 
 
 log = logging.getLogger(__name__)
@@ -265,6 +279,9 @@ class Stage2:
         through the distributed wrapper (``run.model``); one-rank probes must pass the plain module,
         since a wrapper's forward may start collectives the other ranks never join."""
         latents, context = self.source.encode(batch["rgb"], list(batch["prompt"]))
+        if self.run.config.objective.mode == "reward":
+            return reward_objective(model or self.run.model, latents, context, batch, sigma, noise, self.head_loss,
+                                    self.physics, self.run.config)
         return stage2_objective(model or self.run.model, latents, context, batch, sigma, noise, self.head_loss,
                                 self.physics, self.run.config.objective)
 
@@ -358,6 +375,9 @@ def build_stage2(config: Stage2Config, accelerator) -> Stage2:
     source = FeatureSource(config.backbone, accelerator.device, config.features.cache_dir)
     dit = add_lora(source.backbone.dit, config.lora.rank, config.lora.alpha, config.lora.targets)
     model = AdaptedWorldModel(dit, heads, source.taps, config.lora.gradient_checkpointing)
+    if config.objective.mode == "reward":
+        model = RewardWorldModel(dit, heads, source.taps, config.lora.gradient_checkpointing, source.extraction,
+                                 config.reward, config.objective.timestep_shift)
     train_set = SimPhysicsDataset(config.data, split=config.run.train_split, train=True, seed=config.run.seed)
     probe_base = SimPhysicsDataset(config.data, split=config.run.train_split)
     probe_set = Subset(FixedWindows(probe_base, 1), range(min(len(probe_base), 8)))

@@ -20,8 +20,9 @@ so stage-1 features are a deterministic function of the sample and can be cached
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from einops import rearrange
@@ -148,9 +149,15 @@ def rope_freqs(dit: nn.Module, grid: tuple[int, int, int], device: torch.device)
     ], dim=-1).reshape(f * h * w, 1, -1).to(device)
 
 
+def _run_block(block: nn.Module, enter: Callable[[], AbstractContextManager], *args: torch.Tensor) -> torch.Tensor:
+    with enter():
+        return block(*args)
+
+
 def dit_forward(dit: nn.Module, latents: torch.Tensor, timestep: float | torch.Tensor,
                 context: torch.Tensor, taps: Sequence[int] = (), return_output: bool = True,
-                gradient_checkpointing: bool = False, first_frame_clean: bool = True) -> DiTFeatures:
+                gradient_checkpointing: bool = False, first_frame_clean: bool = True,
+                block_context: Callable[[], AbstractContextManager] | None = None) -> DiTFeatures:
     """Run the DiT on (noisy) latents and collect the outputs of the blocks in ``taps``.
 
     Args:
@@ -161,8 +168,11 @@ def dit_forward(dit: nn.Module, latents: torch.Tensor, timestep: float | torch.T
         return_output: run the remaining blocks and the head; otherwise stop after the last tap.
         gradient_checkpointing: recompute each block in backward (stage 2, LoRA training).
         first_frame_clean: TI2V per-token timesteps (timestep 0 on the first latent frame).
+        block_context: entered around every block call, including its recomputation in backward
+            (e.g. LoRA adapters switched off: a context around the whole call would have been left
+            by the time checkpointed blocks are recomputed).
     """
-    taps = sorted(set(int(t) for t in taps))
+    taps = sorted({int(t) for t in taps})
     n_layers = len(dit.blocks)
     if any(not 0 <= t < n_layers for t in taps):
         raise ValueError(f"taps {taps} outside 0..{n_layers - 1}")
@@ -181,11 +191,12 @@ def dit_forward(dit: nn.Module, latents: torch.Tensor, timestep: float | torch.T
 
     last = n_layers - 1 if return_output else taps[-1]
     out = DiTFeatures(grid=grid)  # type: ignore[arg-type]
+    enter = block_context or nullcontext
     for i, block in enumerate(dit.blocks[: last + 1]):
         if gradient_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, context, t_mod, freqs, use_reentrant=False)
+            x = checkpoint(_run_block, block, enter, x, context, t_mod, freqs, use_reentrant=False)
         else:
-            x = block(x, context, t_mod, freqs)
+            x = _run_block(block, enter, x, context, t_mod, freqs)
         if i in taps:
             out.taps[i] = rearrange(x, "b (f h w) c -> b c f h w", f=grid[0], h=grid[1], w=grid[2])
     if return_output:

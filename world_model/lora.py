@@ -7,7 +7,8 @@ equals it or ends with '.' + target, so 'q' hits 'blocks.3.self_attn.q' but not 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -44,3 +45,22 @@ def add_lora(dit: nn.Module, rank: int = 32, alpha: float | None = None,
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable LoRA parameters (what the optimizer gets)."""
     return [p for n, p in model.named_parameters() if "lora_" in n and p.requires_grad]
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its frozen base inside this block (every LoRA layer bypassed), restoring
+    each layer's previous state after.  Flips peft's per-layer ``_disable_adapters`` flag rather
+    than calling ``enable_adapters``, which also rewrites ``requires_grad`` of the adapters (and
+    so would change what the optimizer and DDP think trains)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    before = [layer._disable_adapters for layer in layers]
+    for layer in layers:
+        layer._disable_adapters = True
+    try:
+        yield
+    finally:
+        for layer, state in zip(layers, before):
+            layer._disable_adapters = state

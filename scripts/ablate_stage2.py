@@ -1,0 +1,196 @@
+"""Seeded stage-2 ablation: which loss terms help, over several seeds, judged on held-out families.
+
+    python scripts/ablate_stage2.py [--seeds 0 1 2] [--variants fm_only ... reward] [--steps 30] \\
+        [--out runs/ablation] [--split holdout] [section.field=value ...]
+
+Every run is the stage-2 demo recipe (stages/configs/stage2_demo.toml, which starts from the
+stage-1 demo heads: run `bash stages/stage1_heads.sh` first) with its variant's overrides, then
+the extra overrides given here, `run.seed` set to the seed and `optim.max_steps` to --steps.
+Variants (cumulative, as the stage-2 issue lists them):
+  fm_only            flow matching alone (head, temporal and physics weights 0)
+  fm_heads           + the flow/depth head losses (depth TGM 0)
+  fm_heads_temporal  + temporal terms (depth TGM, flow-warp)
+  fm_heads_physics   + physics terms (acceleration, free fall, jerk) without the temporal ones
+  full               every term (the demo recipe as shipped)
+  reward             objective.mode = "reward" (frozen heads; docs/stage2_reward.md)
+Each run is scored on the fixed windows of --split (default: the held-out families):
+flow-matching loss at sigma 0.3 and 0.7 with fixed noise; head metrics at the extraction timestep
+(depth AbsRel metric and scale-aligned, flow EPE all / moving); the heads' physics residuals on the
+ground-truth windows, judged on ground-truth supports (stages/evaluation/physics_report.py):
+relative fitted-g error, free-fall residual, rest drift. "stage1" is the same scoring before any
+stage-2 step (LoRA zero, stage-1 heads). Rollout metrics need real weights (scripts/evaluate_physics.py).
+Writes OUT/runs.jsonl (a line per run, appended as runs finish; finished runs are skipped when the
+command is run again) and OUT/table.md (mean ± std over seeds).
+
+Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 CPU cores shared
+with another job (load ~6): 60-90 s per run besides its steps (build, validation, scoring), steps
+of 4-18 s; so the default 19 runs x 30 steps took an estimated ~95 min there, over the 45 minutes
+the issue allows. It has not been timed on idle cores; lower --steps or --seeds to fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO2 = REPO / "stages/configs/stage2_demo.toml"
+NO_PHYSICS = {"physics.acceleration_weight": 0.0, "physics.free_fall_weight": 0.0, "physics.jerk_weight": 0.0}
+NO_TEMPORAL = {"loss.depth_tgm_weight": 0.0, "physics.warp_weight": 0.0}
+VARIANTS: dict[str, dict] = {
+    "fm_only": {"objective.heads_weight": 0.0, **NO_TEMPORAL, **NO_PHYSICS},
+    "fm_heads": {**NO_TEMPORAL, **NO_PHYSICS},
+    "fm_heads_temporal": dict(NO_PHYSICS),
+    "fm_heads_physics": dict(NO_TEMPORAL),
+    "full": {},
+    "reward": {"objective.mode": "reward", "lora.train_heads": "false"},
+}
+COLUMNS = {  # key -> (title, lower is better)
+    "fm_loss": ("FM loss", True), "depth_abs_rel": ("depth AbsRel", True),
+    "depth_scale_abs_rel": ("depth AbsRel (scale-aligned)", True), "flow_epe": ("flow EPE", True),
+    "flow_epe_moving": ("flow EPE moving", True), "g_rel_error": ("rel. g error", True),
+    "free_fall_residual": ("free-fall res. (m/s²)", True), "rest_drift": ("rest drift (m/s)", True),
+}
+FM_SIGMAS = (0.3, 0.7)
+
+
+def build(overrides: list[str]):
+    from stages.stage2 import Stage2Config, build_stage2
+    from stages.trainer import load_config
+    from stages.trainer.backend import make_accelerator
+
+    return build_stage2(load_config(Stage2Config, DEMO2, overrides), make_accelerator())
+
+
+@torch.no_grad()
+def fm_loss(stage, batch: dict, index: int) -> float:
+    """Flow-matching loss of the adapted DiT on one window at fixed sigmas and noise."""
+    from world_model.features import dit_forward, make_noise, noisy_latents
+    from world_model.flow_matching import flow_matching_loss, sigma_to_timestep
+
+    latents, context = stage.source.encode(batch["rgb"], list(batch["prompt"]))
+    objective, total = stage.run.config.objective, 0.0
+    for k, s in enumerate(FM_SIGMAS):
+        sigma = torch.tensor([s], device=latents.device)
+        noise = make_noise(latents.shape, seed=objective.noise_seed + 1000 * index + k, device=latents.device,
+                           dtype=latents.dtype)
+        velocity = dit_forward(stage.run.unwrapped.dit, noisy_latents(latents, sigma, noise), sigma_to_timestep(sigma),
+                               context).output
+        total += float(flow_matching_loss(velocity, noise - latents, sigma_to_timestep(sigma), "uniform"))
+    return total / len(FM_SIGMAS)
+
+
+@torch.no_grad()
+def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, float]:
+    """The heads' residuals on a ground-truth window, on the ground truth's supports."""
+    from data.scene_meta import read_scene_meta
+    from heads.metrics import depth_from_log
+    from stages.evaluation import physics_report as phys
+
+    windows = stage.val_set.dataset
+    scene = windows.base.scenes[windows.scene_of(sample["index"])]
+    g = phys.scene_gravity(read_scene_meta(scene.directory))
+    one = {k: v[0] for k, v in batch.items() if torch.is_tensor(v)}
+    kin, masks = phys.gt_physics(one, g)
+    latents, context = stage.source.encode(batch["rgb"], list(batch["prompt"]))
+    taps = stage.source.backbone.extract(latents, context, stage.source.extraction).as_list()
+    flow, log_depth = stage.run.unwrapped.heads(taps, batch["rgb"])
+    return phys.source_physics(depth_from_log(log_depth[0]).cpu(), flow[0].float().cpu(),
+                               {k: v.cpu() for k, v in one.items()}, kin, masks, g)
+
+
+def score(stage, heads: dict[str, float]) -> dict[str, float]:
+    """Every column of the table on the stage's validation windows, with the head metrics ``heads``
+    its (EMA-weight) validation measured; call with the EMA weights swapped in."""
+    from stages.evaluation import physics_report as phys
+    from stages.trainer.prefetch import to_device
+
+    fm, physics = [], []
+    for index, batch in enumerate(DataLoader(stage.val_set, batch_size=1)):
+        batch = to_device(batch, stage.run.accelerator.device)
+        fm.append(fm_loss(stage, batch, index))
+        physics.append(physics_of_heads(stage, {"index": stage.val_set.indices[index]}, batch))
+    pooled = phys.pooled_g(physics)
+    return {"fm_loss": float(np.mean(fm)), **{k: heads.get(k, math.nan) for k in COLUMNS if k in heads},
+            **{k: pooled[k] for k in ("g_rel_error", "free_fall_residual", "rest_drift")}}
+
+
+def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
+    overrides = [f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()] + extra + [
+        f"run.seed={seed}", f"optim.max_steps={args.steps}",
+        f"run.output_dir={Path(args.out) / name / f'seed{seed}'}", f"run.val_split={args.split}",
+        f"run.val_max_windows={args.max_windows}", "run.val_every=100000", "checkpoint.every_steps=100000",
+        "checkpoint.keep_last=1", "optim.warmup_steps=1", "run.val_flow_baselines=false"]
+    from stages.trainer.runner import ema_weights, train
+
+    started = time.time()
+    stage = build(overrides)
+    heads = stage.validate() if name == "stage1" else train(stage)  # train() ends validating on EMA weights
+    with ema_weights(stage):
+        metrics = score(stage, heads)
+    return {"variant": name, "seed": seed, "seconds": round(time.time() - started, 1), **metrics}
+
+
+def table(rows: list[dict], names: list[str]) -> str:
+    """Markdown: a row per variant, mean ± std over its seeds per column (n = number of seeds)."""
+    lines = ["| variant | n | " + " | ".join(t for t, _ in COLUMNS.values()) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
+    for name in names:
+        runs = [r for r in rows if r["variant"] == name]
+        if not runs:
+            continue
+        cells = []
+        for key in COLUMNS:
+            values = np.array([r.get(key, math.nan) for r in runs], dtype=float)
+            values = values[np.isfinite(values)]
+            cells.append("n/a" if not len(values) else f"{values.mean():.4g} ± {values.std(ddof=1) if len(values) > 1 else 0:.2g}")
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per variant (default: 0 1 2)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="default: all")
+    ap.add_argument("--steps", type=int, default=30, help="stage-2 steps per run (default: 30)")
+    ap.add_argument("--split", default="holdout", help="split scored (default: holdout, the unseen families)")
+    ap.add_argument("--max-windows", type=int, default=8, help="windows of the split scored (default: 8)")
+    ap.add_argument("--out", default="runs/ablation", help="output directory (default: runs/ablation)")
+    ap.add_argument("overrides", nargs="*", help="section.field=value for every run (e.g. data.root=...)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "runs.jsonl"
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    names = ["stage1", *args.variants]
+    for name in names:
+        for seed in args.seeds[:1] if name == "stage1" else args.seeds:  # stage 1 has nothing random left
+            if any(r["variant"] == name and r["seed"] == seed for r in rows):
+                continue
+            row = run_one(name, seed, args, args.overrides)
+            rows.append(row)
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done = sum(r["variant"] != "stage1" for r in rows)
+            left = len(args.variants) * len(args.seeds) - done
+            print(f"{name} seed {seed}: {row['seconds']:.0f} s; {left} run(s) left", flush=True)
+    text = table(rows, names)
+    (out / "table.md").write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
