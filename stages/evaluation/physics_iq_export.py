@@ -1,0 +1,71 @@
+"""Our generated scenes with two takes, written as a small benchmark in the official Physics-IQ layout.
+
+Each scene with a second take becomes one scenario seen from one perspective (``perspective-center``):
+frame 0 of take 1 is the switch frame (the image an i2v model is conditioned on) and the frames
+after it are the testing videos of take 1 and take 2, as mp4 at the scenes' frame rate. IDs follow
+the official numbering: take-1 videos 0001..N, take-2 videos N+1..2N. ``descriptions.csv`` holds the
+prompt as description and the scenario family as category. The official tool expects 3 perspectives
+and 5 s per video; this tool's scorer (`physics_iq_bench`) accepts any perspectives present and the
+length the videos have.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data import physics_iq_layout as layout
+from data.layout import RGB_DIR, take_directory
+from data.metadata import read_metadata
+from data.video_io import write_mp4
+
+PERSPECTIVE = "perspective-center"
+SWITCH_JPEG_QUALITY = 95
+
+
+def scenario_name(scene: str) -> str:
+    """``ball_collide_00003`` -> ``trimmed-ball-collide-00003`` (official names carry no underscore)."""
+    return "trimmed-" + scene.replace("_", "-")
+
+
+def _frames(leaf: Path) -> np.ndarray:
+    pngs = sorted((leaf / RGB_DIR).glob("step_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
+
+
+def export_takes(root: str | Path, metadata: str | Path, out: str | Path, split: str | None = None) -> list[dict]:
+    """Write every metadata scene (of ``split``) that has take 2 under ``out``; returns the rows of
+    ``descriptions.csv`` (take 1 first). Scenes without take 2 are skipped (there is nothing to
+    normalise them by)."""
+    root, out = Path(root), Path(out)
+    entries = [e for e in read_metadata(metadata, root=root, split=split)
+               if take_directory(root / e.video, 2).is_dir()]
+    if not entries:
+        raise FileNotFoundError(f"no scene of {metadata} under {root} has a second take (generate_scenes.py --takes 2)")
+    rows: list[list[dict]] = [[], []]
+    for i, entry in enumerate(entries):
+        leaf = root / entry.video
+        meta = json.loads((leaf / "scene.json").read_text()) if (leaf / "scene.json").is_file() else {}
+        fps = int(meta.get("fps", 30))
+        scenario, family = scenario_name(entry.scene), meta.get("family", "")
+        for take in (1, 2):
+            frames = _frames(take_directory(leaf, take))
+            id_ = f"{i + 1 + (take - 1) * len(entries):04d}"
+            folder = out / layout.TESTING_DIRS[0] / f"{fps}FPS"
+            write_mp4(folder / layout.testing_name(id_, fps, PERSPECTIVE, f"take-{take}", scenario), frames[1:], fps)
+            if take == 1:
+                (out / layout.SWITCH_DIR).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(frames[0]).save(out / layout.SWITCH_DIR / layout.switch_frame_name(
+                    id_, PERSPECTIVE, scenario), quality=SWITCH_JPEG_QUALITY)
+            rows[take - 1].append({"scenario": f"{id_}_{PERSPECTIVE}_take-{take}_{scenario}.mp4",
+                                   "description": entry.prompt, "category": family,
+                                   "generated_video_name": layout.generated_name(id_, PERSPECTIVE, scenario)})
+    with (out / layout.DESCRIPTIONS[0]).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(layout.DESCRIPTION_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows[0] + rows[1])
+    return rows[0] + rows[1]
