@@ -32,7 +32,8 @@ def scenario_name(scene: str) -> str:
     return "trimmed-" + scene.replace("_", "-")
 
 
-def _frames(leaf: Path) -> np.ndarray:
+def take_frames(leaf: Path) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of one take folder, in step order."""
     pngs = sorted((leaf / RGB_DIR).glob("step_*.png"), key=lambda p: int(p.stem.split("_")[1]))
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
 
@@ -53,7 +54,7 @@ def export_takes(root: str | Path, metadata: str | Path, out: str | Path, split:
         fps = int(meta.get("fps", 30))
         scenario, family = scenario_name(entry.scene), meta.get("family", "")
         for take in (1, 2):
-            frames = _frames(take_directory(leaf, take))
+            frames = take_frames(take_directory(leaf, take))
             id_ = f"{i + 1 + (take - 1) * len(entries):04d}"
             folder = out / layout.TESTING_DIRS[0] / f"{fps}FPS"
             write_mp4(folder / layout.testing_name(id_, fps, PERSPECTIVE, f"take-{take}", scenario), frames[1:], fps)
