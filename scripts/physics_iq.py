@@ -6,6 +6,9 @@
     # score folders of generated videos ({ID}_*.mp4, one folder per model) without generating
     python scripts/physics_iq.py score --benchmark physics-IQ-benchmark --generated runs/gen/base runs/gen/lora \\
         [--fps 24] [--downsample 4] [--out runs/piq_scores.json]
+    # generate every switch frame's 5 s with the backbone (base, and with the LoRA; same seeds), then score
+    python scripts/physics_iq.py generate --physics-iq-root physics-IQ-benchmark --stage1 runs/stage1/final \
+        --stage2 runs/stage2/final --model-dir /models/Wan2.2-TI2V-5B --out runs/piq_gen --score
     # what the mp4 round trip does to the metrics, on our takes
     python scripts/physics_iq.py codec --root runs/scenes/demo --metadata metadata/demo.csv --split holdout
 
@@ -34,11 +37,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     export = sub.add_parser("export", help="write scenes with two takes in the official layout")
     score = sub.add_parser("score", help="score folders of generated videos against a benchmark")
     codec = sub.add_parser("codec", help="measure the mp4 round trip's effect on the metrics")
+    gen = sub.add_parser("generate", help="generate the benchmark's videos from its switch frames (i2v)")
+    gen.add_argument("--physics-iq-root", required=True, help="Physics-IQ root (switch-frames/, descriptions.csv)")
+    gen.add_argument("--out", required=True, help="writes OUT/base and OUT/lora ({ID}_{perspective}_{scenario}.mp4)")
+    gen.add_argument("--stage1", required=True, help="stage-1 export (its backbone config is used)")
+    gen.add_argument("--stage2", default="", help="stage-2 export: also generate with its LoRA fused")
+    gen.add_argument("--model-dir", default="", help="local Wan2.2-TI2V-5B weights (default: the stage-1 run's)")
+    gen.add_argument("--size", type=int, nargs=2, default=(704, 1280), metavar=("H", "W"),
+                     help="generation size, multiples of 32 (default 704 1280: TI2V-5B's 720p)")
+    gen.add_argument("--seconds", type=float, default=5.0, help="seconds after the switch frame (official: 5)")
+    gen.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    gen.add_argument("--cfg-scale", type=float, default=5.0, help="classifier-free guidance (default 5)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of case 0; case i uses seed + i, for both models")
+    gen.add_argument("--max-cases", type=int, default=0, help="generate at most N cases (default all)")
+    gen.add_argument("--device", default="", help="torch device (default cuda if available)")
+    gen.add_argument("--cache-dir", default="runs/cache", help="text-context cache (default runs/cache)")
+    gen.add_argument("--score", action="store_true", help="score the folders afterwards (needs testing videos "
+                                                          "at the backbone's fps)")
+    gen.add_argument("--downsample", type=int, default=EVAL_DOWNSAMPLE, help="comparison downsampling for --score")
     for p in (export, codec):
         p.add_argument("--root", required=True, help="scene root (scenes with <scene>/env_0/0/1 = take 2)")
         p.add_argument("--metadata", required=True, help="metadata CSV (video,prompt,split)")
         p.add_argument("--split", default=None, help="only this split (default: every row)")
     export.add_argument("--out", required=True, help="benchmark root to write")
+    export.add_argument("--fps", type=int, default=0, help="frame rate of the videos (default: the scenes'; "
+                                                            "24 for Wan2.2's rollouts)")
     score.add_argument("--benchmark", required=True, help="Physics-IQ root (split-videos/testing/{fps}FPS, ...)")
     score.add_argument("--generated", nargs="+", required=True, help="one folder of {ID}_*.mp4 per model")
     score.add_argument("--fps", type=int, default=0, help="frame rate (default: the generated videos')")
@@ -59,6 +82,25 @@ def _write(path: str, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=2))
 
 
+def _generate(args: argparse.Namespace) -> dict:
+    from stages.evaluation.physics_iq_bench import leaderboard, score_folder
+    from stages.evaluation.physics_iq_generate import GenerateConfig, generate_benchmark
+
+    config = GenerateConfig(benchmark=args.physics_iq_root, out=args.out, stage1=args.stage1, stage2=args.stage2,
+                            model_dir=args.model_dir, height=args.size[0], width=args.size[1], seconds=args.seconds,
+                            steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed, max_cases=args.max_cases,
+                            device=args.device, cache_dir=args.cache_dir)
+    folders = generate_benchmark(config)
+    print("generated: " + ", ".join(f"{k} -> {v}" for k, v in folders.items()))
+    if not args.score:
+        return {"folders": folders}
+    results = [score_folder(args.physics_iq_root, folder, downsample=args.downsample, subset=bool(args.max_cases))
+               for folder in folders.values()]
+    print(leaderboard(results))
+    _write(str(Path(args.out) / "scores.json"), {"results": results})
+    return {"folders": folders, "results": results}
+
+
 def main(argv: list[str] | None = None) -> dict | list:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -66,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict | list:
         if args.command == "export":
             from stages.evaluation.physics_iq_export import export_takes
 
-            rows = export_takes(args.root, args.metadata, args.out, args.split)
+            rows = export_takes(args.root, args.metadata, args.out, args.split, args.fps)
             print(f"{len(rows) // 2} scenario(s), {len(rows)} test videos -> {args.out}")
             return rows
         if args.command == "score":
@@ -76,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict | list:
             print(leaderboard(results))
             _write(args.out, {"results": results})
             return results
+        if args.command == "generate":
+            return _generate(args)
         from stages.evaluation.codec_effect import codec_effect
 
         effect = codec_effect(args.root, args.metadata, args.split, args.downsample, codec=args.codec)

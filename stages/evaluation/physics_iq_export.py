@@ -38,10 +38,22 @@ def take_frames(leaf: Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
 
 
-def export_takes(root: str | Path, metadata: str | Path, out: str | Path, split: str | None = None) -> list[dict]:
+def at_fps(frames: np.ndarray, scene_fps: float, fps: float) -> np.ndarray:
+    """The frames nearest in time to i / fps (as `stages.evaluation.timebase` re-cuts ground truth;
+    the official fps changer blends neighbouring frames instead)."""
+    if fps == scene_fps:
+        return frames
+    if fps > scene_fps:
+        raise ValueError(f"cannot export {scene_fps:g} fps scenes at a higher {fps:g} fps")
+    count = int(np.floor((len(frames) - 1) * fps / scene_fps)) + 1
+    return frames[np.floor(np.arange(count) * scene_fps / fps + 0.5).astype(np.int64).clip(0, len(frames) - 1)]
+
+
+def export_takes(root: str | Path, metadata: str | Path, out: str | Path, split: str | None = None,
+                 fps: int = 0) -> list[dict]:
     """Write every metadata scene (of ``split``) that has take 2 under ``out``; returns the rows of
     ``descriptions.csv`` (take 1 first). Scenes without take 2 are skipped (there is nothing to
-    normalise them by)."""
+    normalise them by). ``fps`` (default: the scenes' own) re-cuts the videos to a model's rate."""
     root, out = Path(root), Path(out)
     entries = [e for e in read_metadata(metadata, root=root, split=split)
                if take_directory(root / e.video, 2).is_dir()]
@@ -51,13 +63,14 @@ def export_takes(root: str | Path, metadata: str | Path, out: str | Path, split:
     for i, entry in enumerate(entries):
         leaf = root / entry.video
         meta = json.loads((leaf / "scene.json").read_text()) if (leaf / "scene.json").is_file() else {}
-        fps = int(meta.get("fps", 30))
+        scene_fps = float(meta.get("fps", 30))
+        rate = fps or int(scene_fps)
         scenario, family = scenario_name(entry.scene), meta.get("family", "")
         for take in (1, 2):
-            frames = take_frames(take_directory(leaf, take))
+            frames = at_fps(take_frames(take_directory(leaf, take)), scene_fps, rate)
             id_ = f"{i + 1 + (take - 1) * len(entries):04d}"
-            folder = out / layout.TESTING_DIRS[0] / f"{fps}FPS"
-            write_mp4(folder / layout.testing_name(id_, fps, PERSPECTIVE, f"take-{take}", scenario), frames[1:], fps)
+            folder = out / layout.TESTING_DIRS[0] / f"{rate}FPS"
+            write_mp4(folder / layout.testing_name(id_, rate, PERSPECTIVE, f"take-{take}", scenario), frames[1:], rate)
             if take == 1:
                 (out / layout.SWITCH_DIR).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(frames[0]).save(out / layout.SWITCH_DIR / layout.switch_frame_name(
