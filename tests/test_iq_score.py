@@ -110,3 +110,20 @@ def test_missing_variance_or_zero_variance():
         iq_score.score([{"scene": "s", "spatial_iou": 1.0, "spatiotemporal_iou": 1.0,
                          "weighted_spatial_iou": 1.0, "mse": 0.0}])
     assert math.isnan(iq_score.score([_record("s", model=(0.2, 0.2, 0.2, 0.0), variance=(0.0, 0.4, 0.4, 0.0))]))
+
+
+def test_evaluation_scores_need_take2_on_every_scene():
+    from stages.evaluation import iq
+
+    with_take2 = {"spatiotemporal_iou": 0.25, "spatial_iou": 0.4, "weighted_spatial_iou": 0.2, "mse": 0.03,
+                  "variance_spatiotemporal_iou": 0.5, "variance_spatial_iou": 0.8,
+                  "variance_weighted_spatial_iou": 0.4, "variance_mse": 0.01}
+    scenes = [{"scene": f"s{i}", "family": "f", "group": "held_out_families",
+               "models": {"stage1": {"prediction": dict(with_take2)}}} for i in range(3)]
+    table = iq.scores(scenes, ["stage1"])
+    assert table["models"]["stage1"]["all"]["score"] == 48.0
+    assert table["models"]["stage1"]["per_group"]["held_out_families"]["scenes"] == 3
+    assert "| all | 48.00 | [48.00, 48.00] | 3 |" in "\n".join(iq.markdown(table))
+    del scenes[0]["models"]["stage1"]["prediction"]["variance_mse"]
+    assert iq.scores(scenes, ["stage1"]) is None
+    assert "Not computed" in iq.markdown(None)[2] and "n/a" in iq.summary_lines(None)[0]

@@ -38,7 +38,7 @@ def records(scenes: list[dict], model: str) -> list[dict]:
     out = []
     for s in scenes:
         prediction = s["models"][model]["prediction"]
-        if f"variance_{METRIC_NAMES[0]}" in prediction:
+        if all(f"variance_{m}" in prediction for m in METRIC_NAMES):
             out.append({"scene": s["scene"], "family": s["family"], "group": s["group"], **prediction})
     return out
 
