@@ -21,6 +21,7 @@ crop, flip and colour (``AugmentConfig``); the window start comes from a stream 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from data.augment import AugmentConfig, View, ViewOptions, check_forward_in_time
 from data.colour import apply_colour
 from data.errors import DataFormatError
 from data.flow import FlowConvention, compose_backward
-from data.layout import SceneFiles, scan_scene
+from data.layout import SceneFiles, scan_scene, take_directory
 from data.metadata import ClipEntry, read_metadata
 from data.scene_meta import down_from_meta, fps_from_meta, intrinsics_from_meta, read_scene_meta
 from data.readers import DEFAULT_FAR_CLIP_M, read_depth, read_flow_file, read_rgb
@@ -125,6 +126,21 @@ class SimPhysicsDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.scenes) * self.config.repeat
+
+    def has_take(self, scene_index: int, take: int) -> bool:
+        """Whether the scene has a recording ``take`` (``data.layout.TAKE_SUBPATHS``)."""
+        return take_directory(self.scenes[scene_index].directory, take).is_dir()
+
+    def take(self, take: int) -> SimPhysicsDataset:
+        """The same scenes and settings read from recording ``take`` (2: the perturbed re-simulation
+        beside take 1, for Physics-IQ's physical variance). Raises DataFormatError naming a missing take."""
+        other = copy.copy(self)
+        other.scenes = [scan_scene(take_directory(scene.directory, take)) for scene in self.scenes]
+        for first, second in zip(self.scenes, other.scenes):
+            if second.num_frames != first.num_frames:
+                raise DataFormatError(second.directory, f"take {take} has {second.num_frames} frames, "
+                                                        f"take 1 {first.num_frames}")
+        return other
 
     def set_epoch(self, epoch: int) -> None:
         """Training randomness is a pure function of (seed, epoch, index): resumable exactly."""

@@ -19,6 +19,20 @@ DEPTH_DIR = "distance_to_camera"
 MODALITY_SUFFIX = {RGB_DIR: ".png", FLOW_DIR: ".npy", DEPTH_DIR: ".npy"}
 STEP_PATTERN = re.compile(r"^step_(\d+)$")
 SCENE_SUBPATH = Path("env_0") / "0" / "0"
+"""Take 1 of a scene: the recording metadata rows point at."""
+TAKE_SUBPATHS = {1: SCENE_SUBPATH, 2: Path("env_0") / "0" / "1"}
+"""Where each take of a scene lives under ``ROOT/<scene>``.  Take 2 is a re-simulation with the
+same look, camera and bodies and a small perturbation of the start (``data.sim.takes``); it sits
+beside take 1, never at a scene's top level, so scene discovery and metadata never list it as a
+scene of its own.  Evaluation reads it for Physics-IQ's physical variance."""
+
+
+def take_directory(take1: str | Path, take: int) -> Path:
+    """The folder of take ``take`` of the scene whose take-1 folder is ``take1`` (``.../env_0/0/0``)."""
+    if take not in TAKE_SUBPATHS:
+        raise ValueError(f"take must be one of {sorted(TAKE_SUBPATHS)}, got {take}")
+    scene = Path(take1).parents[len(SCENE_SUBPATH.parts) - 1]
+    return scene / TAKE_SUBPATHS[take]
 
 
 @dataclass(frozen=True)

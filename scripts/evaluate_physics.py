@@ -14,7 +14,9 @@ For every scene of the split (windows from frame 0):
    spatial / spatiotemporal / weighted spatial IoU and MSE;
 3. physics: depth + flow lifted to 3D on GT, on the heads' predictions and on the heads run over the
    rollout: fitted g (m/s^2) vs the scene's g, free-fall residual, rest drift (m/s);
-4. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines (depth
+4. Physics-IQ score per model, overall / per group / per family with a 95 % bootstrap interval over
+   scenes, when every scene has a second take (generate_scenes.py --takes 2: the physical variance);
+5. pass/fail heuristics: temporal coherence of rollouts, |g_fit - g| / g, heads vs baselines (depth
    scale-aligned AbsRel vs the median baseline; flow EPE moving and all vs zero flow).
 Scenes of families never seen in training and unseen scenes of seen families (a family is seen when
 the metadata's train split has a scene of it) are pooled and judged apart.
@@ -34,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.errors import DataFormatError
+from stages.evaluation import iq
 from stages.evaluation.eval_config import EvalConfig, EvaluationError
 
 
@@ -84,7 +87,7 @@ def summary(payload: dict) -> str:
                 value = v["value"]
                 shown = "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
                 lines.append(f"  {model:<7} {name:<22} {shown:>10}  {'PASS' if v['pass'] else 'FAIL'}  ({v['rule']})")
-    return "\n".join(lines)
+    return "\n".join([*lines, *iq.summary_lines(payload.get("physics_iq"))])
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,9 +2,12 @@
 
     python scripts/generate_scenes.py --out runs/scenes/demo --preset demo --workers 2
     python scripts/generate_scenes.py --out runs/scenes/full --preset full --scenes-per-family 50
+    python scripts/generate_scenes.py --out runs/scenes/demo --preset demo --takes 2   # + second takes
 
 Writes ROOT/<family>_<seed>/env_0/0/0/{rgb,motion_vectors,distance_to_camera}/step_XXXX.* plus
-scene.json; existing scenes are skipped unless --overwrite.
+scene.json; existing scenes are skipped unless --overwrite. With --takes 2 each scene is simulated
+again with its start perturbed (--take-position-mm, --take-velocity-mm-s) into
+ROOT/<scene>/env_0/0/1 (take 2: Physics-IQ's physical variance; never a training scene).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.sim.families import FAMILIES
 from data.sim.generate import PRESETS, GenConfig, SceneJob, generate_many, make_jobs
 from data.sim.looks import LOOK_SETS
+from data.sim.takes import TakeNoise, generate_with_takes
 from data.sim.writer import clean_stale_tmp
 
 log = logging.getLogger("generate_scenes")
@@ -65,6 +69,12 @@ def add_generation_args(ap: argparse.ArgumentParser) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generation_args(ap)
+    ap.add_argument("--takes", type=int, choices=(1, 2), default=1,
+                    help="recordings per scene: 2 adds a perturbed re-simulation in <scene>/env_0/0/1 (default 1)")
+    ap.add_argument("--take-position-mm", type=float, default=TakeNoise.position_mm,
+                    help="take 2: std of each free body's horizontal start offset, mm (default %(default)s)")
+    ap.add_argument("--take-velocity-mm-s", type=float, default=TakeNoise.velocity_mm_s,
+                    help="take 2: std of each free body's initial velocity offset, mm/s (default %(default)s)")
     return ap.parse_args(argv)
 
 
@@ -93,7 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     cfg, jobs = config_and_jobs(args)
     prepare_root(args, cfg, jobs)
     start = time.perf_counter()
-    results = generate_many(args.out, jobs, cfg, workers=args.workers, overwrite=args.overwrite)
+    if args.takes > 1:
+        noise = TakeNoise(args.take_position_mm, args.take_velocity_mm_s)
+        results = generate_with_takes(args.out, jobs, cfg, args.takes, noise, workers=args.workers,
+                                      overwrite=args.overwrite)
+    else:
+        results = generate_many(args.out, jobs, cfg, workers=args.workers, overwrite=args.overwrite)
     counts = {s: list(results.values()).count(s) for s in sorted(set(results.values()))}
     log.info("done in %.1fs: %s", time.perf_counter() - start, counts)
 

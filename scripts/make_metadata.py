@@ -9,6 +9,8 @@ test_ball_collide -> "ball collide"). Splits: train, val and test_seen draw from
 held out (val and test_seen are unseen scenes of seen families); held-out families go entirely to
 the holdout split, which then holds families never seen in training and nothing else; scenes of
 seen families in held-out look sets go to holdout_look (appearances never seen in training).
+Second takes (ROOT/<scene>/env_0/0/1, from generate_scenes.py --takes 2) are never rows: a row is
+a scene's take 1, and evaluation finds take 2 beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data.layout import take_directory
 from data.metadata_split import build_rows, write_csv
 
 log = logging.getLogger("make_metadata")
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(rows, args.out)
     counts = Counter(row["split"] for row in rows)
     log.info("%d scenes -> %s (%s)", len(rows), args.out, ", ".join(f"{k} {counts[k]}" for k in sorted(counts)))
+    takes = sum(take_directory(args.root / row["video"], 2).is_dir() for row in rows)
+    if takes:
+        log.info("%d of %d scenes have a second take (env_0/0/1): read by evaluation, not rows", takes, len(rows))
 
 
 if __name__ == "__main__":

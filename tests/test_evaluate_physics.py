@@ -334,3 +334,75 @@ def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(ge
     assert (scene["prediction"] == pytest.approx(first["prediction"])) == chosen_is_first
     assert payload["overall"]["stage1"]["best_of"]["chosen_not_first"] == float(not chosen_is_first)
     assert "## Best of 2 rollouts (verifier `heads`)" in (tmp_path / "best" / "report.md").read_text()
+
+
+def test_second_takes_give_the_physics_iq_score_for_base_and_lora(generated_dataset, exports, tmp_path, capsys):
+    """With take 2 beside every held-out scene, metrics.json, report.md, the gallery and the printout
+    carry the Physics-IQ score of both models; each scene's variance terms compare take 2 with take 1."""
+    import shutil
+
+    from evaluate_physics import main
+
+    from data.sim.generate import GenConfig, SceneJob
+    from data.sim.takes import TakeNoise, generate_take
+    from heads import iq_score
+
+    root = tmp_path / "scenes"
+    shutil.copytree(generated_dataset[0], root)
+    with generated_dataset[1].open(newline="") as handle:
+        holdout = [r["video"].split("/")[0] for r in csv_module.DictReader(handle) if r["split"] == "holdout"][:2]
+    cfg = GenConfig(width=64, height=64, frames=17, looks=("studio",))
+    for name in holdout:
+        meta = json.loads((root / name / "env_0/0/0/scene.json").read_text())
+        assert generate_take(root, SceneJob(meta["family"], meta["seed"]), cfg, TakeNoise()) == "written"
+    out = tmp_path / "out"
+    payload = main(_eval_args((root, generated_dataset[1]), exports, out))
+    iq = payload["physics_iq"]
+    assert set(iq["models"]) == {"stage1", "stage2"}
+    for model, table in iq["models"].items():
+        rows = [{"scene": s["scene"], **s["models"][model]["prediction"]} for s in payload["scenes"]]
+        assert all(0.0 < r["variance_spatiotemporal_iou"] <= 1.0 and r["variance_mse"] > 0 for r in rows)
+        assert table["all"]["score"] == iq_score.score(rows) or math.isnan(table["all"]["score"])
+        assert set(table["per_family"]) == {"stack_topple"} and table["all"]["scenes"] == 2
+    report = (out / "report.md").read_text()
+    assert "## Physics-IQ score" in report and "### stage2" in report
+    assert "Physics-IQ score" in (out / "gallery.html").read_text()
+    assert "Physics-IQ score (95 % bootstrap interval over scenes):" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["physics_iq"]["models"]["stage1"]["all"]["videos"] == 2
+
+
+def test_physics_iq_root_generation_base_and_lora_then_scoring(generated_dataset, exports, tmp_path):
+    """A synthetic benchmark in the official layout (two takes as mp4 at the backbone's 24 fps) from
+    generated scenes: the tiny backbone generates every switch frame's clip, base and with the
+    LoRA, same seeds, under the official names; both folders score against take 1 and take 2."""
+    import shutil
+
+    from physics_iq import main
+
+    from data.sim.generate import GenConfig, SceneJob
+    from data.sim.takes import TakeNoise, generate_take
+    from data.video_io import read_mp4, video_fps
+
+    root = tmp_path / "scenes"
+    shutil.copytree(generated_dataset[0], root)
+    with generated_dataset[1].open(newline="") as handle:
+        rows = [r for r in csv_module.DictReader(handle) if r["split"] == "holdout"][:2]
+    for row in rows:
+        meta = json.loads((root / row["video"] / "scene.json").read_text())
+        generate_take(root, SceneJob(meta["family"], meta["seed"]), GenConfig(64, 64, 17, looks=("studio",)), TakeNoise())
+    bench = tmp_path / "bench"
+    main(["export", "--root", str(root), "--metadata", str(generated_dataset[1]), "--split", "holdout",
+          "--out", str(bench), "--fps", "24"])
+    out = tmp_path / "gen"
+    result = main(["generate", "--physics-iq-root", str(bench), "--out", str(out), "--stage1", str(exports[0]),
+                   "--stage2", str(exports[1]), "--size", "64", "64", "--seconds", "0.5", "--steps", "2",
+                   "--cfg-scale", "1", "--cache-dir", str(tmp_path / "cache"), "--score", "--downsample", "1"])
+    names = sorted(p.name for p in (out / "base").iterdir())
+    assert names == sorted(p.name for p in (out / "lora").iterdir()) and len(names) == 2
+    assert names[0].startswith("0001_perspective-center_trimmed-stack-topple-")
+    base, lora = (read_mp4(out / m / names[0]) for m in ("base", "lora"))
+    assert base.shape == (12, 64, 64, 3) and video_fps(out / "base" / names[0]) == 24.0  # 0.5 s after the switch
+    assert not np.array_equal(base, lora)  # the fused LoRA changed the DiT
+    assert [r["model"] for r in result["results"]] == ["base", "lora"]
+    assert all(len(r["records"]) == 2 and 0.0 <= r["all"]["score"] <= 100.0 for r in result["results"])
+    assert (out / "scores.json").is_file()

@@ -171,11 +171,13 @@ def _build(client: BulletClient, job: SceneJob, cfg: GenConfig, attempt: int):
 
 
 def simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter,
-              violation: Violation | None = None) -> tuple[dict, int]:
+              violation: Violation | None = None, perturb=None) -> tuple[dict, int]:
     """Run one attempt, streaming frames to ``writer``; returns (scene meta, moving frames).
 
     ``violation`` (None: the plausible take) changes the run only through its hooks, so a variant
-    shares every body, look, camera and start with the plausible take of the same attempt."""
+    shares every body, look, camera and start with the plausible take of the same attempt.
+    ``perturb(client, movers) -> dict`` (a second take, ``data.sim.takes``) nudges the free bodies
+    before frame 0; what it returns is recorded as ``scene.json["take"]``."""
     client = connect()
     world = None
     try:
@@ -185,6 +187,7 @@ def simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter,
         substeps = cfg.sim_hz // cfg.fps
         contacts, prev, moving_frames = [], {}, 0
         hooks.before_loop()
+        take = perturb(client, movers) if perturb is not None else None
         for t in range(cfg.frames):
             for _ in range(hooks.substeps(t, substeps) if t else 0):
                 client.stepSimulation()
@@ -205,6 +208,8 @@ def simulate(job: SceneJob, cfg: GenConfig, attempt: int, writer: SceneWriter,
             hooks.record(writer, t, raw, distance, motion, now)
             prev = now
         meta = _meta(job, cfg, attempt, camera, world, scenery, contacts, look, placement)
+        if take is not None:
+            meta["take"] = take
         hooks.finish(writer, meta)
         return meta, moving_frames
     finally:

@@ -30,6 +30,7 @@ from stages.evaluation import (
     best_of,
     breakdown,
     gallery,
+    iq,
     perception,
     report,
     rollout,
@@ -45,9 +46,10 @@ from stages.features import FeatureSource
 log = logging.getLogger(__name__)
 
 METRICS_FIELDS = ("args", "geometry", "backbone", "device", "checkpoints", "models", "scenes", "overall",
-                  "verdicts", "groups", "breakdown", "constants", "notes", "outputs", "seconds")
+                  "verdicts", "groups", "breakdown", "physics_iq", "constants", "notes", "outputs", "seconds")
 """Top-level fields of metrics.json; "overall" and "verdicts" pool every scene evaluated; "breakdown"
-pools perception per family and per look set (stages.evaluation.breakdown)."""
+pools perception per family and per look set (stages.evaluation.breakdown); "physics_iq" is the
+Physics-IQ score per model (stages.evaluation.iq; null when the scenes have no second take)."""
 GROUPS = (("held_out_families", "scenes of families never seen in training"),
           ("seen_families", "unseen scenes of families seen in training"))
 """(key, what it holds) of metrics.json["groups"]: a family is seen when the metadata's training split
@@ -90,6 +92,8 @@ class Context:
     moving_threshold: float
     far: float
     downsample: int
+    take2: object = None
+    """The dataset read from every scene's second take (Physics-IQ's physical variance), or None."""
     families: list[tuple[str, str]] = field(default_factory=list)
     """(family, group) of each ref."""
     looks: list[str] = field(default_factory=list)
@@ -138,9 +142,12 @@ def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
         choice["physics_first"] = phys.source_physics(depth_from_log(first_log_depth), first_flow, timed, kin, masks,
                                                       g, rollout_fps=fps)
     metrics = scene_acc.compute()
+    take2 = None
+    if ctx.take2 is not None:
+        take2 = timebase.backbone_window(ctx.take2, ref.scene_index, ref.start, ctx.geometry.frames, fps)["rgb"]
     ctx.scenes[k]["models"][name] = {"best_of": choice,
         "seed": seed, "perception": metrics, "beats_baseline": perception.beats_baseline(metrics),
-        "prediction": rollout.prediction_metrics(generated, timed["rgb"], ctx.downsample),
+        "prediction": rollout.prediction_metrics(generated, timed["rgb"], ctx.downsample, take2),
         "physics_heads": phys.source_physics(depth, flow, timed, kin, masks, g),
         "coherence_heads": phys.coherence(timed["rgb"], flow, masks["moving"]),
         "physics_generated": phys.source_physics(gen_depth, gen_flow, timed, kin, masks, g, rollout_fps=fps),
@@ -220,7 +227,7 @@ def _setup(config: EvalConfig) -> tuple[Context, dict, dict]:
     ctx = Context(config=config, geometry=geometry, windows=windows, refs=refs, source=source,
                   pipe=rollout.build_pipeline(source), moving_threshold=trained.loss.moving_threshold,
                   far=trained.loss.depth_far, downsample=rollout.iq_downsample(config.iq_downsample, geometry.size),
-                  families=families, looks=looks)
+                  families=families, looks=looks, take2=iq.take2_of(windows.base))
     hashes = {"stage1": ck.sha256_files(stage1), **({"stage2": ck.sha256_files(stage2)} if stage2 else {})}
     return ctx, pairs, {"hashes": hashes, "backbone": asdict(backbone), "device": str(device)}
 
@@ -290,6 +297,7 @@ def run_evaluation(config: EvalConfig) -> dict:
                "scenes": ctx.scenes, "overall": overall, "verdicts": verdicts,
                "groups": _groups(ctx, list(pairs), accs), "notes": list(NOTES),
                "breakdown": breakdown.breakdown(ctx.scenes, list(pairs), accs),
+               "physics_iq": iq.scores(ctx.scenes, list(pairs), seed=config.seed),
                "constants": {"warp_l1_max": phys.WARP_L1_MAX, "coherence_pass": phys.COHERENCE_PASS,
                              "g_tolerance": phys.G_TOLERANCE, "min_speed_m_s": phys.MIN_SPEED,
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,

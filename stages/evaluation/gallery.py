@@ -21,6 +21,8 @@ from matplotlib import cm
 from matplotlib.colors import hsv_to_rgb
 from PIL import Image, ImageDraw
 
+from stages.evaluation import iq
+
 STRIP_FRAMES = 8
 THUMB_PX = 128
 LABEL_PX = 150
@@ -155,11 +157,13 @@ def _scene_section(record: dict, vis: dict, models: list[str]) -> str:
 
 def gallery_html(payload: dict, visuals: dict) -> str:
     sections = "\n".join(_scene_section(r, visuals[r["scene"]], payload["models"]) for r in payload["scenes"])
+    score = html.escape("\n".join(iq.summary_lines(payload.get("physics_iq"))))
     style = ("body{font-family:sans-serif;margin:1em}th{text-align:left;padding-right:1em;font-weight:normal}"
              "section{border-top:1px solid #ccc;margin-top:1em}img{image-rendering:pixelated}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Physics evaluation gallery</title>"
             f"<style>{style}</style></head><body><h1>Physics evaluation: split {html.escape(payload['args']['split'])}"
-            f"</h1><p>{html.escape(' '.join(payload['notes']))}</p>\n{sections}\n</body></html>\n")
+            f"</h1><p>{html.escape(' '.join(payload['notes']))}</p>\n<pre>{score}</pre>\n{sections}\n"
+            "</body></html>\n")
 
 
 def write_all(out: Path, payload: dict, visuals: dict) -> list[str]:

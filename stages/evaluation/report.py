@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from heads.metrics import CLASSICAL_FLOW_LABELS, HEAD_METRIC_ROWS, classical_flow_key
-from stages.evaluation import breakdown
+from stages.evaluation import breakdown, iq
 from stages.evaluation.verify import markdown as verify_markdown
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,7 @@ def markdown(payload: dict, curves: bool) -> str:
               "index."), ""]
     for key, group in payload["groups"].items():
         lines += _group_section(key, group, payload)
+    lines += iq.markdown(payload.get("physics_iq"))
     lines += breakdown.markdown(payload, fmt)
     lines += _best_of_section(payload)
     if payload.get("verify"):

@@ -77,13 +77,16 @@ def iq_downsample(requested: int, size: int) -> int:
     return requested or (FULL_RES_DOWNSAMPLE if size >= SMALL_FRAME_PX else 1)
 
 
-def prediction_metrics(generated: torch.Tensor, gt: torch.Tensor, downsample: int) -> dict[str, float]:
+def prediction_metrics(generated: torch.Tensor, gt: torch.Tensor, downsample: int,
+                       take2: torch.Tensor | None = None) -> dict[str, float]:
     """Physics-IQ spatial / spatiotemporal / weighted spatial IoU and MSE, (T, 3, H, W) x2 in [0, 1].
 
     Frame 0 of a rollout is the conditioning image (the ground truth's own frame 0), so it is dropped
     from both videos: only generated frames are scored. ``gt`` must be on the rollout's time base
-    (`stages.evaluation.timebase.backbone_window`)."""
+    (`stages.evaluation.timebase.backbone_window`). ``take2`` (the scene's second take on the same
+    time base) adds the `variance_<metric>` keys the Physics-IQ score divides by."""
     if generated.shape[0] != gt.shape[0]:
         raise ValueError(f"rollout has {generated.shape[0]} frames, ground truth {gt.shape[0]}")
+    second = None if take2 is None else take2[1:].permute(0, 2, 3, 1).numpy()
     return physics_iq_metrics(generated[1:].permute(0, 2, 3, 1).numpy(), gt[1:].permute(0, 2, 3, 1).numpy(),
-                              downsample=downsample)
+                              gt_video_take2=second, downsample=downsample)
