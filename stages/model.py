@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -91,6 +93,18 @@ def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: fl
         add_head_outputs([accumulator], flow, log_depth, batch, flow_baselines=flow_baselines)
     model.train(was_training)
     return accumulator.compute()
+
+
+def finite_means(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per key, the mean over the rows where it is finite (NaN where it never is): a term
+    undefined on one window (a fitted g with no free-flight pixel) must not blank the average
+    of the windows where it is defined."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    means = {}
+    for key in keys:
+        values = [float(row[key]) for row in rows if key in row and math.isfinite(float(row[key]))]
+        means[key] = sum(values) / len(values) if values else math.nan
+    return means
 
 
 def validation_holds(config) -> str:

@@ -39,7 +39,13 @@ from heads.io import save_heads
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss, PhysicsLossConfig
 from stages.features import FeatureSource
-from stages.model import HeadPair, print_validation, validate, validation_holds
+from stages.model import (
+    HeadPair,
+    finite_means,
+    print_validation,
+    validate,
+    validation_holds,
+)
 from stages.reward import (
     OBJECTIVE_MODES,
     RewardConfig,
@@ -304,19 +310,16 @@ class Stage2:
         model, device, seed = self.run.unwrapped, self.run.accelerator.device, self.run.config.objective.noise_seed
         was_training = model.training
         model.eval()
-        totals: dict[str, float] = {}
-        count = 0
+        rows: list[dict[str, float]] = []
         for index, batch in enumerate(DataLoader(self.probe_set, batch_size=1)):
             batch = to_device(batch, device)
             shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
             for k, sigma in enumerate(sigmas):
                 noise = make_noise((1, *shape), seed=seed + 1000 * index + k)
                 total, metrics = self.losses(batch, torch.tensor([sigma]), noise, model)
-                for key, value in {"loss": total, **metrics}.items():
-                    totals[key] = totals.get(key, 0.0) + float(value)
-                count += 1
+                rows.append({key: float(value) for key, value in {"loss": total, **metrics}.items()})
         model.train(was_training)
-        return {k: v / max(count, 1) for k, v in totals.items()}
+        return finite_means(rows)
 
     def validate(self) -> dict[str, float]:
         """Head metrics on adapted features at the extraction timestep, beside the baselines."""

@@ -4,6 +4,7 @@ outputs and the feature source returns fixed latents."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -13,8 +14,7 @@ import heads.losses
 import heads.physics
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss
-from stages.stage2 import Stage2
-from stages.stage2 import ObjectiveConfig, Stage2Config
+from stages.stage2 import ObjectiveConfig, Stage2, Stage2Config
 from world_model.flow_matching import timestep_weight
 
 B, T, H, W = 1, 5, 16, 16
@@ -182,3 +182,15 @@ def test_sigma_weighting_is_validated():
         ObjectiveConfig(heads_sigma_weighting="sometimes")
     with pytest.raises(ValueError, match="heads_sigma_max"):
         ObjectiveConfig(heads_sigma_max=0.0)
+
+
+def test_probe_averages_skip_a_term_undefined_on_one_window():
+    """A fitted g is NaN on a window without free-flight pixels; before, one such window made the
+    probe's average NaN for the whole run, hiding whether the term moved."""
+    from stages.model import finite_means
+
+    rows = [{"loss": 1.0, "phys_fitted_g": float("nan")}, {"loss": 3.0, "phys_fitted_g": 9.0},
+            {"loss": 2.0, "phys_fitted_g": 11.0, "only_here": float("inf")}]
+    means = finite_means(rows)
+    assert means["loss"] == 2.0 and means["phys_fitted_g"] == 10.0
+    assert math.isnan(means["only_here"])
