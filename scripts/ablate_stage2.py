@@ -22,10 +22,10 @@ stage-2 step (LoRA zero, stage-1 heads). Rollout metrics need real weights (scri
 Writes OUT/runs.jsonl (a line per run, appended as runs finish; finished runs are skipped when the
 command is run again) and OUT/table.md (mean ± std over seeds).
 
-Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 CPU cores shared
-with another job (load ~6): 60-90 s per run besides its steps (build, validation, scoring), steps
-of 4-18 s; so the default 19 runs x 30 steps took an estimated ~95 min there, over the 45 minutes
-the issue allows. It has not been timed on idle cores; lower --steps or --seeds to fit.
+Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 idle CPU cores:
+the default 6 variants x 3 seeds x 30 steps plus the stage-1 row took 884 s (about 37 s a run);
+the table it wrote is in docs/stage2_ablation.md.  (Shared with another job at load ~6, runs took
+several times longer.)
 """
 
 from __future__ import annotations
