@@ -121,13 +121,23 @@ def test_sigterm_to_a_two_process_launch_stops_both_ranks_at_one_checkpoint(dist
 
 
 def test_a_signal_on_one_rank_stops_every_rank():
-    """The ranks agree by a sum over them: one rank's SIGTERM is every rank's stop."""
+    """The ranks agree by a sum over them at each step boundary (stages.trainer.runner.step_boundary,
+    the one collective between steps): one rank's SIGTERM is every rank's stop."""
+    from types import SimpleNamespace
+
     from stages.trainer.preemption import StopRequest
+    from stages.trainer.runner import step_boundary
+
+    def run(others: float):  # a one-process run whose "other rank" adds ``others`` to the SIGTERM count
+        def reduce(flags, op):
+            return flags + torch.tensor([others, 0.0])
+
+        return SimpleNamespace(bad_samples=None, accelerator=SimpleNamespace(device=torch.device("cpu"), reduce=reduce))
 
     before = signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:
-        assert not stop.agreed(lambda flag: flag, torch.device("cpu"))
-        assert stop.agreed(lambda flag: flag + 1.0, torch.device("cpu")), "another rank was signalled"
+        assert not step_boundary(run(0.0), stop)[0]
+        assert step_boundary(run(1.0), stop)[0], "another rank was signalled"
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.received and stop.agreed(lambda flag: flag, torch.device("cpu"))
+        assert stop.received and step_boundary(run(0.0), stop)[0]
     assert signal.getsignal(signal.SIGTERM) is before

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Callable
-
-import torch
+from typing import Any
 
 EXIT_STATUS = 128 + signal.SIGTERM
 """What a process killed by SIGTERM reports; schedulers read it as 'stopped, not finished'."""
@@ -64,11 +62,6 @@ class StopRequest:
             os.kill(os.getpid(), signal.SIGTERM)
             return
         self.received = True
-
-    def agreed(self, reduce_sum: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> bool:
-        """True on every rank once any rank received SIGTERM (a collective: call it on all ranks)."""
-        flag = torch.tensor(1.0 if self.received else 0.0, device=device)
-        return bool(reduce_sum(flag).item() > 0)
 
     def __enter__(self) -> "StopRequest":
         return self.install()

@@ -184,8 +184,9 @@ def step_boundary(run: Any, stop: StopRequest) -> tuple[bool, tuple[str, dict] |
     """What every rank agrees on between steps, in one collective: whether any rank received
     SIGTERM, and, when the bad samples met since the last boundary call for it, why the run
     stops and the first of them."""
-    bad = run.bad_samples
-    new, bad.new = (bad.new, []) if bad is not None else ([], [])
+    bad, new = run.bad_samples, []
+    if bad is not None:
+        new, bad.new = bad.new, []
     flags = torch.tensor([1.0 if stop.received else 0.0, float(len(new))], device=run.accelerator.device)
     sigterm, new_total = run.accelerator.reduce(flags, "sum").tolist()
     why = bad.agreed_count(int(new_total)) if bad is not None else None
