@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from stages.trainer.sections import require
 from world_model.features import (
     ExtractionConfig,
     dit_forward,
@@ -33,11 +34,6 @@ from world_model.flow_matching import flow_matching_loss, sigma_to_timestep
 from world_model.lora import adapters_disabled
 
 OBJECTIVE_MODES = ("denoise", "reward")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass
@@ -56,10 +52,10 @@ class RewardConfig:
     """Weight of head agreement: the frozen heads' flow/depth losses on x̂0 against the ground truth."""
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 0, f"reward.steps must be >= 0, got {self.steps}")
-        _require(self.sampler_steps >= max(self.steps, 1),
+        require(self.steps >= 0, f"reward.steps must be >= 0, got {self.steps}")
+        require(self.sampler_steps >= max(self.steps, 1),
                  f"reward.sampler_steps ({self.sampler_steps}) must be >= max(reward.steps, 1) ({self.steps})")
-        _require(self.physics_weight >= 0 and self.heads_weight >= 0,
+        require(self.physics_weight >= 0 and self.heads_weight >= 0,
                  "reward.physics_weight and reward.heads_weight must be >= 0")
 
 
