@@ -66,12 +66,10 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
     optimizer = make_optimizer(model, optim, accelerator.device)
     backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = backend.model, backend.optimizer
-    data = getattr(config, "data", None)
-    bad_samples = None
+    run_dir, data, bad_samples = Path(config.run.output_dir), getattr(config, "data", None), None
     if data is not None:  # items carry read failures instead of raising them: stages/trainer/bad_samples.py
         train_set = SkippingDataset(train_set)
-        bad_samples = BadSampleLog(Path(config.run.output_dir), data.on_error, data.max_bad_samples,
-                                   accelerator.process_index)
+        bad_samples = BadSampleLog(run_dir, data.on_error, data.max_bad_samples, accelerator.process_index)
     # The sampler shards by rank itself, so the loader is not passed through accelerate.prepare.
     if sampler is None:
         sampler = ResumableSampler(train_set, accelerator.num_processes, accelerator.process_index, seed=config.run.seed)
@@ -83,7 +81,6 @@ def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Datase
                         generator=make_generator(config.run.seed), pin_memory=accelerator.device.type == "cuda")
     total_steps = optim.total_steps(len(loader))
     sampler.plan_run(total_steps * optim.grad_accum * config.run.batch_size * accelerator.num_processes)
-    run_dir = Path(config.run.output_dir)
     ema = None
     if config.ema.enabled:
         ema = EMA(accelerator.unwrap_model(model), decay=config.ema.decay, update_every=config.ema.update_every)
