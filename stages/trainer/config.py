@@ -1,10 +1,7 @@
 """Resolve a stage's dataclass config: defaults < TOML file < PWM_* env vars < CLI overrides.
 
-pydantic (a TypeAdapter over the plain dataclasses) parses and checks values and constructs the
-dataclasses once, at the end, so each `__post_init__` sees the final values. This module gathers the
-layers, names the source of a bad value, and splits CLI arguments. Spellings: docs/configuration.md.
-
-    cfg = load_config(Stage1Config, "stages/configs/stage1_demo.toml", ["optim.lr=3e-5"], os.environ)
+pydantic (a TypeAdapter over the plain dataclasses) checks the values and builds the dataclasses once,
+at the end, so each `__post_init__` sees the final values. Spellings and errors: docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 
-from stages.trainer.config_text import _sections, help_text, type_name
+from stages.trainer.config_text import config_fields, help_text, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +29,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 T = TypeVar("T")
-_NONE = {"none", "null"}
 
 
 class ConfigError(ValueError):
@@ -48,7 +44,7 @@ def _adapter(tp: Any) -> TypeAdapter:
 def _from_text(text: str, tp: Any) -> Any:
     """Shape CLI/env text where pydantic would not: "none" for Optional, "1,2"/"[a, b]" lists, JSON dicts."""
     union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-    if union and type(None) in typing.get_args(tp) and text.strip().lower() in _NONE:
+    if union and type(None) in typing.get_args(tp) and text.strip().lower() in ("none", "null"):
         return None
     shapes = {typing.get_origin(a) or a for a in (typing.get_args(tp) if union else (tp,))}
     if shapes & {list, tuple, set, frozenset}:
@@ -65,17 +61,17 @@ def coerce(value: Any, tp: Any) -> Any:
 
 
 def _reason(error: ValueError) -> str:
-    """pydantic's multi-line report as one line; other errors as they are."""
-    if isinstance(error, ValidationError):
-        return "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in error.errors())
-    return str(error)
+    """pydantic's multi-line report as one line, with a `__post_init__` message as written."""
+    items = error.errors() if isinstance(error, ValidationError) else [{"msg": error}]
+    return "; ".join(str(e.get("ctx", {}).get("error", e["msg"])) for e in items)
 
 
 def _merge(cls: type, target: dict[str, Any], updates: Mapping[str, Any], source: str, path: str = "") -> None:
     """Check `updates` against `cls`'s fields and coerce them into `target`, naming `source` on error."""
-    fields = {f.name: (tp, nested) for f, tp, nested in _sections(cls)}
-    for name, value in updates.items():
-        dotted = path + name
+    fields = {f.name: (tp, nested) for f, tp, nested in config_fields(cls)}
+    for key, value in updates.items():
+        name, _, rest = key.partition(".")  # CLI and env keys are dotted, TOML keys are nested tables
+        value, dotted = ({rest: value} if rest else value), path + name
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = (f" Did you mean '{close[0]}'?" if close else "") + " Valid names: " + ", ".join(sorted(fields))
@@ -94,34 +90,14 @@ def _merge(cls: type, target: dict[str, Any], updates: Mapping[str, Any], source
             raise ConfigError(f"{source}: cannot use {value!r} for '{dotted}' ({type_name(tp)}): {reason}") from None
 
 
-def _nest(dotted: str, value: Any) -> dict[str, Any]:
-    """`"optim.lr", v` -> `{"optim": {"lr": v}}`, the shape of a TOML table, so every layer merges alike."""
-    keys = dotted.split(".")
-    if not all(keys):
-        raise ConfigError(f"malformed key {dotted!r}: expected section.field")
-    for key in reversed(keys[1:]):
-        value = {key: value}
-    return {keys[0]: value}
-
-
 def env_overrides(cls: type, env: Mapping[str, str], prefix: str = "PWM_") -> list[tuple[str, str, str]]:
     """(dotted key, value, var name) for `PWM_SECTION__FIELD` vars and `PWM_FIELD` for top-level fields.
 
     Other `PWM_*` vars (no double underscore, no top-level field) are left to launchers, e.g. a data root.
     """
-    top = {f.name for f, _, _ in _sections(cls)}
+    top = {f.name for f, _, _ in config_fields(cls)}
     keys = {name: name[len(prefix):].lower() for name in sorted(env) if name.startswith(prefix)}
     return [(key.replace("__", "."), env[name], name) for name, key in keys.items() if "__" in key or key in top]
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """The file's tables, or a one-line error for a missing or malformed file."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
 
 def _build(cls: type[T], values: Mapping[str, Any]) -> T:
@@ -133,32 +109,29 @@ def _build(cls: type[T], values: Mapping[str, Any]) -> T:
         raise ConfigError(f"invalid config in '{where}': {_reason(error)}") from None
 
 
-def load_config(
-    cls: type[T],
-    toml_path: str | os.PathLike | None = None,
-    overrides: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    env_prefix: str = "PWM_",
-) -> T:
+def load_config(cls: type[T], toml_path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                env: Mapping[str, str] | None = None, env_prefix: str = "PWM_") -> T:
     """Resolve `cls` from defaults < TOML file < env vars < CLI `section.field=value` overrides."""
     merged: dict[str, Any] = {}
     if toml_path is not None:
-        _merge(cls, merged, _read_toml(Path(toml_path)), f"TOML {toml_path}")
+        try:
+            data = tomllib.loads(Path(toml_path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"config file {toml_path}: {error}") from None
+        _merge(cls, merged, data, f"TOML {toml_path}")
     for key, value, name in env_overrides(cls, env or {}, env_prefix):
-        _merge(cls, merged, _nest(key, value), f"env {name}")
+        _merge(cls, merged, {key: value}, f"env {name}")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} is not of the form section.field=value")
-        _merge(cls, merged, _nest(key.strip().lstrip("-"), value), f"CLI override '{item}'")
+        _merge(cls, merged, {key.strip().lstrip("-"): value}, f"CLI override '{item}'")
     return _build(cls, merged)
 
 
 def split_cli(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(other args, ["a.b=v", ...]) from `--a.b v`, `--a.b=v`, a bare `--a.b` (true), `a.b=v` and `seed=3`.
-
-    Only dotted `--` keys are overrides, so a script's own options (`--config`, `--help`) pass through.
-    """
+    """(other args, ["a.b=v", ...]) from `--a.b v`, `--a.b=v`, bare `--a.b` (true), `a.b=v`, `seed=3`; only
+    dotted `--` keys are overrides, so a script's own options (`--config`, `--help`) pass through."""
     rest, overrides, args = [], [], list(argv)
     while args:
         arg = args.pop(0)
@@ -173,17 +146,10 @@ def split_cli(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
-def parse_cli(
-    cls: type[T],
-    argv: Sequence[str] | None = None,
-    description: str = "",
-    default_config: str | None = None,
-    parser: argparse.ArgumentParser | None = None,
-) -> tuple[T, argparse.Namespace]:
-    """argparse front end: `--config FILE`, overrides and PWM_* vars; `--help` lists every field.
-
-    Pass `parser` to add script-specific options first. Returns (config, parsed namespace).
-    """
+def parse_cli(cls: type[T], argv: Sequence[str] | None = None, description: str = "", default_config: str | None = None,
+              parser: argparse.ArgumentParser | None = None) -> tuple[T, argparse.Namespace]:
+    """argparse front end: `--config FILE`, overrides and PWM_* vars; `--help` lists every field. Pass
+    `parser` to add script-specific options first. Returns (config, parsed namespace)."""
     parser = parser or argparse.ArgumentParser(description=description)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "config fields (override as section.field=value, --section.field value or " \
@@ -199,14 +165,9 @@ ALIASES = {"--resume": "checkpoint.resume"}
 
 
 def expand_aliases(argv: list[str]) -> list[str]:
-    """Rewrite ``--alias VALUE`` and ``--alias=VALUE`` into ``section.field=VALUE`` overrides."""
-    out, args = [], list(argv)
-    while args:
-        name, eq, value = args.pop(0).partition("=")
-        if name not in ALIASES:
-            out.append(name + eq + value)
-        elif not eq and not args:
-            raise SystemExit(f"{name} needs a value")
-        else:
-            out.append(f"{ALIASES[name]}={value if eq else args.pop(0)}")
-    return out
+    """Rewrite ``--resume VALUE`` and ``--resume=VALUE`` (argparse reads both) into ``section.field=VALUE``."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for alias, key in ALIASES.items():
+        parser.add_argument(alias, dest=key)
+    known, rest = parser.parse_known_args(argv)
+    return [f"{key}={value}" for key, value in vars(known).items() if value is not None] + rest

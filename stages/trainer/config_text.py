@@ -1,7 +1,6 @@
-"""Config <-> text: field docs and `--help` (docstring_parser), plain dicts (pydantic) and TOML (tomli_w).
+"""Config <-> text: field docs and `--help` (docstring_parser), plain dicts (pydantic), TOML (tomli_w).
 
-TOML cannot spell `None`, so it is saved as the string "none", which the loader reads back as None
-for Optional fields. See docs/configuration.md.
+TOML cannot spell `None`: it is saved as "none", which the loader reads back as None for Optional fields.
 """
 
 from __future__ import annotations
@@ -30,28 +29,17 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def resolved_hints(cls: type) -> dict[str, Any]:
-    """Type hints with string annotations resolved; raw annotations for classes whose names do not resolve."""
-    try:
-        return typing.get_type_hints(cls)
-    except (NameError, TypeError):
-        return {f.name: f.type for f in dataclasses.fields(cls)}
-
-
-def _sections(cls: type) -> list[tuple[dataclasses.Field, Any, bool]]:
+def config_fields(cls: type) -> list[tuple[dataclasses.Field, Any, bool]]:
     """(field, annotation, is a nested section) for each init field: the walk help and checks share."""
-    hints = resolved_hints(cls)
-    out = []
-    for f in (f for f in dataclasses.fields(cls) if f.init):
-        tp = hints.get(f.name, f.type)
-        out.append((f, tp, isinstance(tp, type) and dataclasses.is_dataclass(tp)))
-    return out
+    hints = typing.get_type_hints(cls)
+    fields = [(f, hints.get(f.name, f.type)) for f in dataclasses.fields(cls) if f.init]
+    return [(f, tp, isinstance(tp, type) and dataclasses.is_dataclass(tp)) for f, tp in fields]
 
 
 def missing_docstrings(cls: type, prefix: str = "") -> list[str]:
     """Dotted names of fields without a docstring; tests require none, since `--help` shows them."""
     docs, missing = field_docs(cls), []
-    for f, tp, nested in _sections(cls):
+    for f, tp, nested in config_fields(cls):
         missing += [] if f.name in docs else [prefix + f.name]
         missing += missing_docstrings(tp, f"{prefix}{f.name}.") if nested else []
     return missing
@@ -72,7 +60,7 @@ def help_text(cls: type, prefix: str = "", width: int = 100) -> str:
     """Every field as `name (type, default)` plus its docstring, sections after plain fields, for --help."""
     doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0]
     lines = [f"{f'[{prefix[:-1]}]' if prefix else cls.__name__}  {doc}".rstrip()]
-    docs, fields = field_docs(cls), _sections(cls)
+    docs, fields = field_docs(cls), config_fields(cls)
     for f, tp, _ in (entry for entry in fields if not entry[2]):
         lines.append(f"  {prefix}{f.name} ({type_name(tp)}, default {_default_repr(f)})")
         text = " ".join(docs.get(f.name, "(undocumented)").split())
@@ -93,9 +81,7 @@ def _none_as_text(value: Any) -> Any:
     """Replace None by "none" (TOML has no null) so Optional fields survive the round trip."""
     if isinstance(value, dict):
         return {k: _none_as_text(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_none_as_text(v) for v in value]
-    return "none" if value is None else value
+    return [_none_as_text(v) for v in value] if isinstance(value, list) else "none" if value is None else value
 
 
 def save_config(config: Any, path: str | os.PathLike) -> Path:
