@@ -48,7 +48,8 @@ def _from_text(text: str, tp: Any) -> Any:
         return None
     shapes = {typing.get_origin(a) or a for a in (typing.get_args(tp) if union else (tp,))}
     if shapes & {list, tuple, set, frozenset}:
-        body = text.strip()[1:-1] if text.strip()[:1] in "[(" else text
+        body = text.strip()
+        body = body[1:-1] if body[:1] + body[-1:] in ("[]", "()") else body
         return [part.strip().strip("\"'") for part in body.split(",") if part.strip()]
     return (json.loads(text) if text.strip() else {}) if dict in shapes else text
 
@@ -91,10 +92,8 @@ def _merge(cls: type, target: dict[str, Any], updates: Mapping[str, Any], source
 
 
 def env_overrides(cls: type, env: Mapping[str, str], prefix: str = "PWM_") -> list[tuple[str, str, str]]:
-    """(dotted key, value, var name) for `PWM_SECTION__FIELD` vars and `PWM_FIELD` for top-level fields.
-
-    Other `PWM_*` vars (no double underscore, no top-level field) are left to launchers, e.g. a data root.
-    """
+    """(dotted key, value, var name) for `PWM_SECTION__FIELD` and top-level `PWM_FIELD` vars; other `PWM_*`
+    vars (no double underscore, no top-level field) are left to launchers, e.g. a data root."""
     top = {f.name for f, _, _ in config_fields(cls)}
     keys = {name: name[len(prefix):].lower() for name in sorted(env) if name.startswith(prefix)}
     return [(key.replace("__", "."), env[name], name) for name, key in keys.items() if "__" in key or key in top]

@@ -51,6 +51,7 @@ def type_name(tp: Any) -> str:
 
 
 def _default_repr(f: dataclasses.Field) -> str:
+    """The default as help shows it; a factory is called, so `field(default_factory=dict)` shows `{}`."""
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
     return "<required>" if f.default_factory is dataclasses.MISSING else repr(f.default_factory())
