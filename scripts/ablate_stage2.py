@@ -34,15 +34,12 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO2 = REPO / "stages/configs/stage2_demo.toml"

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from world_model.benchmark import benchmark_dit_forward  # noqa: E402
 from world_model.flops import dit_forward_flops  # noqa: E402
-from world_model.models import build_dit, build_text_encoder, build_vae, count_parameters  # noqa: E402
+from world_model.models import (  # noqa: E402
+    build_dit,
+    build_text_encoder,
+    build_vae,
+    count_parameters,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,15 +11,12 @@ of the files a window touches; 'decoded MB/s' counts the arrays it produces.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import argparse
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 PHASES = ("data", "encode", "backbone", "heads_fwd_bwd", "optimizer")
 

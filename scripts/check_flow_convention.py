@@ -13,12 +13,8 @@ converts it), or when --flow-* settings are given and differ from the best readi
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import argparse
+import sys
 
 from data.convention_check import check_scenes, verdict
 from data.flow import FlowConvention

@@ -30,10 +30,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.errors import DataFormatError
 from stages.evaluation import iq

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.sim.families import FAMILIES
 from data.sim.generate import PRESETS, GenConfig, SceneJob, generate_many, make_jobs

@@ -208,6 +208,6 @@ def main(argv: list[str] | None = None) -> Path | None:
     print(f"wrote {path}")
     return path
 
+
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

@@ -14,20 +14,13 @@ gain with ideal kernels.  Measured ratios come from scripts/gpu_check.sh.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import argparse
 
 from heads.config import HeadConfig
 from heads.cost import head_step_cost
 from heads.roofline import head_step_roofline
-from world_model.flops import GPUS
-from world_model.flops import dit_forward_flops
+from world_model.flops import GPUS, dit_forward_flops
 from world_model.presets import get_preset
-
 
 MEASURED_DIT_MS = {"h100": 81.8, "h200": 76.6}
 """TI2V-5B DiT forward at 49x480^2, bf16, sdpa: gpu-nvidia-h100-80gb-hbm3-2026-11-26.json and

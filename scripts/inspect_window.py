@@ -8,12 +8,8 @@ brightness = magnitude, black = invalid) | distance (dark = near, black = invali
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import argparse
+from pathlib import Path
 
 import matplotlib
 

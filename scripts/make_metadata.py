@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.layout import take_directory
 from data.metadata_split import build_rows, write_csv

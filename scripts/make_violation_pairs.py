@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.sim.violation_pairs import MANIFEST, generate_pairs
 from data.sim.violations import KINDS

@@ -22,10 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from data.errors import DataFormatError
 from heads.video_metrics import EVAL_DOWNSAMPLE, METRIC_NAMES

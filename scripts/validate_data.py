@@ -7,12 +7,8 @@ Exit status 0 when every file reads, 1 with the offending file's path otherwise.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import argparse
+import sys
 
 from data.errors import DataFormatError
 from data.readers import DEFAULT_FAR_CLIP_M

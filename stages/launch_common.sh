@@ -16,9 +16,9 @@ pwm_demo_data() {
   if [ ! -f "$METADATA" ] || [ -z "$first_scene" ] || ! grep -q '"look"' "$first_scene"; then
     # Also when the scenes predate looks (their scene.json has none): they are made again.
     echo "demo: generating scenes into $DATA_ROOT" >&2
-    "$PYTHON" scripts/generate_scenes.py --out "$DATA_ROOT" --preset demo --scenes-per-family 3 \
+    "$PYTHON" -m scripts.generate_scenes --out "$DATA_ROOT" --preset demo --scenes-per-family 3 \
       --workers "${DEMO_WORKERS:-2}" --log-level WARNING --overwrite
-    "$PYTHON" scripts/make_metadata.py "$DATA_ROOT" --out "$METADATA" "${holdout[@]}"
+    "$PYTHON" -m scripts.make_metadata "$DATA_ROOT" --out "$METADATA" "${holdout[@]}"
   fi
 }
 
@@ -27,7 +27,7 @@ pwm_launch() {
   shift 5
   if [[ " $* " == *" --help "* || " $* " == *" -h "* ]]; then
     pwm_usage "$launcher"
-    source "$REPO_ROOT/scripts/bootstrap.sh" && cd "$REPO_ROOT" && exec "$PYTHON" "$entry" --help
+    source "$REPO_ROOT/scripts/bootstrap.sh" && cd "$REPO_ROOT" && exec "$PYTHON" -m "$entry" --help
   fi
   source "$REPO_ROOT/scripts/bootstrap.sh"
   cd "$REPO_ROOT"
@@ -84,10 +84,10 @@ pwm_launch() {
     # so a one-line error and its exit status reach the shell without a launcher traceback.
     export ACCELERATE_MIXED_PRECISION="$MIXED_PRECISION" ACCELERATE_DYNAMO_BACKEND=NO
     if [ -n "$threads" ]; then export OMP_NUM_THREADS="$threads"; fi
-    exec "$PYTHON" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
+    exec "$PYTHON" -m "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
   fi
   # Check the config and its paths once, here, before every process loads torch and a GPU: a
   # mistake then ends with one line instead of one per rank plus torchrun's failure summary.
-  "$PYTHON" "$entry" --preflight --config "$CONFIG" "${overrides[@]}" "$@"
-  exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
+  "$PYTHON" -m "$entry" --preflight --config "$CONFIG" "${overrides[@]}" "$@"
+  exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" --module "$entry" --config "$CONFIG" "${overrides[@]}" "$@"
 }

@@ -1,6 +1,6 @@
 """Stage 1: train motion-vector and depth heads on a frozen WAN 2.2 backbone.
 
-    accelerate launch stages/stage1.py --config stages/configs/stage1_demo.toml [section.field=value ...]
+    accelerate launch -m stages.stage1 --config stages/configs/stage1_demo.toml [section.field=value ...]
 
 Usually started through stages/stage1_heads.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
@@ -10,18 +10,13 @@ The recipe in one file: its config (``Stage1Config``), how a run is built from i
 cached or online, data, heads, optimizer: ``build_stage1``) and its loss (``heads_loss``, which
 the benchmarks time too).  The machinery it shares with stage 2 is in stages/trainer.
 """
-# ruff: noqa: E402  (the repository goes on sys.path before the project imports)
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -36,8 +31,21 @@ from data.scene_meta import read_scene_meta
 from data.windows import FixedWindows
 from heads.io import atomic_write, save_heads
 from heads.losses import HeadLoss, LossConfig
-from stages.features import CachedFeatureWindows, FeatureCache, FeatureSource, check_budget, estimate_bytes
-from stages.model import HeadPair, build_heads, head_inputs, print_validation, validate, validation_holds
+from stages.features import (
+    CachedFeatureWindows,
+    FeatureCache,
+    FeatureSource,
+    check_budget,
+    estimate_bytes,
+)
+from stages.model import (
+    HeadPair,
+    build_heads,
+    head_inputs,
+    print_validation,
+    validate,
+    validation_holds,
+)
 from stages.trainer import seed_everything
 from stages.trainer.assemble import make_train_run
 from stages.trainer.curriculum import CurriculumConfig, CurriculumSampler

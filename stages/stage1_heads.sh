@@ -21,4 +21,4 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/stages/launch_common.sh"
-pwm_launch "${BASH_SOURCE[0]}" stage1 stages/stage1.py stages/configs/stage1_ti2v5b.toml stages/configs/stage1_demo.toml "$@"
+pwm_launch "${BASH_SOURCE[0]}" stage1 stages.stage1 stages/configs/stage1_ti2v5b.toml stages/configs/stage1_demo.toml "$@"

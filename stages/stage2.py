@@ -1,6 +1,6 @@
 """Stage 2: LoRA on the WAN 2.2 DiT with flow-matching, head, temporal-consistency and physics losses.
 
-    accelerate launch stages/stage2.py --config stages/configs/stage2_demo.toml [section.field=value ...]
+    accelerate launch -m stages.stage2 --config stages/configs/stage2_demo.toml [section.field=value ...]
 
 Usually started through stages/stage2_lora.sh.  Every config field can be overridden as
 ``section.field=value``, ``--section.field value`` or ``PWM_SECTION__FIELD=value``.
@@ -16,18 +16,13 @@ adapted DiT gives both the velocity (flow-matching loss, weighted over timesteps
 weighs it unless `objective.fm_weighting` says "uniform") and the tapped grids, which the heads
 turn into flow and log distance (head losses + temporal/physics terms against ground truth).
 """
-# ruff: noqa: E402  (the repository goes on sys.path before the project imports)
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn

@@ -24,4 +24,4 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO_ROOT/stages/launch_common.sh"
-pwm_launch "${BASH_SOURCE[0]}" stage2 stages/stage2.py stages/configs/stage2_ti2v5b.toml stages/configs/stage2_demo.toml "$@"
+pwm_launch "${BASH_SOURCE[0]}" stage2 stages.stage2 stages/configs/stage2_ti2v5b.toml stages/configs/stage2_demo.toml "$@"

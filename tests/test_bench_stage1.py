@@ -29,8 +29,7 @@ def result(**phases_ms: float) -> dict:
     (result(data=5, backbone=20, heads_fwd_bwd=70, optimizer=5), 1, "FAIL (below 90%)"),
 ])
 def test_verdict_and_exit_status(cached, status, verdict, capsys):
-    sys.path.insert(0, str(REPO / "scripts"))
-    from bench_stage1 import report
+    from scripts.bench_stage1 import report
 
     assert report({"online": result(backbone=400, heads_fwd_bwd=100), "cached": cached}) == status
     out = capsys.readouterr().out
@@ -42,8 +41,7 @@ def test_bench_runs_both_paths(generated_dataset, tmp_path):
     """End to end: both paths are timed by phase, and the cached path, which builds no backbone,
     spends nothing on the backbone, VAE or text encoder, so its verdict is PASS at 100 % and the
     exit status 0 (a cached path that still ran the backbone would print FAIL and exit 1)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from bench_stage1 import PHASES
+    from scripts.bench_stage1 import PHASES
 
     root, csv = generated_dataset
     args = overrides(root, csv, tmp_path / "run", tmp_path / "cache")
@@ -71,8 +69,7 @@ def test_bench_runs_both_paths(generated_dataset, tmp_path):
 
 def test_a_clone_without_the_demo_data_generates_a_small_set(tmp_path, monkeypatch, capsys):
     """A fresh clone has no metadata/demo.csv: the bench makes data itself instead of failing."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import bench_stage1
+    from scripts import bench_stage1
 
     commands = []
     monkeypatch.setattr(bench_stage1.subprocess, "run", lambda command, **kw: commands.append(command))

@@ -9,7 +9,6 @@ import csv as csv_module
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
 COMMON = {"data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2}
 
@@ -76,7 +74,7 @@ def _mixed_split(csv: Path, out: Path) -> tuple[Path, list[str]]:
 
 @pytest.fixture(scope="module")
 def evaluation(generated_dataset, exports, tmp_path_factory) -> tuple[Path, dict]:
-    from evaluate_physics import main
+    from scripts.evaluate_physics import main
 
     out = tmp_path_factory.mktemp("eval") / "out"
     mixed, _ = _mixed_split(generated_dataset[1], out.parent / "mixed.csv")
@@ -280,7 +278,7 @@ def test_pngs_open(evaluation):
 
 
 def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path):
-    from evaluate_physics import main
+    from scripts.evaluate_physics import main
 
     missing = tmp_path / "no_such_run" / "final"
     with pytest.raises(SystemExit, match=re.escape(str(missing))):
@@ -290,7 +288,7 @@ def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path
 
 
 def test_empty_split_and_bad_geometry_are_clear_errors(generated_dataset, exports, tmp_path):
-    from evaluate_physics import main
+    from scripts.evaluate_physics import main
 
     with pytest.raises(SystemExit, match="no rows with split 'nope'"):
         main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--split": "nope"}))
@@ -304,8 +302,7 @@ def test_empty_split_and_bad_geometry_are_clear_errors(generated_dataset, export
 def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(generated_dataset, exports, tmp_path):
     """--best-of 2: two seeds per scene, the higher verifier score is the rollout scored, and the first
     sample's metrics stay beside it; sample 0 is the rollout of a plain evaluation (same seed)."""
-    from evaluate_physics import main
-
+    from scripts.evaluate_physics import main
     from stages.evaluation.best_of import SEED_SPACING
 
     def stage1_only(out: Path, **extra) -> list[str]:
@@ -341,11 +338,10 @@ def test_second_takes_give_the_physics_iq_score_for_base_and_lora(generated_data
     carry the Physics-IQ score of both models; each scene's variance terms compare take 2 with take 1."""
     import shutil
 
-    from evaluate_physics import main
-
     from data.sim.generate import GenConfig, SceneJob
     from data.sim.takes import TakeNoise, generate_take
     from heads import iq_score
+    from scripts.evaluate_physics import main
 
     root = tmp_path / "scenes"
     shutil.copytree(generated_dataset[0], root)
@@ -377,11 +373,10 @@ def test_physics_iq_root_generation_base_and_lora_then_scoring(generated_dataset
     LoRA, same seeds, under the official names; both folders score against take 1 and take 2."""
     import shutil
 
-    from physics_iq import main
-
     from data.sim.generate import GenConfig, SceneJob
     from data.sim.takes import TakeNoise, generate_take
     from data.video_io import read_mp4, video_fps
+    from scripts.physics_iq import main
 
     root = tmp_path / "scenes"
     shutil.copytree(generated_dataset[0], root)

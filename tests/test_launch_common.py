@@ -16,5 +16,5 @@ def test_a_fresh_clone_without_scenes_generates_the_demo_data(tmp_path):
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "demo: generating scenes" in proc.stderr
-    assert "scripts/generate_scenes.py" in proc.stdout and "scripts/make_metadata.py" in proc.stdout
+    assert "-m scripts.generate_scenes" in proc.stdout and "-m scripts.make_metadata" in proc.stdout
     assert proc.stdout.rstrip().endswith("finished")
