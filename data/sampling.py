@@ -26,7 +26,7 @@ class WindowSpec:
     """Training only: supervise K random frames of each window per sample (0 = all frames).
     The heads still see the whole window's features; only K frames are decoded at full
     resolution and only their targets are read, which is where the step time goes at 480^2.
-    Fewer frames per step want proportionally more steps (README, speed knobs)."""
+    Fewer frames per step want proportionally more steps (docs/performance.md, speed knobs)."""
 
     def __post_init__(self) -> None:
         if self.num_frames < 2:

@@ -61,7 +61,7 @@ class HeadConfig:
 
     rgb_refine: bool = True
     """Add the light full-resolution RGB-guided U-Net refinement (frames t-1, t for flow; t for
-    depth). At tiny scale this path is what made flow generalise (README, stage 1)."""
+    depth). At tiny scale this path is what made flow generalise (docs/stage1.md, block matching)."""
 
     rgb_refine_stride: int = 1
     """Resolution the RGB path works at: 1 = full, 2 = half (frames average-pooled, the residual

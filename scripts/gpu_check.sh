@@ -17,7 +17,7 @@ if ! "$PYTHON" -c "import diffsynth" >/dev/null 2>&1; then
     "$PYTHON" -m pip install --quiet --no-index --no-deps --target .gpu_site .wheels/*.whl
     export PYTHONPATH="$REPO_ROOT/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
   else
-    echo "gpu_check: diffsynth is not importable and no wheels are in .wheels/ (see the GPU check in README.md)" >&2
+    echo "gpu_check: diffsynth is not importable and no wheels are in .wheels/ (see docs/gpu_check.md)" >&2
     exit 1
   fi
 fi

@@ -245,7 +245,7 @@ class HeadsConfig:
     """Light full-resolution RGB-guided refinement (what makes flow generalise at small scale)."""
     rgb_refine_stride: int = 1
     """Resolution of the RGB path: 1 = full, 2 = half (~4x cheaper, but it lost the flow gain on
-    small objects in the demo; README, speed knobs)."""
+    small objects in the demo; docs/performance.md, speed knobs)."""
     rgb_cost_radius: int = 0
     """Flow head: block matching of frame t against warped t-1 (displacements up to this radius)
     corrects the neck's flow and feeds the RGB path; 0 = none.  Matching does not depend on the
