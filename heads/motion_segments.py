@@ -84,38 +84,29 @@ def touches(segment: torch.Tensor, others: torch.Tensor, points: torch.Tensor, d
     return bool((gaps < CONTACT_FOOTPRINTS * distance[ring] / fx + CONTACT_SLACK).any())
 
 
-class Body(NamedTuple):
-    """One segment of one frame: pixels with a valid acceleration, their mean acceleration (None
-    when too few), and whether anything touches it."""
-
-    pixels: int
-    mean: torch.Tensor | None
-    touching: bool
-
-
-def _frame_bodies(kin: Kinematics, t: int, labels: torch.Tensor, moving: torch.Tensor, static: torch.Tensor,
-                  distance: torch.Tensor, fx: float) -> dict[int, Body]:
-    """{label: Body} of frame t's segments of at least MIN_SEGMENT pixels."""
+def _untouched_vertical(kin: Kinematics, t: int, labels: torch.Tensor, moving: torch.Tensor,
+                        static: torch.Tensor, down: torch.Tensor, distance: torch.Tensor,
+                        fx: float) -> dict[int, tuple[int, torch.Tensor]]:
+    """{label: (pixels, mean acceleration)} of frame t's segments that accelerate along the
+    vertical and touch nothing."""
     a, ok = kin["acceleration"][0, t], kin["acceleration_valid"][0, t] & moving[t]
     points, valid = kin["points"][0, t], kin["points_valid"][0, t]
     sizes = torch.bincount(labels.flatten())
     bodies = (labels > 0) & (sizes[labels] >= MIN_SEGMENT)  # stray single pixels are no body
     found = {}
-    for lab in labels[bodies].unique().tolist():
+    for lab in labels[ok].unique().tolist():
         segment = labels == lab
         inside = segment & ok
-        count = int(inside.sum())
-        touching = touches(segment, (static[t] | (bodies & ~segment)) & valid, points, distance[t], fx)
-        found[lab] = Body(count, a[:, inside].mean(dim=1) if count >= MIN_SEGMENT else None, touching)
+        if int(inside.sum()) < MIN_SEGMENT:
+            continue
+        mean = a[:, inside].mean(dim=1)
+        size = float(mean.norm())
+        if size < FREE_MIN_ACCEL or abs(float(mean @ down)) < VERTICAL_SHARE * size:
+            continue
+        if touches(segment, (static[t] | (bodies & ~segment)) & valid, points, distance[t], fx):
+            continue
+        found[lab] = (int(inside.sum()), mean)
     return found
-
-
-def _vertical(body: Body, down: torch.Tensor) -> bool:
-    """Accelerates along the vertical (either sign), and not by a little."""
-    if body.mean is None:
-        return False
-    size = float(body.mean.norm())
-    return size >= FREE_MIN_ACCEL and abs(float(body.mean @ down)) >= VERTICAL_SHARE * size
 
 
 def source_pixels(flow: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,36 +128,21 @@ def _earlier_label(kin: Kinematics, t: int, segment: torch.Tensor, earlier: torc
     return int(source.mode().values) if source.numel() else 0
 
 
-def _untouched_since(t: int, lab: int, history: list[dict[int, Body]], earlier: list[dict[int, int]]) -> bool:
-    """Whether the body and the bodies it comes from in the two frames before touch nothing: a
-    backward-difference acceleration at t spans frames t-2..t, so a push in any of them counts."""
-    for k in range(t, max(t - 3, -1), -1):
-        body = history[k].get(lab)
-        if body is None or body.touching:
-            return False
-        lab = earlier[k].get(lab, 0) if k > 0 else lab
-    return True
-
-
 def free_flight(kin: Kinematics, moving: torch.Tensor, static: torch.Tensor, down: torch.Tensor,
                 fx: float) -> list[FreeFlight]:
     """Every (frame, body) in free flight (module docstring) of one clip (batch 0 of ``kin``);
     moving/static (T, H, W) bool, down (3,) unit vector in the camera frame."""
     distance = kin["points"][0].norm(dim=1)
-    frames = moving.shape[0]
-    labels = [label_segments(moving[t], distance[t]) for t in range(frames)]
-    history = [_frame_bodies(kin, t, labels[t], moving, static, distance, fx) for t in range(frames)]
-    earlier = [{}] + [{lab: _earlier_label(kin, t, labels[t] == lab, labels[t - 1]) for lab in history[t]}
-                      for t in range(1, frames)]
-    candidates = [{lab: b.mean for lab, b in history[t].items() if _vertical(b, down) and _untouched_since(t, lab, history, earlier)}
-                  for t in range(frames)]
+    labels = [label_segments(moving[t], distance[t]) for t in range(moving.shape[0])]
+    candidates = [_untouched_vertical(kin, t, labels[t], moving, static, down, distance, fx)
+                  for t in range(moving.shape[0])]
     steady = set()
-    for t in range(1, frames):
-        for lab, mean in candidates[t].items():
-            before = earlier[t][lab]
+    for t in range(1, len(labels)):
+        for lab, (_, mean) in candidates[t].items():
+            before = _earlier_label(kin, t, labels[t] == lab, labels[t - 1])
             if before not in candidates[t - 1]:
                 continue
-            previous = candidates[t - 1][before]
+            previous = candidates[t - 1][before][1]
             if float((mean - previous).norm()) < STEADY_SHARE * max(float(mean.norm()), float(previous.norm())):
                 steady |= {(t, lab), (t - 1, before)}
-    return [FreeFlight(t, history[t][lab].pixels, float(candidates[t][lab] @ down)) for t, lab in sorted(steady)]
+    return [FreeFlight(t, candidates[t][lab][0], float(candidates[t][lab][1] @ down)) for t, lab in sorted(steady)]
