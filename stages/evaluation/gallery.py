@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import cm
-from matplotlib.colors import hsv_to_rgb
 from PIL import Image, ImageDraw
 
+from heads.visualize import depth_frames, flow_frames, rgb_frames
 from stages.evaluation import iq
 
 STRIP_FRAMES = 8
@@ -44,30 +43,6 @@ def _thumbs(frames: np.ndarray) -> np.ndarray:
         return picked
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in picked])
-
-
-def rgb_frames(rgb: torch.Tensor) -> np.ndarray:
-    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
-    return (rgb.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-
-
-def flow_frames(flow: torch.Tensor, scale: float) -> np.ndarray:
-    """(T, 2, H, W) px -> (T, H, W, 3) uint8 colour wheel; |f| >= scale is fully saturated."""
-    f = torch.nan_to_num(flow.float()).numpy()
-    angle = (np.arctan2(-f[:, 1], -f[:, 0]) + np.pi) / (2 * np.pi)  # hue of the motion direction (forward)
-    magnitude = np.clip(np.hypot(f[:, 0], f[:, 1]) / max(scale, 1e-6), 0, 1)
-    hsv = np.stack([angle, magnitude, np.ones_like(angle)], axis=-1)
-    return (hsv_to_rgb(hsv) * 255).round().astype(np.uint8)
-
-
-def depth_frames(depth: torch.Tensor, lo: float, hi: float, valid: torch.Tensor | None = None) -> np.ndarray:
-    """(T, H, W) m -> (T, H, W, 3) uint8 viridis of log distance in [lo, hi] (near = bright)."""
-    d = torch.log(depth.float().clamp_min(1e-6)).numpy()
-    x = np.clip((hi - d) / max(hi - lo, 1e-6), 0, 1)
-    out = (cm.viridis(x)[..., :3] * 255).round().astype(np.uint8)
-    if valid is not None:
-        out[~valid.numpy()] = 0
-    return out
 
 
 def scene_visuals(sample: dict) -> dict:
