@@ -30,6 +30,9 @@ from PIL import Image, ImageDraw
 
 GREY = (128, 128, 128)
 """Colour of ground-truth pixels without a target (sky, frame 0's flow, occlusions)."""
+BACKGROUND = (40, 40, 40)
+"""Sheet and preview background (dark: zero flow is white on the colour wheel)."""
+TEXT = (235, 235, 235)
 COLUMNS = ("RGB", "GT flow", "predicted flow", "GT depth", "predicted depth")
 SHEET_PX = 128
 """Longer side of a contact-sheet panel (smaller frames are enlarged, nearest neighbour)."""
@@ -163,15 +166,15 @@ def perception_sheet(rows: list[SheetRow]) -> Image.Image:
     w, h = panel_size(*rows[0].panels[0].shape[:2], SHEET_PX)
     n = len(COLUMNS)
     sheet = Image.new("RGB", (LABEL_PX + n * w + (n - 1) * GAP_PX, TITLE_PX + len(rows) * h + (len(rows) - 1) * GAP_PX),
-                      (255, 255, 255))
+                      BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     for c, title in enumerate(COLUMNS):
-        draw.text((LABEL_PX + c * (w + GAP_PX) + 2, 2), _clip_text(draw, title, w - 4), fill=(0, 0, 0))
+        draw.text((LABEL_PX + c * (w + GAP_PX) + 2, 2), _clip_text(draw, title, w - 4), fill=TEXT)
     for r, row in enumerate(rows):
         y = TITLE_PX + r * (h + GAP_PX)
         for line, text in enumerate([row.name, *row.notes]):
             if 12 * (line + 1) <= h:
-                draw.text((2, y + 12 * line), _clip_text(draw, text, LABEL_PX - 6), fill=(0, 0, 0))
+                draw.text((2, y + 12 * line), _clip_text(draw, text, LABEL_PX - 6), fill=TEXT)
         for c, panel in enumerate(row.panels):
             sheet.paste(_fit(panel, (w, h)), (LABEL_PX + c * (w + GAP_PX), y))
     return sheet
@@ -188,12 +191,12 @@ def preview_gif(rgb: torch.Tensor, pred_flow: torch.Tensor, pred_depth: torch.Te
     w, h = panel_size(height, width, PREVIEW_PX, enlarge=False)
     frames = []
     for i in range(len(picked)):
-        frame = Image.new("RGB", (3 * w + 2 * GAP_PX, h + PREVIEW_BAR_PX), (255, 255, 255))
+        frame = Image.new("RGB", (3 * w + 2 * GAP_PX, h + PREVIEW_BAR_PX), BACKGROUND)
         for c, column in enumerate(columns):
             frame.paste(_fit(column[i], (w, h)), (c * (w + GAP_PX), 0))
         draw = ImageDraw.Draw(frame)
-        draw.rectangle((0, h, frame.width - 1, frame.height - 1), fill=(200, 200, 200))
-        draw.rectangle((0, h, round(frame.width * (i + 1) / len(picked)) - 1, frame.height - 1), fill=(60, 60, 60))
+        draw.rectangle((0, h, frame.width - 1, frame.height - 1), fill=BACKGROUND)
+        draw.rectangle((0, h, round(frame.width * (i + 1) / len(picked)) - 1, frame.height - 1), fill=TEXT)
         frames.append(frame)
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=PREVIEW_MS, loop=0)
