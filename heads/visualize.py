@@ -8,8 +8,9 @@ scale and the range, so their colours compare.
 ``perception_sheet``: one row per scene, RGB | GT flow | predicted flow | GT depth | predicted depth
 at one representative frame (``representative_frame``: the one whose valid GT pixels move most),
 each panel resized to SHEET_PX on its longer side; a title line above the columns and a label
-column on the left (scene, frame, the row's flow scale and depth range).  GT pixels without a
-target are grey.  Its size is exactly ``LABEL_PX + 5 * w + 4 * GAP_PX`` by
+column on the left (scene, frame, the row's flow scale and depth range, and the predicted depth's
+median: depth is drawn metric, not aligned, so a prediction off in scale shows as one colour).
+GT pixels without a target are grey.  Its size is exactly ``LABEL_PX + 5 * w + 4 * GAP_PX`` by
 ``TITLE_PX + rows * h + (rows - 1) * GAP_PX`` for panels of w x h.
 
 ``preview_gif``: RGB | predicted flow | predicted depth over the clip (at most PREVIEW_FRAMES frames
@@ -129,7 +130,8 @@ def sheet_row(name: str, rgb: torch.Tensor, flow: torch.Tensor, flow_valid: torc
     panels = [rgb_frames(rgb[sl])[0], flow_frames(flow[sl], scale, flow_valid[sl])[0],
               flow_frames(pred_flow[sl], scale)[0], depth_frames(depth[sl], lo, hi, depth_valid[sl], GREY)[0],
               depth_frames(pred_depth[sl], lo, hi)[0]]
-    notes = [f"frame {t}", f"flow: {scale:.3g} px = full", f"depth {np.exp(lo):.3g}-{np.exp(hi):.3g} m"]
+    notes = [f"frame {t}", f"flow: {scale:.3g} px = full", f"depth {np.exp(lo):.3g}-{np.exp(hi):.3g} m",
+             f"predicted median {float(pred_depth[t].float().median()):.3g} m"]
     return SheetRow(name=name, frame=t, panels=panels, notes=notes)
 
 

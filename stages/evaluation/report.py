@@ -218,7 +218,8 @@ def markdown(payload: dict, curves: bool) -> str:
                   "Details: verify/verify.json, verify/verify_by_kind.png.", ""]
     lines += ["## What the heads see", "", ("RGB | GT flow | predicted flow | GT depth | predicted depth, one frame "
                                              "per scene (grey: no ground truth); animated previews in gallery.html."), ""]
-    lines += [f"![perception {m}]({gallery.perception_sheet_name(m)})" for m in payload["models"]] + [""]
+    for m in payload["models"]:
+        lines += [f"![perception {m}]({gallery.perception_sheet_name(m)})", ""]
     lines += ["## Per scene", "", ("| scene | family | look | scenes | model | AbsRel | AbsRel scale-aligned | "
                                    "EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]
