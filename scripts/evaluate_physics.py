@@ -34,6 +34,7 @@ import math
 from data.errors import DataFormatError
 from stages.evaluation import iq
 from stages.evaluation.eval_config import EvalConfig, EvaluationError
+from world_model import progress
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -67,8 +68,12 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--verifier", default="heads",
                     help="verifier choosing among --best-of rollouts: heads, features, frame_difference, random")
     ap.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    ap.add_argument("--diffsynth-progress", choices=progress.MODES, default=progress.mode(),
+                    help="diffsynth's denoising and VAE bars: 'fold' draws them as transient bars under ours, "
+                         "'silent' hides them (default: fold, or PWM_DIFFSYNTH_PROGRESS)")
     args = vars(ap.parse_args(argv))
     logging.basicConfig(level=args.pop("log_level").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    progress.set_mode(args.pop("diffsynth_progress"))
     return EvalConfig(**args)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,8 +18,10 @@ from heads.metrics import (
     HEAD_METRIC_ROWS,
     add_head_outputs,
     classical_flow_key,
+    depth_from_log,
     head_accumulator,
 )
+from heads.visualize import sheet_row
 from stages.trainer.sections import HeadsConfig
 from world_model.presets import BackbonePreset
 
@@ -81,18 +84,39 @@ def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 
 @torch.no_grad()
 def validate(model: HeadPair, batches, taps_fn, moving_threshold: float, far: float,
-             flow_baselines: bool = False) -> dict[str, float]:
+             flow_baselines: bool = False, keep: Callable[[dict, torch.Tensor, torch.Tensor], None] | None = None
+             ) -> dict[str, float]:
     """Dataset-level head metrics with the baselines beside them (zero flow, median depth through
     each depth alignment; with ``flow_baselines`` also OpenCV DIS and Farneback flow from the
-    batch's frames), through `heads.metrics.add_head_outputs`, as the evaluation computes them."""
+    batch's frames), through `heads.metrics.add_head_outputs`, as the evaluation computes them.
+    ``keep(batch, flow, log_depth)`` sees every batch's predictions (e.g. `SheetRows`)."""
     accumulator = head_accumulator(moving_threshold, far)
     was_training = model.training
     model.eval()
     for batch in batches:
         flow, log_depth = model(taps_fn(batch), batch["rgb"])
         add_head_outputs([accumulator], flow, log_depth, batch, flow_baselines=flow_baselines)
+        if keep is not None:
+            keep(batch, flow, log_depth)
     model.train(was_training)
     return accumulator.compute()
+
+
+class SheetRows:
+    """Contact-sheet rows (`heads.visualize.sheet_row`) of the first ``limit`` windows of validation
+    batches, from the predictions the metrics score: pass as ``validate(..., keep=rows)``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.rows = limit, []
+
+    def __call__(self, batch: dict, flow: torch.Tensor, log_depth: torch.Tensor) -> None:
+        if len(self.rows) >= self.limit:
+            return
+        depth = depth_from_log(log_depth.float())
+        for b in range(min(flow.shape[0], self.limit - len(self.rows))):
+            self.rows.append(sheet_row(str(batch["scene"][b]), *(batch[k][b].cpu() for k in
+                                       ("rgb", "flow", "flow_valid", "depth", "depth_valid")),
+                                       flow[b].float().cpu(), depth[b].cpu()))
 
 
 def finite_means(rows: list[dict[str, float]]) -> dict[str, float]:

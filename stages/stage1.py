@@ -13,8 +13,10 @@ the benchmarks time too).  The machinery it shares with stage 2 is in stages/tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,7 @@ from data.scene_meta import read_scene_meta
 from data.windows import FixedWindows
 from heads.io import atomic_write, save_heads
 from heads.losses import HeadLoss, LossConfig
+from heads.visualize import perception_sheet
 from stages.features import (
     CachedFeatureWindows,
     FeatureCache,
@@ -40,6 +43,7 @@ from stages.features import (
 )
 from stages.model import (
     HeadPair,
+    SheetRows,
     build_heads,
     head_inputs,
     print_validation,
@@ -118,6 +122,14 @@ class Stage1Config:
 
 log = logging.getLogger(__name__)
 
+SHEET_SCENES = 4
+"""Windows (one per scene) of each split drawn on its final/perception_<split>.png."""
+
+
+def sheet_name(split: str) -> str:
+    """final/'s contact-sheet file of a split."""
+    return f"perception_{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}.png"
+
 
 def heads_loss(model: HeadPair, head_loss: HeadLoss, taps: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, dict]:
     """Stage 1's loss of one batch: both heads on the tapped grids (and the batch's RGB, for all
@@ -139,29 +151,39 @@ class Stage1:
     source: FeatureSource | None
     report_batches: dict[str, Callable[[], list[dict]]] = field(default_factory=dict)
 
-    def validate(self, batches_fn: Callable[[], list[dict]] | None = None) -> dict[str, float]:
-        """Head metrics beside the trivial baselines on the validation windows (or ``batches_fn``'s)."""
+    def validate(self, batches_fn: Callable[[], list[dict]] | None = None, keep: SheetRows | None = None
+                 ) -> dict[str, float]:
+        """Head metrics beside the trivial baselines on the validation windows (or ``batches_fn``'s);
+        ``keep`` collects contact-sheet rows from the same predictions."""
         batches_fn = batches_fn or self.val_batches
         if batches_fn is None:
             return {}
         device, loss = self.run.accelerator.device, self.run.config.loss
         batches = (to_device(b, device) for b in batches_fn())
         return validate(self.run.unwrapped, batches, self.taps_fn, loss.moving_threshold, loss.depth_far,
-                        flow_baselines=self.run.config.run.val_flow_baselines)
+                        flow_baselines=self.run.config.run.val_flow_baselines, keep=keep)
 
     def before_training(self) -> None:
         """Nothing to record before stage 1."""
 
     def report(self, metrics: dict[str, float]) -> None:
         """The validation table, then one per report split (final EMA heads), all saved to
-        final/validation.json: what a user reads at the end of a run, kept beside the heads."""
+        final/validation.json: what a user reads at the end of a run, kept beside the heads; and
+        per split a contact sheet of its first SHEET_SCENES windows, final/perception_<split>.png
+        (`heads.visualize.perception_sheet`; the val split's metrics came from the loop, so its
+        windows get one more forward here)."""
         config = self.run.config
         holds = validation_holds(config) if metrics else ""
         print_validation(metrics, holds)
         tables = {config.run.val_split: {"holds": holds, "metrics": metrics}} if metrics else {}
+        sheets = {}
         with ema_weights(self):
+            if metrics and self.val_batches is not None:
+                sheets[config.run.val_split] = SheetRows(SHEET_SCENES)
+                self.validate(lambda: itertools.islice(self.val_batches(), SHEET_SCENES), keep=sheets[config.run.val_split])
             for split, batches_fn in self.report_batches.items():
-                split_metrics = self.validate(batches_fn)
+                sheets[split] = SheetRows(SHEET_SCENES)
+                split_metrics = self.validate(batches_fn, keep=sheets[split])
                 holds = describe_split(config.data.root, config.data.metadata, split, config.run.train_split)
                 print_validation(split_metrics, holds)
                 tables[split] = {"holds": holds, "metrics": split_metrics}
@@ -169,6 +191,10 @@ class Stage1:
         if tables and final.is_dir():
             text = json.dumps(tables, indent=2, sort_keys=True) + "\n"
             atomic_write(final / "validation.json", lambda tmp: Path(tmp).write_text(text))
+        for split, rows in sheets.items():
+            if rows.rows and final.is_dir():
+                image = perception_sheet(rows.rows)
+                atomic_write(final / sheet_name(split), lambda tmp, image=image: image.save(tmp, format="PNG"))
 
     def export(self, final: Path) -> None:
         save_heads(final, self.run.unwrapped.flow, self.run.unwrapped.depth)

@@ -56,3 +56,32 @@ def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str
               "run.val_split": "", "lora.rank": 4, "lora.alpha": 8.0, "log.every_steps": 1}
     values.update(extra)
     return as_args(values)
+
+
+def assert_perception_sheet(path: Path, rows: int, frame_hw: tuple[int, int]) -> None:
+    """``path`` is a perception contact sheet (heads.visualize) of ``rows`` scenes of frames
+    ``frame_hw``: exactly the documented size, and every panel holds a picture, not the background."""
+    import numpy as np
+    from PIL import Image
+
+    from heads.visualize import (
+        BACKGROUND,
+        COLUMNS,
+        GAP_PX,
+        LABEL_PX,
+        SHEET_PX,
+        TITLE_PX,
+    )
+
+    h, w = frame_hw
+    scale = SHEET_PX / max(h, w)
+    ph, pw = round(h * scale), round(w * scale)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    expected = (TITLE_PX + rows * ph + (rows - 1) * GAP_PX, LABEL_PX + len(COLUMNS) * pw + (len(COLUMNS) - 1) * GAP_PX)
+    assert pixels.shape[:2] == expected, (path.name, pixels.shape, expected)
+    for r in range(rows):
+        for c in range(len(COLUMNS)):
+            y, x = TITLE_PX + r * (ph + GAP_PX), LABEL_PX + c * (pw + GAP_PX)
+            panel = pixels[y:y + ph, x:x + pw]
+            assert (panel != BACKGROUND).any(axis=-1).mean() > 0.5, (path.name, r, COLUMNS[c])

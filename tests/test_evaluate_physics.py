@@ -277,6 +277,32 @@ def test_pngs_open(evaluation):
                 assert strip.std() > 1 and (strip < 250).mean() > 0.5, (model, scene, row)
 
 
+def test_perception_sheets_and_previews_show_what_the_heads_see(evaluation):
+    """Per model a perception contact sheet (a row per scene, five panels) in the outputs, report.md
+    and the gallery; per scene and model an animated preview GIF of every window frame, embedded."""
+    from heads.visualize import GAP_PX, PREVIEW_BAR_PX, PREVIEW_FRAMES, PREVIEW_PX
+    from stages.evaluation.gallery import perception_sheet_name, preview_name
+    from tests.helpers import assert_perception_sheet
+
+    out, payload = evaluation
+    size, frames = payload["geometry"]["size"], payload["geometry"]["frames"]
+    report, gallery = (out / "report.md").read_text(), (out / "gallery.html").read_text()
+    for model in payload["models"]:
+        name = perception_sheet_name(model)
+        assert name in payload["outputs"] and f"]({name})" in report, name
+        assert_perception_sheet(out / name, len(payload["scenes"]), (size, size))
+        assert f'alt="perception {model}"' in gallery
+    panel = min(size, PREVIEW_PX)
+    for scene in payload["scenes"]:
+        for model in payload["models"]:
+            name = preview_name(scene["scene"], model)
+            assert name in payload["outputs"], name
+            with Image.open(out / name) as gif:
+                assert gif.format == "GIF" and gif.n_frames == min(frames, PREVIEW_FRAMES), (name, gif.n_frames)
+                assert gif.size == (3 * panel + 2 * GAP_PX, panel + PREVIEW_BAR_PX), (name, gif.size)
+    assert gallery.count("data:image/gif;base64,") == len(payload["scenes"]) * len(payload["models"])
+
+
 def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path):
     from scripts.evaluate_physics import main
 

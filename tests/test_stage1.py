@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from stages.trainer import ConfigError, NonFiniteLossError, load_config
 from stages.stage1 import Stage1Config
 from tests.conftest import sigkill_when_written, start_stage
-from tests.helpers import DEMO, REPO, overrides, run_stage1, run_two_process_stage1
+from tests.helpers import DEMO, REPO, assert_perception_sheet, overrides, run_stage1, run_two_process_stage1
 
 
 def test_cached_features_equal_online_features(generated_dataset, tmp_path):
@@ -381,3 +381,13 @@ def test_report_splits_are_scored_with_the_final_heads_like_validation(generated
                                       **{"run.val_split": "holdout"}))
     assert tables["holdout"]["metrics"] == pytest.approx(on_holdout, rel=1e-6, nan_ok=True)
     assert tables["holdout"]["metrics"] != pytest.approx(tables["val"]["metrics"], nan_ok=True)
+    # Beside validation.json: one perception contact sheet per scored split, a row per window (<= SHEET_SCENES).
+    from stages.stage1 import SHEET_SCENES, sheet_name
+
+    with open(csv, newline="") as handle:
+        per_split = [row["split"] for row in DictReader(handle)]
+    for split in ("val", "holdout"):
+        rows = min(SHEET_SCENES, short["run.val_max_windows"], per_split.count(split))
+        assert_perception_sheet(tmp_path / "report" / "final" / sheet_name(split), rows, (64, 64))
+    assert sorted(p.name for p in (tmp_path / "report" / "final").glob("perception_*.png")) == [
+        "perception_holdout.png", "perception_val.png"]

@@ -10,4 +10,5 @@ Modules (import them directly; importing this package does not import diffsynth)
     encoders   VAE / text encoding with on-disk caches (``cache``)
     attention  explicit attention-backend choice (never SageAttention for training)
     flops, benchmark   analytic FLOPs, forward timing and MFU
+    progress   diffsynth's own progress bars folded into ours, or silenced (``diffsynth_progress``)
 """

@@ -17,6 +17,7 @@ from torch import nn
 
 from .cache import TensorCache, prompt_cache_key, video_cache_key
 from .presets import BackbonePreset, get_preset
+from .progress import diffsynth_progress
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ class VideoLatentEncoder:
     @torch.no_grad()
     def _encode_one(self, video: torch.Tensor) -> torch.Tensor:
         vae = self._vae.get()
-        z = vae.encode(video.unsqueeze(0).to(self._vae.dtype), device=self._vae.device, tiled=self.tiled,
-                       tile_size=self.tile_size, tile_stride=self.tile_stride)
+        with diffsynth_progress("VAE"):  # tiled, diffsynth would draw a bar of its own per video
+            z = vae.encode(video.unsqueeze(0).to(self._vae.dtype), device=self._vae.device, tiled=self.tiled,
+                           tile_size=self.tile_size, tile_stride=self.tile_stride)
         return z[0].float().cpu()
 
     def encode(self, video: torch.Tensor, resize: tuple[int, int] | None = None, store: bool = True) -> torch.Tensor:

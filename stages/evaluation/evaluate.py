@@ -127,6 +127,7 @@ def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
     flow, log_depth = perception.predict(pair, ctx.source, sample["rgb"], sample["prompt"])
     scene_acc = perception.new_accumulator(ctx.moving_threshold, ctx.far)
     perception.add([scene_acc, *pooled], flow, log_depth, sample, flow_baselines=c.flow_baselines)
+    pictures = gallery.perception_pictures(sample, flow, log_depth)  # what the metrics just scored
     if not torch.equal(timed["steps"], sample["steps"]):  # heads on the GT frames of the rollout's time base
         flow, log_depth = perception.predict(pair, ctx.source, timed["rgb"], sample["prompt"])
     depth = depth_from_log(log_depth)
@@ -152,8 +153,8 @@ def _scene_model(ctx: Context, name: str, pair, k: int, pooled: list) -> None:
         "coherence_heads": phys.coherence(timed["rgb"], flow, masks["moving"]),
         "physics_generated": phys.source_physics(gen_depth, gen_flow, timed, kin, masks, g, rollout_fps=fps),
         "coherence_generated": phys.coherence(generated, gen_flow, masks["moving"])}
-    ctx.visuals[sample["scene"]][name] = gallery.model_visuals(ctx.visuals[sample["scene"]], generated, flow, depth,
-                                                                gen_flow, gen_depth)
+    ctx.visuals[sample["scene"]][name] = {**gallery.model_visuals(ctx.visuals[sample["scene"]], generated, flow,
+                                                                   depth, gen_flow, gen_depth), **pictures}
 
 
 def _coherence_overall(records: list[dict]) -> dict[str, float]:

@@ -5,6 +5,13 @@ Flow is drawn with the usual colour wheel (hue = direction, saturation = magnitu
 the scene's 99th-percentile GT speed); distance as log-distance through viridis over the scene's
 GT range, invalid GT pixels black. The HTML embeds every image as a base64 data URI, so the file
 can be mailed or archived alone.
+
+What the heads see (`heads.visualize`): per model a perception contact sheet,
+perception_sheet_<model>.png (one row per scene: RGB | GT flow | predicted flow | GT depth |
+predicted depth at the scene's representative frame, from the predictions the perception metrics
+score), shown in report.md and at the top of the gallery; and per scene and model an animated
+preview, previews/<scene>_<model>.gif (RGB | predicted flow | predicted depth over the window's
+frames), embedded in the scene's section.
 """
 
 from __future__ import annotations
@@ -13,14 +20,24 @@ import base64
 import html
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import cm
-from matplotlib.colors import hsv_to_rgb
 from PIL import Image, ImageDraw
 
+from heads.metrics import depth_from_log
+from heads.visualize import (
+    depth_frames,
+    flow_frames,
+    flow_scale,
+    log_depth_range,
+    perception_sheet,
+    preview_gif,
+    rgb_frames,
+    sheet_row,
+)
 from stages.evaluation import iq
 
 STRIP_FRAMES = 8
@@ -46,30 +63,6 @@ def _thumbs(frames: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in picked])
 
 
-def rgb_frames(rgb: torch.Tensor) -> np.ndarray:
-    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
-    return (rgb.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-
-
-def flow_frames(flow: torch.Tensor, scale: float) -> np.ndarray:
-    """(T, 2, H, W) px -> (T, H, W, 3) uint8 colour wheel; |f| >= scale is fully saturated."""
-    f = torch.nan_to_num(flow.float()).numpy()
-    angle = (np.arctan2(-f[:, 1], -f[:, 0]) + np.pi) / (2 * np.pi)  # hue of the motion direction (forward)
-    magnitude = np.clip(np.hypot(f[:, 0], f[:, 1]) / max(scale, 1e-6), 0, 1)
-    hsv = np.stack([angle, magnitude, np.ones_like(angle)], axis=-1)
-    return (hsv_to_rgb(hsv) * 255).round().astype(np.uint8)
-
-
-def depth_frames(depth: torch.Tensor, lo: float, hi: float, valid: torch.Tensor | None = None) -> np.ndarray:
-    """(T, H, W) m -> (T, H, W, 3) uint8 viridis of log distance in [lo, hi] (near = bright)."""
-    d = torch.log(depth.float().clamp_min(1e-6)).numpy()
-    x = np.clip((hi - d) / max(hi - lo, 1e-6), 0, 1)
-    out = (cm.viridis(x)[..., :3] * 255).round().astype(np.uint8)
-    if valid is not None:
-        out[~valid.numpy()] = 0
-    return out
-
-
 def scene_visuals(sample: dict) -> dict:
     """GT strips and the colour scales every model's strips of this scene reuse."""
     flow, valid = sample["flow"], sample["flow_valid"]
@@ -90,6 +83,29 @@ def model_visuals(scene: dict, generated: torch.Tensor, flow: torch.Tensor, dept
     return {"flow": _thumbs(flow_frames(flow, s)), "depth": _thumbs(depth_frames(depth, lo, hi)),
             "generated": _thumbs(rgb_frames(generated)), "gen_flow": _thumbs(flow_frames(gen_flow, s)),
             "gen_depth": _thumbs(depth_frames(gen_depth, lo, hi))}
+
+
+def perception_pictures(sample: dict, flow: torch.Tensor, log_depth: torch.Tensor) -> dict:
+    """A scene's contact-sheet row and preview GIF from the heads' predictions on its window, flow
+    (T, 2, H, W) px and log distance (T, H, W); merged into the model's visuals."""
+    depth = depth_from_log(log_depth)
+    row = sheet_row(sample["scene"], sample["rgb"], sample["flow"], sample["flow_valid"], sample["depth"],
+                    sample["depth_valid"], flow, depth)
+    preview = preview_gif(sample["rgb"], flow, depth, flow_scale(sample["flow"], sample["flow_valid"]),
+                          log_depth_range(sample["depth"], sample["depth_valid"], fallback=depth))
+    return {"sheet": row, "preview": preview}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def perception_sheet_name(model: str) -> str:
+    return f"perception_sheet_{_safe(model)}.png"
+
+
+def preview_name(scene: str, model: str) -> str:
+    return f"previews/{_safe(scene)}_{_safe(model)}.gif"
 
 
 def strip_image(frames: np.ndarray, gap: int = 2) -> Image.Image:
@@ -126,10 +142,13 @@ def contact_sheet(visuals: dict, model: str) -> Image.Image:
     return sheet
 
 
-def _data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def _data_uri(image: Image.Image | bytes, kind: str = "png") -> str:
+    """A PNG of ``image``, or ``image``'s bytes as they are (e.g. a GIF), as a data URI."""
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        image = buffer.getvalue()
+    return f"data:image/{kind};base64," + base64.b64encode(image).decode("ascii")
 
 
 def _fmt(value) -> str:
@@ -143,6 +162,8 @@ def _scene_section(record: dict, vis: dict, models: list[str]) -> str:
         rows += [(f"{m}: {label}", vis[m][key]) for key, label in MODEL_ROWS]
     cells = "".join(f"<tr><th>{html.escape(label)}</th><td><img alt=\"{html.escape(label)}\" "
                     f"src=\"{_data_uri(strip_image(frames))}\"></td></tr>" for label, frames in rows)
+    cells = "".join(f"<tr><th>{html.escape(m)}: RGB | flow | depth (animated)</th><td><img alt=\"{html.escape(m)} "
+                    f"preview\" src=\"{_data_uri(vis[m]['preview'], 'gif')}\"></td></tr>" for m in models) + cells
     stats = "".join(
         f"<li><b>{html.escape(m)}</b>: depth AbsRel {_fmt(r['perception'].get('depth_abs_rel'))}, flow EPE moving "
         f"{_fmt(r['perception'].get('flow_epe_moving'))} px, spatiotemporal IoU "
@@ -158,20 +179,36 @@ def _scene_section(record: dict, vis: dict, models: list[str]) -> str:
 def gallery_html(payload: dict, visuals: dict) -> str:
     sections = "\n".join(_scene_section(r, visuals[r["scene"]], payload["models"]) for r in payload["scenes"])
     score = html.escape("\n".join(iq.summary_lines(payload.get("physics_iq"))))
+    sheets = "".join(f"<h2>What the heads see: {html.escape(m)}</h2><p>RGB | GT flow | predicted flow | GT depth | "
+                     "predicted depth, one frame per scene (grey: no ground truth)</p><img alt=\"perception "
+                     f"{html.escape(m)}\" src=\"{_data_uri(perception_sheet(_sheet_rows(payload, visuals, m)))}\">"
+                     for m in payload["models"])
     style = ("body{font-family:sans-serif;margin:1em}th{text-align:left;padding-right:1em;font-weight:normal}"
              "section{border-top:1px solid #ccc;margin-top:1em}img{image-rendering:pixelated}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Physics evaluation gallery</title>"
             f"<style>{style}</style></head><body><h1>Physics evaluation: split {html.escape(payload['args']['split'])}"
-            f"</h1><p>{html.escape(' '.join(payload['notes']))}</p>\n<pre>{score}</pre>\n{sections}\n"
+            f"</h1><p>{html.escape(' '.join(payload['notes']))}</p>\n<pre>{score}</pre>\n{sheets}\n{sections}\n"
             "</body></html>\n")
 
 
+def _sheet_rows(payload: dict, visuals: dict, model: str) -> list:
+    return [visuals[r["scene"]][model]["sheet"] for r in payload["scenes"]]
+
+
 def write_all(out: Path, payload: dict, visuals: dict) -> list[str]:
-    """contact_sheet_<model>.png for each model and gallery.html; returns their names."""
+    """contact_sheet_<model>.png and perception_sheet_<model>.png for each model, previews/<scene>_<model>.gif
+    and gallery.html; returns their names."""
     names = []
     for model in payload["models"]:
         name = f"contact_sheet_{model}.png"
         contact_sheet(visuals, model).save(out / name)
-        names.append(name)
+        perception_sheet(_sheet_rows(payload, visuals, model)).save(out / perception_sheet_name(model))
+        names += [name, perception_sheet_name(model)]
+    (out / "previews").mkdir(exist_ok=True)
+    for record in payload["scenes"]:
+        for model in payload["models"]:
+            name = preview_name(record["scene"], model)
+            (out / name).write_bytes(visuals[record["scene"]][model]["preview"])
+            names.append(name)
     (out / "gallery.html").write_text(gallery_html(payload, visuals), encoding="utf-8")
     return names + ["gallery.html"]

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from heads.metrics import CLASSICAL_FLOW_LABELS, HEAD_METRIC_ROWS, classical_flow_key
-from stages.evaluation import breakdown, iq
+from stages.evaluation import breakdown, gallery, iq
 from stages.evaluation.verify import markdown as verify_markdown
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,10 @@ def markdown(payload: dict, curves: bool) -> str:
     if payload.get("verify"):
         lines += [verify_markdown(payload["verify"]),
                   "Details: verify/verify.json, verify/verify_by_kind.png.", ""]
+    lines += ["## What the heads see", "", ("RGB | GT flow | predicted flow | GT depth | predicted depth, one frame "
+                                             "per scene (grey: no ground truth); animated previews in gallery.html."), ""]
+    for m in payload["models"]:
+        lines += [f"![perception {m}]({gallery.perception_sheet_name(m)})", ""]
     lines += ["## Per scene", "", ("| scene | family | look | scenes | model | AbsRel | AbsRel scale-aligned | "
                                    "EPE moving (px) | ST-IoU | g_fit heads | g_fit rollout |"),
               "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -20,6 +20,7 @@ from heads.video_metrics import physics_iq_metrics
 from stages.features import FeatureSource
 from stages.trainer.sections import BackboneConfig
 from world_model.encoders import PromptEncoder, VideoLatentEncoder
+from world_model.progress import diffsynth_progress
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def generate(pipe, first_frame: torch.Tensor, prompt: str, *, seed: int, frames:
     """first_frame (3, H, W) in [0, 1] -> generated video (T, 3, H, W) in [0, 1] (fp32, CPU)."""
     h, w = first_frame.shape[-2:]
     image = Image.fromarray((first_frame.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8))
-    video = pipe(prompt=prompt, input_image=image, num_frames=frames, height=h, width=w, seed=seed,
-                 num_inference_steps=steps, cfg_scale=cfg_scale, progress_bar_cmd=lambda x: x)
+    with diffsynth_progress(f"rollout seed {seed}") as bar:  # steps and VAE passes: transient bars of ours
+        video = pipe(prompt=prompt, input_image=image, num_frames=frames, height=h, width=w, seed=seed,
+                     num_inference_steps=steps, cfg_scale=cfg_scale, progress_bar_cmd=bar)
     array = np.stack([np.asarray(frame.convert("RGB")) for frame in video]).astype(np.float32) / 255.0
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
