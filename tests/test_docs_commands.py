@@ -209,3 +209,12 @@ def test_every_relative_link_resolves():
             if not file.exists() or (anchor and anchor not in anchors(file)):
                 broken.append(f"{doc.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_the_config_reference_matches_the_config_classes(capsys):
+    """docs/config_reference.md is generated from the dataclasses; a field added, renamed or
+    re-documented without regenerating it fails here."""
+    from scripts.config_reference import main, reference
+
+    assert main(["--check"]) == 0, capsys.readouterr().out
+    assert "`optim.lr`" in reference() and "`lora.rank`" in reference()
