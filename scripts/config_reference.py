@@ -11,7 +11,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.trainer.config_text import _default_repr, config_fields, field_docs, type_name
+from stages.trainer.config_text import (
+    _default_repr,
+    config_fields,
+    field_docs,
+    type_name,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "config_reference.md"
 RECIPES = (
