@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from data.sampling import supervised_subset
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss
-from stages.model import HeadPair, head_inputs
+from stages.model import HeadPair, contiguous_frames, head_inputs
 from stages.model import build_heads as build_stage_heads
 from stages.stage1 import heads_loss
 from stages.stage2 import AdaptedWorldModel, LoraConfig, Stage2Config, stage2_objective
@@ -353,10 +353,11 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
 
 
 def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
-                     runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32) -> dict:
+                     runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32, heads_frames: int = 0) -> dict:
     """3. Stage-2 LoRA step as training takes it: ``optimizer_step`` over
     ``stages.stage2.stage2_objective`` (weighted flow matching, head losses and physics terms)
-    through the LoRA-adapted DiT, at the recipe's default weights, sigma 0.7, frozen heads."""
+    through the LoRA-adapted DiT, at the recipe's default weights, sigma 0.7, frozen heads; with
+    ``heads_frames`` K the heads and physics terms on K contiguous frames (objective.heads_frames)."""
     recipe = Stage2Config(lora=LoraConfig(rank=rank, alpha=float(rank), gradient_checkpointing=gradient_checkpointing))
     p = get_preset(preset)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -370,8 +371,10 @@ def item_stage2_step(preset: str, device: torch.device, frames: int, height: int
     head_loss, physics = HeadLoss(recipe.loss), PhysicsLoss(recipe.physics)
     run = step_run(model, device, recipe.optim)
 
+    index = contiguous_frames(1, frames, heads_frames, torch.Generator().manual_seed(0))
+
     def loss_fn(b: dict, micro: int):
-        return stage2_objective(run.model, x0, context, b, sigma, noise, head_loss, physics, recipe.objective)
+        return stage2_objective(run.model, x0, context, b, sigma, noise, head_loss, physics, recipe.objective, index)
 
     reset_peak(device)
     for i in range(warmup + runs):
@@ -379,7 +382,7 @@ def item_stage2_step(preset: str, device: torch.device, frames: int, height: int
         metrics = optimizer_step(run, itertools.repeat(batch), loss_fn, recipe.optim)
     step = run.timer.per_step_ms(runs)
     release(run)
-    return {"gradient_checkpointing": gradient_checkpointing, "lora_rank": rank,
+    return {"gradient_checkpointing": gradient_checkpointing, "lora_rank": rank, "heads_frames": heads_frames,
             "lora_params": sum(a.numel() for a in lora_parameters(dit)), **step,
             "step_ms": sum(step.values()), "peak_gib": peak_gib(device),
             "loss_terms": sorted(k for k in metrics if not k.endswith("_px"))}

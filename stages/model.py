@@ -60,6 +60,22 @@ def head_inputs(batch: dict) -> tuple[torch.Tensor | None, ...]:
     return (batch["rgb"],)
 
 
+def contiguous_frames(batch: int, frames: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """(B, K) window frames s..s+K-1, s drawn per sample, for stage 2's heads and physics terms: the
+    heads' cost grows with the frames they decode while the DiT's does not, and the physics terms
+    difference consecutive frames, so the subset is one run.  None when K is 0 or covers the window."""
+    if k <= 0 or k >= frames:
+        return None
+    start = torch.randint(0, frames - k + 1, (batch, 1), generator=generator)
+    return start + torch.arange(k)[None]
+
+
+def at_frames(x: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
+    """Rows of (B, T, ...) ``x`` at the (B, K) window frames ``frame_index``."""
+    index = frame_index.to(x.device)
+    return x[torch.arange(x.shape[0], device=x.device)[:, None], index]
+
+
 def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadConfig:
     """Geometry from the backbone preset, architecture knobs from the run config."""
     frames_per_latent, spatial, _ = preset.token_stride

@@ -36,6 +36,8 @@ from heads.physics import PhysicsLoss, PhysicsLossConfig
 from stages.features import FeatureSource
 from stages.model import (
     HeadPair,
+    at_frames,
+    contiguous_frames,
     finite_means,
     print_validation,
     validate,
@@ -121,6 +123,11 @@ class ObjectiveConfig:
     judge only those) or "linear" (w = 1 - sigma). Flow matching is weighted by fm_weighting alone."""
     heads_sigma_max: float = 0.3
     """The largest sigma whose head and physics terms count under heads_sigma_weighting = "below"."""
+    heads_frames: int = 0
+    """Frames per window the head and physics terms supervise: one contiguous run of this many at a
+    random start (the physics terms difference consecutive frames), 0 = every frame. The heads' cost
+    grows with the frames they decode, the DiT's does not (issue 21; at 49 frames K = 13 decodes a
+    quarter). At least 4 so acceleration and jerk have support."""
 
     def __post_init__(self) -> None:
         require(self.mode in OBJECTIVE_MODES, f"mode must be one of {OBJECTIVE_MODES}, got {self.mode!r}")
@@ -132,6 +139,7 @@ class ObjectiveConfig:
                 f"fm_weighting must be 'bell' or 'uniform', got {self.fm_weighting!r}")
         require(self.timestep_shift > 0, f"timestep_shift must be > 0, got {self.timestep_shift}")
         require(bool(self.heads_dir), "heads_dir must name the stage-1 final/ directory")
+        require(self.heads_frames == 0 or self.heads_frames >= 4, f"heads_frames must be 0 or >= 4, got {self.heads_frames}")
 
 
 def _stage2_optim() -> OptimConfig:
@@ -177,6 +185,8 @@ class Stage2Config:
         require(self.data.window.supervised_frames == 0,
                  "stage 2's temporal and physics terms need every frame of a window: "
                  "data.window.supervised_frames must be 0")
+        require(self.objective.mode != "reward" or self.objective.heads_frames == 0,
+                "objective.heads_frames applies to mode = 'denoise'; the reward mode judges whole clips")
         require(self.objective.mode != "reward" or not self.lora.train_heads,
                 "objective.mode = 'reward' judges with the frozen stage-1 heads: set lora.train_heads = false")
 
@@ -191,11 +201,17 @@ class AdaptedWorldModel(nn.Module):
         super().__init__()
         self.dit, self.heads, self.taps, self.checkpointing = dit, heads, taps, checkpointing
 
-    def forward(self, x_t: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, rgb: torch.Tensor):
-        """-> velocity (B, C, T', h, w), flow (B, T, 2, H, W), log distance (B, T, H, W)."""
+    def forward(self, x_t: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, rgb: torch.Tensor,
+                frame_index: torch.Tensor | None = None):
+        """-> velocity (B, C, T', h, w), flow (B, T, 2, H, W), log distance (B, T, H, W); with
+        ``frame_index`` (B, K) the heads decode only those frames (T = K)."""
         out = dit_forward(self.dit, x_t, timestep, context, taps=self.taps, return_output=True,
                           gradient_checkpointing=self.checkpointing and self.training)
-        flow, log_depth = self.heads(out.as_list(), rgb)
+        if frame_index is None:
+            flow, log_depth = self.heads(out.as_list(), rgb)
+        else:
+            prev = at_frames(rgb, (frame_index - 1).clamp_min(0))
+            flow, log_depth = self.heads(out.as_list(), at_frames(rgb, frame_index), frame_index, prev)
         return out.output, flow, log_depth
 
 
@@ -240,23 +256,26 @@ def weighted_per_sample(term, weights: torch.Tensor, *args, **kwargs) -> tuple[t
 
 def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Tensor, batch: dict,
                      sigma: torch.Tensor, noise: torch.Tensor, head_loss: HeadLoss, physics: PhysicsLoss,
-                     objective: ObjectiveConfig) -> tuple[torch.Tensor, dict]:
+                     objective: ObjectiveConfig, frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The stage-2 loss of one batch from its VAE latents (B, C, T', h, w) and text context: the
     weighted flow-matching loss at ``sigma`` (B,) with ``noise``, the head losses and the
-    physics terms on the adapted features, each sample's weighted by w(sigma) (``sigma_weights``).
+    physics terms on the adapted features, each sample's weighted by w(sigma) (``sigma_weights``);
+    with ``frame_index`` (B, K) those on the K frames it names (``contiguous_frames``).
     Training, the probes and the benchmarks all run it."""
     sigma = sigma.to(latents.device, torch.float32)
     timestep = sigma_to_timestep(sigma)
     x_t = noisy_latents(latents, sigma, noise.to(latents))
-    velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"])
+    velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"], frame_index)
     fm = flow_matching_loss(velocity, noise.to(latents) - latents, timestep, objective.fm_weighting,
                             objective.timestep_shift)
     weights = sigma_weights(sigma, objective)
-    heads, head_metrics = weighted_per_sample(head_loss, weights, flow, batch["flow"], batch["flow_valid"], log_depth,
-                                              batch["depth"], batch["depth_valid"])
+    keys = ("flow", "flow_valid", "depth", "depth_valid", "rgb")
+    t = {k: batch[k] if frame_index is None else at_frames(batch[k], frame_index) for k in keys}
+    heads, head_metrics = weighted_per_sample(head_loss, weights, flow, t["flow"], t["flow_valid"], log_depth,
+                                              t["depth"], t["depth_valid"], frame_index=frame_index)
     terms, physics_metrics = weighted_per_sample(
-        physics, weights, log_depth.float(), flow.float(), batch["depth"], batch["depth_valid"], batch["flow"],
-        batch["flow_valid"], batch["intrinsics"], batch["dt"], frames=batch["rgb"], down_cam=batch["down_cam"])
+        physics, weights, log_depth.float(), flow.float(), t["depth"], t["depth_valid"], t["flow"],
+        t["flow_valid"], batch["intrinsics"], batch["dt"], frames=t["rgb"], down_cam=batch["down_cam"])
     total = objective.fm_weight * fm + objective.heads_weight * heads + terms
     head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
     return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}
@@ -275,7 +294,7 @@ class Stage2:
     _start_terms: dict = field(default_factory=dict)
 
     def losses(self, batch: dict, sigma: torch.Tensor, noise: torch.Tensor,
-               model: nn.Module | None = None) -> tuple[torch.Tensor, dict]:
+               model: nn.Module | None = None, frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """Total loss and every term for one batch at given sigmas (B,) and noise. Training goes
         through the distributed wrapper (``run.model``); one-rank probes must pass the plain module,
         since a wrapper's forward may start collectives the other ranks never join."""
@@ -284,7 +303,7 @@ class Stage2:
             return reward_objective(model or self.run.model, latents, context, batch, sigma, noise, self.head_loss,
                                     self.physics, self.run.config)
         return stage2_objective(model or self.run.model, latents, context, batch, sigma, noise, self.head_loss,
-                                self.physics, self.run.config.objective)
+                                self.physics, self.run.config.objective, frame_index)
 
     def loss_fn(self, batch: dict, micro: int) -> tuple[torch.Tensor, dict]:
         """Training: sigmas and noise drawn from (seed, step, micro-batch, rank) alone, so a resumed
@@ -296,7 +315,8 @@ class Stage2:
         shape = self.source.preset.latent_shape(batch["rgb"].shape[1], *batch["rgb"].shape[3:])
         sigma = shifted_sigmas(batch_size, run.config.objective.timestep_shift, generator)
         noise = torch.randn(batch_size, *shape, generator=generator)
-        return self.losses(batch, sigma, noise)
+        frames = contiguous_frames(batch_size, batch["rgb"].shape[1], run.config.objective.heads_frames, generator)
+        return self.losses(batch, sigma, noise, frame_index=frames)
 
     @torch.no_grad()
     def probe_terms(self, sigmas: tuple[float, ...] = (0.3, 0.7)) -> dict[str, float]:

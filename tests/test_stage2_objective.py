@@ -14,6 +14,7 @@ import heads.losses
 import heads.physics
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss
+from stages.model import at_frames, contiguous_frames
 from stages.stage2 import ObjectiveConfig, Stage2, Stage2Config
 from world_model.flow_matching import timestep_weight
 
@@ -44,10 +45,12 @@ def _stage(config: Stage2Config, batch: int = B, latent_dtype: torch.dtype = tor
     outputs = (torch.randn(shape, generator=g), torch.randn(batch, T, 2, H, W, generator=g),
                torch.randn(batch, T, H, W, generator=g))
 
-    def model(x_t, timestep, context, rgb):
+    def model(x_t, timestep, context, rgb, frame_index=None):
         if seen is not None:
             seen.append(timestep)
-        return outputs
+        if frame_index is None:
+            return outputs
+        return outputs[0], at_frames(outputs[1], frame_index), at_frames(outputs[2], frame_index)
 
     run = SimpleNamespace(config=config, model=model)
     source = SimpleNamespace(encode=lambda rgb, prompts: (latents, torch.zeros(batch, 3, 8)))
@@ -165,7 +168,7 @@ def test_sigma_weighting_below_drops_the_head_and_physics_terms_of_noisy_samples
     first = {k: (v[:1] if torch.is_tensor(v) and v.dim() else v) for k, v in _batch(2).items()}
     first["prompt"] = ["a ball"]
     outputs_model = stage.run.model
-    stage.run.model = lambda x_t, t, c, rgb: tuple(o[:1] for o in outputs_model(x_t, t, c, rgb))
+    stage.run.model = lambda x_t, t, c, rgb, frame_index=None: tuple(o[:1] for o in outputs_model(x_t, t, c, rgb))
     stage.source.encode = lambda rgb, prompts: (stage.fixed[0][:1], torch.zeros(1, 3, 8))
     total, metrics = stage.losses(first, torch.tensor([0.2]), noise[:1])
     assert low_only == pytest.approx(float(total - metrics["loss_fm"]) / 2, rel=1e-5)
@@ -194,3 +197,50 @@ def test_probe_averages_skip_a_term_undefined_on_one_window():
     means = finite_means(rows)
     assert means["loss"] == 2.0 and means["phys_fitted_g"] == 10.0
     assert math.isnan(means["only_here"])
+
+
+def _with_frames(frame_index: torch.Tensor | None, stage: Stage2 | None = None, batch: dict | None = None):
+    noise = torch.randn(LATENT, generator=torch.Generator().manual_seed(2))
+    stage = stage or _stage(Stage2Config())
+    return stage.losses(batch or _batch(), torch.tensor([0.2]), noise, frame_index=frame_index)
+
+
+def test_heads_frames_covering_the_window_equal_the_whole_window_path():
+    whole, metrics = _with_frames(None)
+    every, every_metrics = _with_frames(torch.arange(T)[None])
+    torch.testing.assert_close(every, whole)
+    assert every_metrics.keys() == metrics.keys()
+    for key in metrics:
+        torch.testing.assert_close(torch.as_tensor(every_metrics[key]), torch.as_tensor(metrics[key]), equal_nan=True)
+
+
+def test_a_run_of_k_frames_is_scored_like_a_window_of_those_frames():
+    """Frames 0..3 of a 5-frame window through frame_index give the loss of a 4-frame window whose
+    targets and predictions are those frames: targets are cut where the predictions are."""
+    index = torch.arange(4)[None]
+    part, part_metrics = _with_frames(index)
+    stage = _stage(Stage2Config())
+    _, flow, log_depth = stage.run.model(None, None, None, None)
+    outputs = (stage.fixed[1], at_frames(flow, index), at_frames(log_depth, index))
+    stage.run.model = lambda x_t, timestep, context, rgb, frame_index=None: outputs
+    batch = {k: at_frames(v, index) if k in ("rgb", "flow", "flow_valid", "depth", "depth_valid") else v
+             for k, v in _batch().items()}
+    short, short_metrics = _with_frames(None, stage, batch)
+    torch.testing.assert_close(part, short)
+    torch.testing.assert_close(part_metrics["loss_heads"], short_metrics["loss_heads"])
+
+
+def test_contiguous_frames_are_one_seeded_run_inside_the_window():
+    g = torch.Generator().manual_seed(0)
+    index = contiguous_frames(64, 9, 4, g)
+    assert index.shape == (64, 4) and bool(((index[:, 1:] - index[:, :-1]) == 1).all())
+    assert int(index.min()) == 0 and int(index.max()) == 8  # every start 0..5 reachable
+    torch.testing.assert_close(index, contiguous_frames(64, 9, 4, torch.Generator().manual_seed(0)))
+    assert contiguous_frames(2, 9, 0) is None and contiguous_frames(2, 9, 9) is None
+
+
+def test_heads_frames_is_validated():
+    with pytest.raises(ValueError, match="heads_frames must be 0 or >= 4"):
+        ObjectiveConfig(heads_frames=2)
+    with pytest.raises(ValueError, match="heads_frames applies to mode = 'denoise'"):
+        Stage2Config(objective=ObjectiveConfig(mode="reward", heads_frames=8))
