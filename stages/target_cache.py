@@ -155,10 +155,10 @@ class TargetCache:
         names = self.windows.base.entries[ref.scene_index]
         sample = {**stored, "scene": names.scene, "video": names.video, "prompt": names.prompt}
         if video:
-            sample["rgb"] = rgb
-        if select is not None:
-            sample.update(frame_index=torch.from_numpy(at), frame_rgb=rgb[[position[int(i)] for i in at]],
-                          prev_rgb=rgb[[position[int(i)] for i in prev]])
+            sample["rgb"] = _float_rgb(rgb)
+        if select is not None:  # cut before converting: a quarter of the bytes to copy for uint8
+            sample.update(frame_index=torch.from_numpy(at), frame_rgb=_float_rgb(rgb[[position[int(i)] for i in at]]),
+                          prev_rgb=_float_rgb(rgb[[position[int(i)] for i in prev]]))
         sample["window"], sample["view"] = window, view
         return sample
 
@@ -171,7 +171,13 @@ class TargetCache:
             raise CacheEntryError(self.store.path(key), f"target cache entry of window {window} view {view} is "
                                                         "missing or damaged; the next start of the run recomputes it")
         if "rgb_u8" in stored:
-            stored["rgb"] = stored.pop("rgb_u8").to(torch.float32).div_(255.0)
-        else:
-            stored["rgb"] = stored["rgb"].to(torch.float32)
+            stored["rgb"] = stored.pop("rgb_u8")
         return stored
+
+
+def _float_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """Stored RGB as the loader's float32: uint8 / 255 (the value data.transforms.apply_rgb_uint8
+    computes when nothing is resized), or float16 widened."""
+    if rgb.dtype != torch.uint8:
+        return rgb.to(torch.float32)
+    return torch.empty(rgb.shape, dtype=torch.float32).copy_(rgb).div_(255.0)  # ~2x faster than .to().div_()
