@@ -159,3 +159,11 @@ def test_stage1_recomputes_a_truncated_target_entry_and_skips_one_broken_in_trai
     records = [json.loads(line) for line in (tmp_path / "third" / "bad_samples.jsonl").read_text().splitlines()]
     assert {r["file"] for r in records} == {str(victim)}
     assert all("missing or damaged" in r["reason"] for r in records)
+
+
+def test_bench_loader_finds_the_h100_cached_step_rates():
+    from scripts.bench_loader import h100_step_rates
+
+    rates = h100_step_rates()
+    assert {0, 8} <= rates.keys()
+    assert all(rate > 0 and "cached_step_ms" in source for found in rates.values() for rate, source in found)
