@@ -60,10 +60,9 @@ def target_key(windows: FixedWindows, ref: WindowRef, view: View | None = None) 
     base, config = windows.base, windows.base.config
     scene = base.scenes[ref.scene_index]
     frames = windows.frames(ref, None if view is None else view.stride)
-    span = range(int(frames[0]), int(frames[-1]) + 1)
-    first_flow = max(base.convention.file_index(span[0] + 1) if len(span) > 1 else 0, 0)
-    flows = scene.flow[first_flow: base.convention.file_index(span[-1]) + 1] if len(span) > 1 else ()
-    files = [scene.rgb[i] for i in frames] + [scene.depth[i] for i in span] + list(flows)
+    span = range(int(frames[0]), int(frames[-1]) + 1)  # composition reads every step in between
+    flows = [scene.flow[base.convention.file_index(i)] for i in span[1:]]
+    files = [scene.rgb[i] for i in frames] + [scene.depth[i] for i in span] + flows
     settings = (config.height, config.width, config.flow_convention, config.flow_units, config.flow_timing,
                 config.far_clip_m, config.fov_deg, config.fps)
     return sha256_key("window-targets-v1", str(scene.directory.resolve()), [int(f) for f in frames],
