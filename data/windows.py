@@ -78,10 +78,15 @@ class FixedWindows(Dataset):
             return 0
         return int(np.random.default_rng([self.seed, self.epoch, index, VIEW_CHOICE_STREAM]).integers(self.views))
 
-    def __getitem__(self, index: int) -> dict:
+    def draw(self, index: int) -> tuple[int, np.ndarray | None, int]:
+        """What item ``index`` shows this epoch: (window, supervised frames or None, view)."""
         select = training_subset(self.base.config.window.num_frames, self.supervised_frames, self.seed,
                                  self.epoch, index)
-        return self.load(index % len(self.refs), select=select, video=self.video, view=self.pick_view(index))
+        return index % len(self.refs), select, self.pick_view(index)
+
+    def __getitem__(self, index: int) -> dict:
+        window, select, view = self.draw(index)
+        return self.load(window, select=select, video=self.video, view=view)
 
     def load(self, window: int, select: np.ndarray | None = None, video: bool = True, view: int = 0) -> dict:
         """View ``view`` of window ``window`` (an index into ``refs``), all targets unless ``select`` is given."""

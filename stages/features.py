@@ -36,7 +36,7 @@ from data.windows import FixedWindows, WindowRef
 from stages.trainer.sections import BackboneConfig
 from stages.trainer.tracking import PhaseTimer
 from world_model.backbone import FrozenBackbone
-from world_model.cache import TensorCache, check_entry, sha256_key
+from world_model.cache import TensorCache, sha256_key
 from world_model.encoders import PromptEncoder, VideoLatentEncoder
 from world_model.features import ExtractionConfig
 from world_model.presets import BackbonePreset, get_preset
@@ -184,33 +184,28 @@ class FeatureCache:
         Cheap by default (each file's size against its header: truncation), ``full`` compares the
         tensors' checksums too (reads everything).  Run it on one process: the others would race
         on the removals."""
-        damaged = []
-        for key in self.keys:
-            path = self.store.path(key)
-            problem = check_entry(path, full) if path.is_file() else None
-            if problem is not None:
-                path.unlink(missing_ok=True)
-                damaged.append(f"{path}: {problem}")
-        return damaged
+        return self.store.repair(self.keys, full)
 
     def build(self, source: FeatureSource, rank: int = 0, world: int = 1, show_progress: bool = True,
-              should_stop: Callable[[], bool] = lambda: False, skip_bad_windows: bool = False) -> int:
+              should_stop: Callable[[], bool] = lambda: False, skip_bad_windows: bool = False,
+              loaded: Callable[[int, dict], None] | None = None) -> int:
         """Extract features of the missing windows assigned to this rank; returns how many it wrote.
 
         ``should_stop`` is asked before each window: a stopped build keeps every entry written
         (each is atomic), and the next build computes only what is missing.  Another run building
         the same folder at the same time shares the work (TensorCache.fill).  With
         ``skip_bad_windows`` a window whose files cannot be read is logged and left out (training
-        then skips it through the bad-sample policy) instead of ending the build.
+        then skips it through the bad-sample policy) instead of ending the build.  ``loaded(entry,
+        sample)`` sees each whole window loaded (the target cache stores it rather than read it again).
         """
         todo = [i for i in self.missing() if i % world == rank]
         with tqdm(total=len(todo), desc=f"feature cache (rank {rank})", disable=not show_progress or not todo) as bar:
             return self.store.fill([(i, self.keys[i]) for i in todo],
-                                   lambda i: self._compute(source, i, skip_bad_windows), should_stop,
+                                   lambda i: self._compute(source, i, skip_bad_windows, loaded), should_stop,
                                    done=lambda: bar.update())
 
-    def _compute(self, source: FeatureSource, entry: int,
-                 skip_bad_windows: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    def _compute(self, source: FeatureSource, entry: int, skip_bad_windows: bool,
+                 loaded: Callable[[int, dict], None] | None) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         window, view = self.entries[entry]
         try:
             sample = self.windows.load(window, view=view)
@@ -219,6 +214,8 @@ class FeatureCache:
                 raise
             log.warning("feature cache: left out window %d view %d: %s", window, view, error)
             return None
+        if loaded is not None:
+            loaded(entry, sample)
         taps = source.extract(sample["rgb"].unsqueeze(0), [sample["prompt"]])
         tensors = {f"tap{k}": t[0].to(torch.bfloat16).contiguous().cpu() for k, t in enumerate(taps)}
         return tensors, {"video": sample["video"], "steps": str(sample["steps"].tolist())}
@@ -234,10 +231,13 @@ class FeatureCache:
 
 
 class CachedFeatureWindows(Dataset):
-    """FixedWindows samples with the cached tapped grids of their view attached under 'taps'."""
+    """FixedWindows samples with the cached tapped grids of their view attached under 'taps'.
 
-    def __init__(self, windows: FixedWindows, cache: FeatureCache) -> None:
-        self.windows, self.cache = windows, cache
+    With ``targets`` (stages.target_cache.TargetCache) an item's targets and RGB come from its
+    entry there (one file) instead of the scene's PNG, flow and distance files: same tensors."""
+
+    def __init__(self, windows: FixedWindows, cache: FeatureCache, targets=None) -> None:
+        self.windows, self.cache, self.targets = windows, cache, targets
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -246,7 +246,11 @@ class CachedFeatureWindows(Dataset):
         self.windows.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict:
-        sample = self.windows[index]
+        if self.targets is None:
+            sample = self.windows[index]
+        else:
+            window, select, view = self.windows.draw(index)
+            sample = self.targets.load(window, select=select, video=self.windows.video, view=view)
         sample["taps"] = self.cache.load(sample["window"], sample["view"])
         return sample
 

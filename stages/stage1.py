@@ -50,6 +50,7 @@ from stages.model import (
     validate,
     validation_holds,
 )
+from stages.target_cache import TargetCache, entry_bytes
 from stages.trainer import seed_everything
 from stages.trainer.assemble import make_train_run
 from stages.trainer.curriculum import CurriculumConfig, CurriculumSampler
@@ -212,27 +213,35 @@ def _cached(split_base: SimPhysicsDataset, config: Stage1Config, source: Feature
     windows = FixedWindows(split_base, per_scene, repeat, supervised_frames=supervised, seed=config.run.seed,
                            video=not supervised, views=views)
     cache = FeatureCache(config.features.cache_dir, windows, source)
+    targets = TargetCache(config.features.cache_dir, windows) if config.features.cache_targets else None
     if accelerator.is_main_process:
-        for line in cache.repair(full=config.features.verify_cache == "full"):
-            log.warning("feature cache: removed a damaged entry, to be recomputed: %s", line)
+        for name, entries in (("feature", cache), ("target", targets)):
+            for line in entries.repair(full=config.features.verify_cache == "full") if entries else ():
+                log.warning("%s cache: removed a damaged entry, to be recomputed: %s", name, line)
     accelerator.wait_for_everyone()
     data = config.data
     needed = estimate_bytes(source, len(cache.missing()), data.window.num_frames, data.height, data.width)
+    if targets is not None:
+        needed += len(targets.missing()) * entry_bytes(data.window.num_frames, data.height, data.width)
     with StopRequest() as stop:  # a SIGTERM ends the build after the window in hand (stages/trainer/preemption.py)
         if accelerator.is_main_process:
-            log.info("feature cache: %d windows x %d views, %d to compute, %.2f GB to write", len(windows.refs),
-                     views, len(cache.missing()), needed / 1e9)
+            log.info("feature cache: %d windows x %d views, %d to compute (targets: %s), %.2f GB to write",
+                     len(windows.refs), views, len(cache.missing()),
+                     f"{len(targets.missing())} to compute" if targets else "not cached", needed / 1e9)
             check_budget(needed, config.features.max_cache_gb, Path(config.features.cache_dir))
         accelerator.wait_for_everyone()
-        written = cache.build(source, accelerator.process_index, accelerator.num_processes,
-                              accelerator.is_local_main_process, should_stop=lambda: stop.received,
-                              skip_bad_windows=train and config.data.on_error == "skip")
+        rank, world, progress = accelerator.process_index, accelerator.num_processes, accelerator.is_local_main_process
+        skip = train and config.data.on_error == "skip"
+        written = cache.build(source, rank, world, progress, should_stop=lambda: stop.received, skip_bad_windows=skip,
+                              loaded=targets.store_sample if targets is not None else None)
+        if targets is not None:  # the windows whose features were cached already
+            targets.build(rank, world, progress, should_stop=lambda: stop.received, skip_bad_windows=skip)
     if stop.received:
         log.warning("SIGTERM: stopped building the feature cache (this rank wrote %d windows); run the same "
                     "command to continue it", written)
         raise Preempted()
     accelerator.wait_for_everyone()
-    return CachedFeatureWindows(windows, cache)
+    return CachedFeatureWindows(windows, cache, targets)
 
 
 def _datasets(config: Stage1Config, source: FeatureSource, accelerator) -> tuple[Dataset, dict[str, Dataset]]:

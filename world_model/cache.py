@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -132,6 +132,47 @@ class TensorCache:
             return None
         self.hits += 1
         return tensors
+
+    def get_rows(self, key: str, rows: dict[str, list[int] | None]) -> dict[str, torch.Tensor] | None:
+        """Rows (indices along the first dimension, in the order given) of the named tensors under
+        ``key``, or the whole tensor for None, reading only those bytes of the file; names the entry
+        lacks are left out.  None when the entry is missing or unreadable (a damaged file is
+        removed, as ``get`` does)."""
+        path = self.path(key)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                out, present = {}, set(handle.keys())
+                for name, wanted in rows.items():
+                    if name not in present:
+                        continue
+                    if wanted is None:
+                        out[name] = handle.get_tensor(name)
+                        continue
+                    whole = handle.get_slice(name)
+                    out[name] = torch.cat([whole[i:i + 1] for i in wanted]) if wanted else whole[0:0]
+        except (SafetensorError, OSError) as err:
+            log.warning("dropping unreadable cache file %s: %s", path, err)
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return out
+
+    def repair(self, keys: Iterable[str], full: bool = False) -> list[str]:
+        """Remove the damaged entries among ``keys`` (``check_entry``; missing ones are left alone)
+        so that the next ``fill`` recomputes them; one line per entry removed.  Run it on one
+        process: the others would race on the removals."""
+        damaged = []
+        for key in keys:
+            path = self.path(key)
+            problem = check_entry(path, full) if path.is_file() else None
+            if problem is not None:
+                path.unlink(missing_ok=True)
+                damaged.append(f"{path}: {problem}")
+        return damaged
 
     def check(self, key: str, full: bool = False) -> str | None:
         """``check_entry`` of the entry under ``key`` ("missing" when there is none)."""

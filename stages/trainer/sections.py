@@ -219,6 +219,12 @@ class FeatureConfig:
     """How each start checks the feature-cache entries it will use: 'size' (each file's size against
     its header: catches truncation, one small read per entry) or 'full' (also every tensor's
     checksum: reads the whole cache).  Damaged entries are removed and recomputed."""
+    cache_targets: bool = True
+    """Cached mode: also cache each window view's training targets and RGB at the model's resolution
+    beside its features (<cache_dir>/targets, stages/target_cache.py), so a step's loader reads one
+    file instead of the scene's ~2 PNGs, motion-vector and distance files per supervised frame: the
+    same tensors, several times the windows/s (docs/performance_loader.md).  Costs about 190 MB of
+    disk per window view at 49x480^2 (float32 flow and depth, uint8 RGB), within max_cache_gb."""
 
     def __post_init__(self) -> None:
         require(self.mode in ("cached", "online"), f"mode must be 'cached' or 'online', got {self.mode!r}")
