@@ -55,7 +55,8 @@ def test_bench_runs_both_paths(generated_dataset, tmp_path):
     # switch would show zeros here.
     step_ms = {path: float(values[0]) for path, values in rows.items()}
     for values in rows.values():
-        assert float(values[2]) == pytest.approx(5 * float(values[1]), rel=0.02), proc.stdout
+        # Both are printed to 2 decimals: at a slow (loaded) step the rounding alone is ~2 %.
+        assert float(values[2]) == pytest.approx(5 * float(values[1]), rel=0.02, abs=0.03), proc.stdout
     cached = dict(zip(PHASES, map(float, rows["cached"][3:3 + len(PHASES)])))
     online = dict(zip(PHASES, map(float, rows["online"][3:3 + len(PHASES)])))
     assert cached["heads_fwd_bwd"] > 0 and cached["data"] > 0, proc.stdout
