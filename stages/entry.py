@@ -8,6 +8,7 @@ the project installed (``scripts/bootstrap.sh`` installs it), so no module edits
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import import_module
 
 COMMANDS = {
@@ -28,37 +29,13 @@ def _run(command: str) -> int:
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
-def stage1() -> int:
-    return _run("pwm-stage1")
-
-
-def stage2() -> int:
-    return _run("pwm-stage2")
-
-
-def evaluate() -> int:
-    return _run("pwm-eval")
-
-
-def generate() -> int:
-    return _run("pwm-generate")
-
-
-def metadata() -> int:
-    return _run("pwm-metadata")
-
-
-def validate() -> int:
-    return _run("pwm-validate")
-
-
-def pairs() -> int:
-    return _run("pwm-pairs")
-
-
-def verify() -> int:
-    return _run("pwm-verify")
-
-
-def physics_iq() -> int:
-    return _run("pwm-physics-iq")
+# Console-script targets: module attributes pyproject.toml names (`stages.entry:stage1`, ...).
+stage1 = partial(_run, "pwm-stage1")
+stage2 = partial(_run, "pwm-stage2")
+evaluate = partial(_run, "pwm-eval")
+generate = partial(_run, "pwm-generate")
+metadata = partial(_run, "pwm-metadata")
+validate = partial(_run, "pwm-validate")
+pairs = partial(_run, "pwm-pairs")
+verify = partial(_run, "pwm-verify")
+physics_iq = partial(_run, "pwm-physics-iq")

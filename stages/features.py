@@ -165,6 +165,19 @@ class CacheEntryError(DataFormatError):
     bad-sample policy skips the window, and the next start's cache build recomputes it."""
 
 
+def load_or_leave_out(windows, entry: tuple[int, int], skip_bad_windows: bool, cache: str) -> dict | None:
+    """The sample of one (window, view) for a cache build; with ``skip_bad_windows`` an unreadable
+    one is left out of the build with a warning (None) instead of ending it."""
+    window, view = entry
+    try:
+        return windows.load(window, view=view)
+    except DataFormatError as error:
+        if not skip_bad_windows:
+            raise
+        log.warning("%s: left out window %d view %d: %s", cache, window, view, error)
+        return None
+
+
 class FeatureCache:
     """Keys, building and loading of cached features for one FixedWindows set: one entry per
     (window, view), entry ``window * views + view``."""
@@ -206,13 +219,8 @@ class FeatureCache:
 
     def _compute(self, source: FeatureSource, entry: int, skip_bad_windows: bool,
                  loaded: Callable[[int, dict], None] | None) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
-        window, view = self.entries[entry]
-        try:
-            sample = self.windows.load(window, view=view)
-        except DataFormatError as error:
-            if not skip_bad_windows:
-                raise
-            log.warning("feature cache: left out window %d view %d: %s", window, view, error)
+        sample = load_or_leave_out(self.windows, self.entries[entry], skip_bad_windows, "feature cache")
+        if sample is None:
             return None
         if loaded is not None:
             loaded(entry, sample)

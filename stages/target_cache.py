@@ -33,10 +33,9 @@ import torch
 from tqdm import tqdm
 
 from data.augment import View
-from data.errors import DataFormatError
 from data.scene_meta import SCENE_META
 from data.windows import FixedWindows, WindowRef
-from stages.features import CacheEntryError
+from stages.features import CacheEntryError, load_or_leave_out
 from world_model.cache import TensorCache, sha256_key
 
 log = logging.getLogger(__name__)
@@ -116,15 +115,8 @@ class TargetCache:
                                    should_stop, done=lambda: bar.update())
 
     def _compute(self, entry: int, skip_bad_windows: bool) -> tuple[dict, dict] | None:
-        window, view = self.entries[entry]
-        try:
-            sample = self.windows.load(window, view=view)
-        except DataFormatError as error:
-            if not skip_bad_windows:
-                raise
-            log.warning("target cache: left out window %d view %d: %s", window, view, error)
-            return None
-        return self.entry(sample)
+        sample = load_or_leave_out(self.windows, self.entries[entry], skip_bad_windows, "target cache")
+        return None if sample is None else self.entry(sample)
 
     @staticmethod
     def entry(sample: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

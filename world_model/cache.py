@@ -119,25 +119,13 @@ class TensorCache:
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
         """Tensors stored under ``key``, or None (a corrupt file counts as a miss and is removed)."""
-        path = self.path(key)
-        if not path.is_file():
-            self.misses += 1
-            return None
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            log.warning("dropping unreadable cache file %s: %s", path, err)
-            path.unlink(missing_ok=True)
-            self.misses += 1
-            return None
-        self.hits += 1
-        return tensors
+        return self.get_rows(key, None)
 
-    def get_rows(self, key: str, rows: dict[str, list[int] | None]) -> dict[str, torch.Tensor] | None:
+    def get_rows(self, key: str, rows: dict[str, list[int] | None] | None) -> dict[str, torch.Tensor] | None:
         """Rows (indices along the first dimension, in the order given) of the named tensors under
         ``key``, or the whole tensor for None, reading only those bytes of the file; names the entry
-        lacks are left out.  None when the entry is missing or unreadable (a damaged file is
-        removed, as ``get`` does)."""
+        lacks are left out; ``rows`` None reads every tensor whole.  None when the entry is missing
+        or unreadable (a damaged file is removed)."""
         path = self.path(key)
         if not path.is_file():
             self.misses += 1
@@ -145,6 +133,7 @@ class TensorCache:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 out, present = {}, set(handle.keys())
+                rows = dict.fromkeys(present) if rows is None else rows
                 for name, wanted in rows.items():
                     if name not in present:
                         continue
