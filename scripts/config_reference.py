@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from stages.trainer.config_text import (
-    _default_repr,
+    default_repr,
     config_fields,
     field_docs,
     type_name,
@@ -32,7 +32,7 @@ def _cell(text: str) -> str:
 def section_tables(cls: type, prefix: str = "") -> list[str]:
     """A table of the plain fields of ``cls`` under its TOML section name, then its sections."""
     docs, fields = field_docs(cls), config_fields(cls)
-    rows = [f"| `{prefix}{f.name}` | `{_cell(type_name(tp))}` | `{_cell(_default_repr(f))}` | {_cell(docs.get(f.name, ''))} |"
+    rows = [f"| `{prefix}{f.name}` | `{_cell(type_name(tp))}` | `{_cell(default_repr(f))}` | {_cell(docs.get(f.name, ''))} |"
             for f, tp, nested in fields if not nested]
     lines = ["", f"### `[{prefix[:-1]}]`" if prefix else "### top level", "",
              "| field | type | default | what it does |", "|---|---|---|---|", *rows] if rows else []

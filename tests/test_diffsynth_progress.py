@@ -42,7 +42,8 @@ def test_a_rollout_folds_diffsynth_bars_into_ours_or_is_silent(pipe, capsys, res
     lines = re.split(r"[\r\n]", err)
     assert any(line.startswith("rollout seed 3: VAE encoding:") for line in lines), err[-2000:]
     assert any(line.startswith("rollout seed 3: VAE decoding:") for line in lines), err[-2000:]
-    assert any(line.startswith("rollout seed 3:  50%") for line in lines), err[-2000:]  # the denoising steps
+    # The denoising steps (2): tqdm redraws at most every 0.1 s, so which percentages show depends on speed.
+    assert any(re.match(r"rollout seed 3: +\d+%.*\| [0-2]/2 ", line) for line in lines), err[-2000:]
     assert not any(line.startswith(("VAE encoding", "VAE decoding", "  0%")) for line in lines), err[-2000:]
     assert wan_video_vae.tqdm is original
 

@@ -50,7 +50,7 @@ def type_name(tp: Any) -> str:
     return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp).replace("typing.", "")
 
 
-def _default_repr(f: dataclasses.Field) -> str:
+def default_repr(f: dataclasses.Field) -> str:
     """The default as help shows it; a factory is called, so `field(default_factory=dict)` shows `{}`."""
     if f.default is not dataclasses.MISSING:
         return repr(f.default)
@@ -63,7 +63,7 @@ def help_text(cls: type, prefix: str = "", width: int = 100) -> str:
     lines = [f"{f'[{prefix[:-1]}]' if prefix else cls.__name__}  {doc}".rstrip()]
     docs, fields = field_docs(cls), config_fields(cls)
     for f, tp, _ in (entry for entry in fields if not entry[2]):
-        lines.append(f"  {prefix}{f.name} ({type_name(tp)}, default {_default_repr(f)})")
+        lines.append(f"  {prefix}{f.name} ({type_name(tp)}, default {default_repr(f)})")
         text = " ".join(docs.get(f.name, "(undocumented)").split())
         lines += textwrap.wrap(text, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     for f, tp, _ in (entry for entry in fields if entry[2]):
