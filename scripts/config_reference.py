@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from stages.trainer.config_text import (
-    default_repr,
     config_fields,
+    default_repr,
     field_docs,
     type_name,
 )
