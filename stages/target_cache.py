@@ -9,8 +9,9 @@ change, so they are computed once, at the model's resolution, and stored beside 
 
   flow (T, 2, H, W) float32, flow_valid (T, H, W) bool, depth (T, H, W) float32, depth_valid,
   rgb_u8 (T, 3, H, W) uint8 when the view's RGB is whole 1/255 steps (no resize, no colour
-  jitter: the loader's own float is u8 / 255, so exact), else rgb (T, 3, H, W) float16
-  (within 2.4e-4, a eighth of a uint8 step), and intrinsics, down_cam, dt, steps.
+  jitter: the loader's own float is u8 / 255, so exact), else rgb (T, 3, H, W) float32 (exact:
+  float16 there made a run that built the cache differ from one that read it, past 1e-4 in the
+  weights after 4 steps), and intrinsics, down_cam, dt, steps.
 
 All T frames are stored; a training item's supervised frames (data.window.supervised_frames,
 drawn per epoch) are cut at read time, reading only their rows of the file, so an item gives the
@@ -70,8 +71,8 @@ def target_key(windows: FixedWindows, ref: WindowRef, view: View | None = None) 
 
 
 def entry_bytes(frames: int, height: int, width: int) -> int:
-    """Bytes of one entry: float32 flow (2 channels) and depth, two masks, RGB as uint8 (float16 for
-    a resized or colour-jittered view is twice that)."""
+    """Bytes of one entry: float32 flow (2 channels) and depth, two masks, RGB as uint8 (float32 for
+    a resized or colour-jittered view is four times that)."""
     return frames * height * width * (2 * 4 + 4 + 1 + 1 + 3)
 
 
@@ -83,7 +84,7 @@ def sample_tensors(sample: dict) -> dict[str, torch.Tensor]:
     if torch.equal(quantised.to(torch.float32).div_(255.0), rgb):
         tensors["rgb_u8"] = quantised
     else:
-        tensors["rgb"] = rgb.to(torch.float16)
+        tensors["rgb"] = rgb.to(torch.float32)
     return tensors
 
 
@@ -168,7 +169,7 @@ class TargetCache:
 
 def _float_rgb(rgb: torch.Tensor) -> torch.Tensor:
     """Stored RGB as the loader's float32: uint8 / 255 (the value data.transforms.apply_rgb_uint8
-    computes when nothing is resized), or float16 widened."""
+    computes when nothing is resized), or the stored float32."""
     if rgb.dtype != torch.uint8:
         return rgb.to(torch.float32)
     return torch.empty(rgb.shape, dtype=torch.float32).copy_(rgb).div_(255.0)  # ~2x faster than .to().div_()

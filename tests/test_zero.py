@@ -62,10 +62,15 @@ def test_zero2_matches_the_ddp_path_and_resumes_exactly(generated_dataset, tmp_p
     assert proc.returncode == 0 and "DeepSpeed" not in proc.stderr, proc.stderr[-3000:]
     ds, ddp = tensors(tmp_path / "ds", 4, "trainable"), tensors(tmp_path / "ddp", 4, "trainable")
     assert ds.keys() == ddp.keys()
+    # Summation order differs between the paths, and AdamW turns noise in near-zero gradients into
+    # weight noise: 2.6e-5 on one GroupNorm weight at step 4 on some CPUs (the code of the previous,
+    # passing, run fails there too). A wrong accumulation boundary, loss scale or clip moves weights
+    # by about the learning rate (1e-3), ten times this tolerance; the weights move by more than
+    # five times it between checkpoints (checked below).
     for key in ds:
-        torch.testing.assert_close(ds[key], ddp[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(ds[key], ddp[key], rtol=1e-4, atol=1e-4, msg=key)
     moved = max(float((tensors(tmp_path / "ds", 2, "trainable")[k] - ds[k]).abs().max()) for k in ds)
-    assert moved > 1e-4, "the weights must change between checkpoints for the comparison to mean anything"
+    assert moved > 5e-4, "the weights must change between checkpoints for the comparison to mean anything"
 
     # checkpoint.init_from: ZeRO's fp32 master weights must follow the loaded module weights, or
     # the first step writes the fresh initialisation back (lr too small to move anything).
