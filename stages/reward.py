@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from stages.loss_weights import sigma_weights, weighted_per_sample
 from stages.trainer.sections import require
 from world_model.features import (
     ExtractionConfig,
@@ -150,11 +151,6 @@ def reward_objective(model: nn.Module, latents: torch.Tensor, context: torch.Ten
     """Loss = -reward [+ objective.fm_weight x flow matching at sigma]; reward = -(physics_weight x
     physics residual + heads_weight x head losses) of the judge on x̂0, each sample's weighted by
     w(sigma) in the one-step variant (the K-step x̂0 does not depend on sigma)."""
-    from stages.stage2 import (  # stage2 imports this module
-        sigma_weights,
-        weighted_per_sample,
-    )
-
     objective, reward = config.objective, config.reward
     sigma = sigma.to(latents.device, torch.float32)
     out = model(latents, context, batch["rgb"], sigma, noise.to(latents), objective.fm_weight > 0)

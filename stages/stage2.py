@@ -34,6 +34,7 @@ from heads.io import save_heads
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss, PhysicsLossConfig
 from stages.features import FeatureSource
+from stages.loss_weights import sigma_weights, weighted_per_sample
 from stages.model import (
     HeadPair,
     at_frames,
@@ -223,35 +224,6 @@ def shifted_sigmas(batch: int, shift: float, generator: torch.Generator | None =
 
 def load_stage1_heads(directory: str) -> HeadPair:
     return HeadPair.load(directory)
-
-
-def sigma_weights(sigma: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor:
-    """w(sigma) (B,) of the head and physics terms (ObjectiveConfig.heads_sigma_weighting)."""
-    if objective.heads_sigma_weighting == "below":
-        return (sigma <= objective.heads_sigma_max).to(sigma.dtype)
-    if objective.heads_sigma_weighting == "linear":
-        return (1.0 - sigma).clamp_min(0.0)
-    return torch.ones_like(sigma)
-
-
-def weighted_per_sample(term, weights: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, dict]:
-    """``term(*args, **kwargs)`` -> (loss, metrics) with sample b's loss weighted by weights[b]:
-    one call when every weight is the same, else one call per sample (tensor arguments sliced on
-    their batch dimension); the loss is the mean of the weighted per-sample losses, metrics are
-    averaged (pixel counts summed)."""
-    n = weights.shape[0]
-    if bool((weights == weights[0]).all()):
-        loss, metrics = term(*args, **kwargs)
-        return weights[0] * loss, metrics
-    losses, parts = [], []
-    for b in range(n):
-        def pick(x, b=b):
-            return x[b:b + 1] if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == n else x
-        loss, metrics = term(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
-        losses.append(weights[b] * loss)
-        parts.append(metrics)
-    merged = {k: torch.stack([torch.as_tensor(m[k]).float() for m in parts]) for k in parts[0]}
-    return torch.stack(losses).mean(), {k: v.sum() if k.endswith("_px") else v.mean() for k, v in merged.items()}
 
 
 def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Tensor, batch: dict,
