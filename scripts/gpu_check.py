@@ -5,6 +5,9 @@
 
 Items (each in its own process with its own time limit, so an OOM or a hang costs one item):
   dit_forward        DiT forward at 49x480^2 (2,925 tokens), median ms, TFLOP/s, MFU vs bf16 peak
+  dit_forward_variants  the same per attention kernel (SDPA cuDNN / flash / efficient / math,
+                     FlashAttention packages when installed) and with compiled blocks, each
+                     compared with the first variant's output
   stage1_step        feature extraction + heads fwd/bwd + optimizer, online vs cached path
                      (--supervised-frames K: decode K frames per step; --profile: top ops)
   stage1_variants    the heads step for each speed knob (frames decoded, RGB path resolution)
@@ -13,7 +16,9 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
                      online/cached with a timed backbone); the default heads or the variant named by
                      --supervised-frames / --rgb-refine-stride / --no-rgb-refine / --channels-last, --compile-mode
                      (reduce-overhead: CUDA graphs); minutes of compiling, so only when named
-  stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing
+  stage2_step_gc     LoRA rank-32 step (flow matching + head losses) with gradient checkpointing;
+                     MFU on the DiT's counted step FLOPs (forward, input gradients, recompute) and
+                     the heads' share of the step
   stage2_step_no_gc  the same without checkpointing
   stage2_step_subset the checkpointed step with heads and physics terms on max(4, frames // 4 + 1) contiguous frames
                      (objective.heads_frames: 13 of 49)
@@ -40,10 +45,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ITEMS = ("dit_forward", "stage1_step", "stage1_variants", "stage1_compiled", "prefetch", "stage2_step_gc",
+ITEMS = ("dit_forward", "dit_forward_variants", "stage1_step", "stage1_variants", "stage1_compiled", "prefetch", "stage2_step_gc",
          "stage2_step_no_gc", "stage2_step_subset", "vae_encode_tiled", "vae_encode", "best_of_rollouts")
 DEFAULT_ITEMS = tuple(i for i in ITEMS if i != "stage1_compiled")  # compiling takes minutes: asked for by name
-MIN_TIMEOUT_S = {"stage1_compiled": 420.0, "best_of_rollouts": 300.0}
+MIN_TIMEOUT_S = {"stage1_compiled": 420.0, "best_of_rollouts": 300.0, "dit_forward_variants": 420.0}
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
 
 
@@ -57,7 +62,12 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
     common = dict(preset=args.preset, device=device, frames=args.frames, height=args.height, width=args.width,
                   runs=args.runs, warmup=args.warmup)
     if name == "dit_forward":
-        return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1})
+        return g.item_dit_forward(**{**common, "runs": max(args.runs, 5) if not args.quick else 1},
+                                  peak_tflops=args.peak_tflops)
+    if name == "dit_forward_variants":
+        from scripts.gpu_item_dit import item_dit_forward_variants
+
+        return item_dit_forward_variants(**common)
     if name == "stage1_step":
         return g.item_stage1_step(**common, head_features=args.head_features, rgb_refine=not args.no_rgb_refine,
                                   supervised_frames=args.supervised_frames, profile=args.profile,
@@ -75,7 +85,9 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
 
         return item_prefetch(**common)
     if name.startswith("stage2_step"):
-        return g.item_stage2_step(**common, gradient_checkpointing=name != "stage2_step_no_gc",
+        from scripts.gpu_item_stage2 import item_stage2_step
+
+        return item_stage2_step(**common, peak_tflops=args.peak_tflops, gradient_checkpointing=name != "stage2_step_no_gc",
                                   heads_frames=max(4, common["frames"] // 4 + 1) if name == "stage2_step_subset" else 0)
     if name == "best_of_rollouts":
         from scripts.gpu_item_best_of import item_best_of
@@ -100,6 +112,8 @@ def _child(name: str, args: argparse.Namespace, timeout: float) -> dict:
         command += [flag for flag, on in flags.items() if on]
         if args.compile_mode:
             command += ["--compile-mode", args.compile_mode]
+        if args.peak_tflops:
+            command += ["--peak-tflops", str(args.peak_tflops)]
         start = time.perf_counter()
         try:
             proc = subprocess.run(command, timeout=timeout, capture_output=True, text=True, cwd=REPO)
@@ -125,7 +139,7 @@ def print_table(results: dict[str, dict]) -> None:
     keys = ("median_s", "mfu", "tflops", "online_step_ms", "cached_step_ms", "online_samples_per_s",
             "cached_samples_per_s", "online_supervised_frames_per_s", "cached_supervised_frames_per_s", "speedup",
             "cached_step_ms_prefetched",
-            "speedup_prefetched", "compile_s", "forward_backward_ms", "max_abs_diff_vs_eager", "step_ms", "median_ms",
+            "speedup_prefetched", "compile_s", "forward_backward_ms", "heads_ms", "heads_share", "max_abs_diff_vs_eager", "step_ms", "median_ms",
             "online_peak_gib", "cached_peak_gib", "peak_gib", "max_memory_gib", "batch_mb", "copy_ms", "compute_ms",
             "serial_step_ms", "prefetched_step_ms", "intact_prefetched", "n", "steps", "rollout_s", "score_s", "best_of_s")
     for name, result in results.items():
@@ -134,9 +148,19 @@ def print_table(results: dict[str, dict]) -> None:
         detail = result.get("error", "") if result["status"] != "ok" else ", ".join(shown)
         print(f"{name:<18} {result['status']:<8} {detail}")
         for variant in result.get("variants", []):
-            print(f"{'':<20}{variant['name']:<40} heads {variant['forward_backward_ms']:7.1f} ms, cached step "
-                  f"{variant['cached_step_ms']:7.1f} ms, online {variant['online_step_ms']:7.1f} ms, "
-                  f"online/cached {variant['speedup']:.2f}x, peak {variant['peak_gib']:.1f} GiB")
+            print(f"{'':<20}{variant['name']:<40} {variant_line(variant)}")
+
+
+VARIANT_KEYS = {"forward_backward_ms": "heads {:.1f} ms", "cached_step_ms": "cached step {:.1f} ms",
+                "online_step_ms": "online {:.1f} ms", "speedup": "online/cached {:.2f}x",
+                "median_s": "median {:.4g} s", "mfu": "MFU {:.1%}", "max_abs_diff": "max |diff| {:.2g}",
+                "peak_gib": "peak {:.1f} GiB", "max_memory_gib": "peak {:.1f} GiB"}
+
+
+def variant_line(variant: dict) -> str:
+    if variant.get("status", "ok") != "ok":
+        return f"{variant['status']}: {variant.get('error', '')}"
+    return ", ".join(form.format(variant[k]) for k, form in VARIANT_KEYS.items() if variant.get(k) is not None)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -158,6 +182,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="stage1_compiled: full-resolution decoder in channels-last layout (heads.channels_last)")
     parser.add_argument("--compile-mode", default=None,
                         help="stage1_compiled: torch.compile mode (e.g. reduce-overhead for CUDA graphs)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="dense bf16 peak for MFU when the card is not in world_model/flops.py's table")
     parser.add_argument("--quick", action="store_true", help="one timed run per item, no warm-up")
     parser.add_argument("--items", nargs="+", default=list(DEFAULT_ITEMS), choices=ITEMS,
                         help="default: all but stage1_compiled")

@@ -14,20 +14,13 @@ import time
 
 import torch
 
-from scripts.gpu_items import random_dit
+from scripts.gpu_items import random_dit, random_model
 from stages.evaluation import rollout
 from stages.evaluation.eval_config import EvalConfig
 from stages.evaluation.verifiers import clip_scores
 from stages.trainer.tracking import synchronize
-from world_model.benchmark import materialize_random
 from world_model.models import build_stand_in_tokenizer, build_text_encoder, build_vae
 from world_model.presets import get_preset
-
-
-def _random(build, preset, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    if device.type == "cuda":
-        return materialize_random(build(preset, empty=True), device, dtype)
-    return build(preset, seed=0, device=device, dtype=dtype)
 
 
 def random_pipeline(preset: str, device: torch.device, dtype: torch.dtype):
@@ -37,8 +30,8 @@ def random_pipeline(preset: str, device: torch.device, dtype: torch.dtype):
     p = get_preset(preset)
     pipe = WanVideoPipeline(device=str(device), torch_dtype=dtype)
     pipe.dit = random_dit(p, device, dtype)
-    pipe.vae = _random(build_vae, p, device, dtype)
-    pipe.text_encoder = _random(build_text_encoder, p, device, dtype)
+    pipe.vae = random_model(build_vae, p, device, dtype)
+    pipe.text_encoder = random_model(build_text_encoder, p, device, dtype)
     pipe.tokenizer = build_stand_in_tokenizer(p)
     _, spatial, _ = p.token_stride
     pipe.height_division_factor = pipe.width_division_factor = spatial

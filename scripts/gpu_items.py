@@ -21,11 +21,9 @@ from safetensors.torch import load_file, save_file
 
 from data.sampling import supervised_subset
 from heads.losses import HeadLoss, LossConfig
-from heads.physics import PhysicsLoss
-from stages.model import HeadPair, contiguous_frames, head_inputs
+from stages.model import HeadPair, head_inputs
 from stages.model import build_heads as build_stage_heads
 from stages.stage1 import heads_loss
-from stages.stage2 import AdaptedWorldModel, LoraConfig, Stage2Config, stage2_objective
 from stages.trainer.assemble import make_step_run
 from stages.trainer.loop import TrainRun, optimizer_step
 from stages.trainer.sections import HeadsConfig, OptimConfig
@@ -33,8 +31,7 @@ from stages.trainer.tracking import PhaseTimer, synchronize
 from world_model.backbone import FrozenBackbone, autocast_for
 from world_model.benchmark import benchmark_dit_forward, materialize_random
 from world_model.encoders import VideoLatentEncoder
-from world_model.features import ExtractionConfig, make_noise
-from world_model.lora import add_lora, lora_parameters
+from world_model.features import ExtractionConfig
 from world_model.models import build_dit, build_vae, count_parameters
 from world_model.presets import BackbonePreset, get_preset
 
@@ -53,10 +50,16 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def random_dit(preset: BackbonePreset, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def random_model(build, preset: BackbonePreset, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``build`` (world_model.models.build_*) with random weights: made on the GPU directly there,
+    seeded on CPU."""
     if device.type == "cuda":
-        return materialize_random(build_dit(preset, empty=True), device, dtype)
-    return build_dit(preset, seed=0, device=device, dtype=dtype)
+        return materialize_random(build(preset, empty=True), device, dtype)
+    return build(preset, seed=0, device=device, dtype=dtype)
+
+
+def random_dit(preset: BackbonePreset, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return random_model(build_dit, preset, device, dtype)
 
 
 def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, device: torch.device,
@@ -174,10 +177,11 @@ def kernel_profile(step, device: torch.device, top: int = 15) -> dict:
 
 
 def item_dit_forward(preset: str, device: torch.device, frames: int, height: int, width: int,
-                     runs: int, warmup: int) -> dict:
+                     runs: int, warmup: int, peak_tflops: float | None = None) -> dict:
     """1. DiT forward: median time, TFLOP/s and MFU (FLOP formula in world_model/flops.py)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    result = benchmark_dit_forward(preset, device, dtype, frames, height, width, runs=runs, warmup=warmup)
+    result = benchmark_dit_forward(preset, device, dtype, frames, height, width, runs=runs, warmup=warmup,
+                                   peak_tflops=peak_tflops)
     return {k: result[k] for k in ("preset", "tokens", "params", "flops", "median_s", "tflops", "peak_tflops",
                                    "mfu", "attention_backend", "max_memory_gib")}
 
@@ -352,51 +356,12 @@ def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: 
             **timed_heads_steps(step_run(heads, device), taps, batch, runs, warmup, fixed)}
 
 
-def item_stage2_step(preset: str, device: torch.device, frames: int, height: int, width: int,
-                     runs: int, warmup: int, gradient_checkpointing: bool, rank: int = 32, heads_frames: int = 0) -> dict:
-    """3. Stage-2 LoRA step as training takes it: ``optimizer_step`` over
-    ``stages.stage2.stage2_objective`` (weighted flow matching, head losses and physics terms)
-    through the LoRA-adapted DiT, at the recipe's default weights, sigma 0.7, frozen heads; with
-    ``heads_frames`` K the heads and physics terms on K contiguous frames (objective.heads_frames)."""
-    recipe = Stage2Config(lora=LoraConfig(rank=rank, alpha=float(rank), gradient_checkpointing=gradient_checkpointing))
-    p = get_preset(preset)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    dit = add_lora(random_dit(p, device, dtype), recipe.lora.rank, recipe.lora.alpha, recipe.lora.targets)
-    heads = build_heads(p, device).requires_grad_(False)
-    model = AdaptedWorldModel(dit, heads, p.default_taps, recipe.lora.gradient_checkpointing).train()
-    x0, context = random_inputs(p, frames, height, width, device, dtype)
-    batch = head_targets(frames, height, width, device)
-    noise = make_noise(x0.shape, seed=0, device=device, dtype=dtype)
-    sigma = torch.tensor([0.7])
-    head_loss, physics = HeadLoss(recipe.loss), PhysicsLoss(recipe.physics)
-    run = step_run(model, device, recipe.optim)
-
-    index = contiguous_frames(1, frames, heads_frames, torch.Generator().manual_seed(0))
-
-    def loss_fn(b: dict, micro: int):
-        return stage2_objective(run.model, x0, context, b, sigma, noise, head_loss, physics, recipe.objective, index)
-
-    reset_peak(device)
-    for i in range(warmup + runs):
-        run.timer.enabled = i >= warmup
-        metrics = optimizer_step(run, itertools.repeat(batch), loss_fn, recipe.optim)
-    step = run.timer.per_step_ms(runs)
-    release(run)
-    return {"gradient_checkpointing": gradient_checkpointing, "lora_rank": rank, "heads_frames": heads_frames,
-            "lora_params": sum(a.numel() for a in lora_parameters(dit)), **step,
-            "step_ms": sum(step.values()), "peak_gib": peak_gib(device),
-            "loss_terms": sorted(k for k in metrics if not k.endswith("_px"))}
-
-
 def item_vae_encode(preset: str, device: torch.device, frames: int, height: int, width: int,
                     runs: int, warmup: int, tiled: bool) -> dict:
     """4. VAE encode of one window (random weights), untiled or tiled."""
     p = get_preset(preset)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    if device.type == "cuda":
-        vae = materialize_random(build_vae(p, empty=True), device, dtype)
-    else:
-        vae = build_vae(p, seed=0, device=device, dtype=dtype)
+    vae = random_model(build_vae, p, device, dtype)
     encoder = VideoLatentEncoder(vae, "random", p, device=device, dtype=dtype, tiled=tiled)
     video = torch.rand(1, 3, frames, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
     reset_peak(device)

@@ -80,8 +80,9 @@ class FeatureSource:
         c = self.config
         if c.model_dir:
             return FrozenBackbone.from_pretrained(c.model_dir, self.preset, device=self.device, dtype=self.dtype,
-                                                  attention_backend=c.attention)
-        backbone = FrozenBackbone.random(self.preset, seed=c.seed, attention_backend=c.attention)
+                                                  attention_backend=c.attention, sdpa_kernel=c.sdpa_kernel)
+        backbone = FrozenBackbone.random(self.preset, seed=c.seed, attention_backend=c.attention,
+                                         sdpa_kernel=c.sdpa_kernel)
         return backbone.to(self.device, self.dtype)
 
     def _vae_factory(self):

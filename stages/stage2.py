@@ -208,12 +208,15 @@ class AdaptedWorldModel(nn.Module):
         ``frame_index`` (B, K) the heads decode only those frames (T = K)."""
         out = dit_forward(self.dit, x_t, timestep, context, taps=self.taps, return_output=True,
                           gradient_checkpointing=self.checkpointing and self.training)
+        return out.output, *self.decode(out.as_list(), rgb, frame_index)
+
+    def decode(self, taps: list[torch.Tensor], rgb: torch.Tensor,
+               frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads on tapped features: -> flow, log distance (all frames, or those at ``frame_index``)."""
         if frame_index is None:
-            flow, log_depth = self.heads(out.as_list(), rgb)
-        else:
-            prev = at_frames(rgb, (frame_index - 1).clamp_min(0))
-            flow, log_depth = self.heads(out.as_list(), at_frames(rgb, frame_index), frame_index, prev)
-        return out.output, flow, log_depth
+            return self.heads(taps, rgb)
+        prev = at_frames(rgb, (frame_index - 1).clamp_min(0))
+        return self.heads(taps, at_frames(rgb, frame_index), frame_index, prev)
 
 
 def shifted_sigmas(batch: int, shift: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -240,7 +243,16 @@ def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Ten
     velocity, flow, log_depth = model(x_t, timestep, context, batch["rgb"], frame_index)
     fm = flow_matching_loss(velocity, noise.to(latents) - latents, timestep, objective.fm_weighting,
                             objective.timestep_shift)
-    weights = sigma_weights(sigma, objective)
+    heads, metrics = head_terms(flow, log_depth, batch, sigma_weights(sigma, objective), head_loss, physics,
+                                objective, frame_index)
+    return objective.fm_weight * fm + heads, {"loss_fm": fm.detach(), **metrics}
+
+
+def head_terms(flow: torch.Tensor, log_depth: torch.Tensor, batch: dict, weights: torch.Tensor, head_loss: HeadLoss,
+               physics: PhysicsLoss, objective: ObjectiveConfig,
+               frame_index: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The heads' share of the stage-2 loss: head losses (times heads_weight) plus physics terms on
+    the decoded frames, each sample's weighted by ``weights`` (B,)."""
     keys = ("flow", "flow_valid", "depth", "depth_valid", "rgb")
     t = {k: batch[k] if frame_index is None else at_frames(batch[k], frame_index) for k in keys}
     heads, head_metrics = weighted_per_sample(head_loss, weights, flow, t["flow"], t["flow_valid"], log_depth,
@@ -248,9 +260,9 @@ def stage2_objective(model: nn.Module, latents: torch.Tensor, context: torch.Ten
     terms, physics_metrics = weighted_per_sample(
         physics, weights, log_depth.float(), flow.float(), t["depth"], t["depth_valid"], t["flow"],
         t["flow_valid"], batch["intrinsics"], batch["dt"], frames=t["rgb"], down_cam=batch["down_cam"])
-    total = objective.fm_weight * fm + objective.heads_weight * heads + terms
     head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
-    return total, {"loss_fm": fm.detach(), "loss_heads": heads.detach(), **head_metrics, **physics_metrics}
+    return (objective.heads_weight * heads + terms,
+            {"loss_heads": heads.detach(), **head_metrics, **physics_metrics})
 
 
 @dataclass

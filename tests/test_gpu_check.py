@@ -26,7 +26,7 @@ def _lora_params(dit: torch.nn.Module, rank: int) -> int:
 
 @pytest.mark.parametrize("name", gpu_check.ITEMS)
 def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
-    from world_model.flops import dit_forward_flops
+    from world_model.flops import dit_forward_flops, dit_train_step_flops
     from world_model.models import build_dit, count_parameters
     from world_model.presets import get_preset
 
@@ -40,6 +40,19 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert result["params"] == count_parameters(build_dit("tiny"))
         assert result["tflops"] == pytest.approx(result["flops"] / result["median_s"] / 1e12)
         assert result["mfu"] is None and result["peak_tflops"] is None
+    elif name == "dit_forward_variants":
+        rows = {v["name"]: v for v in result["variants"]}
+        # On a CPU torch's SDPA has its flash and math kernels; cuDNN and memory-efficient cannot run
+        # there and must say so rather than fall back to another kernel behind the name.
+        assert rows["sdpa cudnn"]["status"] == rows["sdpa efficient"]["status"] == "unavailable"
+        assert "backend" in rows["sdpa cudnn"]["error"].lower()
+        for name_ok in ("sdpa, torch's choice", "sdpa flash", "sdpa math", "sdpa, blocks compiled (aot_eager)"):
+            row = rows[name_ok]
+            assert row["status"] == "ok" and row["median_s"] > 0 and row["first_s"] > 0, row
+            assert row["max_abs_diff"] <= 1e-4 * max(1.0, row["reference_abs_max"]), row
+        assert result["best"] in rows and rows[result["best"]]["median_s"] == result["best_median_s"]
+        import torch.backends.cuda as switches
+        assert switches.flash_sdp_enabled() and switches.math_sdp_enabled(), "kernel choice must be reset"
     elif name == "stage1_step":
         assert result["online_backbone_ms"] > 0 and result["cached_read_features_ms"] > 0
         # Both paths time the trainer's own step (stages.trainer.loop.optimizer_step) and its phases.
@@ -73,6 +86,12 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         phases = {k: v for k, v in result.items() if k in ("data_ms", "forward_backward_ms", "optimizer_ms")}
         assert len(phases) == 3 and phases["forward_backward_ms"] > 0 and phases["optimizer_ms"] > 0, result
         assert result["step_ms"] == pytest.approx(sum(phases.values()))
+        # MFU counts the DiT's LoRA-step FLOPs (world_model.flops) over the step; no peak on a CPU.
+        counted = dit_train_step_flops("tiny", 9, 64, 64, result["gradient_checkpointing"])["total"]
+        assert result["dit_step_tflop"] == pytest.approx(counted / 1e12)
+        assert result["tflops"] == pytest.approx(counted / (result["step_ms"] / 1000) / 1e12)
+        assert result["mfu"] is None and result["peak_tflops"] is None
+        assert result["heads_ms"] > 0 and result["heads_share"] == pytest.approx(result["heads_ms"] / result["step_ms"])
         # The timed step is stage 2's own objective: flow matching, head losses and physics terms.
         assert {"loss_fm", "loss_heads", "depth_tgm", "phys_accel", "phys_free_fall", "phys_jerk",
                 "phys_warp", "phys_loss"} <= set(result["loss_terms"]), result["loss_terms"]
@@ -123,3 +142,19 @@ def test_driver_writes_the_results_file(tmp_path):
     payload = json.loads(path.read_text())
     assert path.name.startswith("cpu-") and payload["preset"] == "tiny"
     assert payload["environment"]["torch"] and payload["results"]["dit_forward"]["status"] == "ok"
+
+
+def test_stage2_item_reports_mfu_against_a_given_peak():
+    """With a peak (a card the table lacks, or here a made-up CPU figure) MFU is the counted step
+    FLOPs over the step time over the peak; a decoded-frame subset shrinks the heads' part."""
+    from scripts.gpu_item_stage2 import item_stage2_step
+    from world_model.flops import dit_train_step_flops
+
+    common = dict(preset="tiny", device=torch.device("cpu"), frames=9, height=64, width=64, runs=1, warmup=1,
+                  gradient_checkpointing=True, peak_tflops=0.5)
+    full = item_stage2_step(**common)
+    flops = dit_train_step_flops("tiny", 9, 64, 64, True)["total"]
+    assert full["peak_tflops"] == 0.5
+    assert full["mfu"] == pytest.approx(flops / (full["step_ms"] / 1000) / 0.5e12)
+    subset = item_stage2_step(**common, heads_frames=2)
+    assert subset["heads_ms"] < full["heads_ms"], (subset["heads_ms"], full["heads_ms"])

@@ -49,3 +49,26 @@ def test_attention_backend_is_explicit():
         set_attention_backend("flash_attn_3", training=True)
     with pytest.raises(ValueError):
         set_attention_backend("bogus")  # type: ignore[arg-type]
+
+
+def test_sdpa_kernel_choice_restricts_torch_and_keeps_the_features():
+    """backbone.sdpa_kernel: 'math' switches torch's flash kernel off (so a speed comparison really
+    compares kernels), the features agree with torch's own choice, and 'auto' switches all back."""
+    import torch.backends.cuda as switches
+
+    from stages.trainer.sections import BackboneConfig
+    from world_model.attention import set_sdpa_kernel
+
+    latents, context = torch.randn(1, 48, 3, 4, 4), torch.randn(1, 16, 32)
+    cfg = ExtractionConfig(timestep=100.0)
+    try:
+        chosen = FrozenBackbone.random("tiny", seed=0).extract(latents, context, cfg).as_list()
+        math = FrozenBackbone.random("tiny", seed=0, sdpa_kernel="math")
+        assert math.sdpa_kernel == "math" and not switches.flash_sdp_enabled() and switches.math_sdp_enabled()
+        for a, b in zip(chosen, math.extract(latents, context, cfg).as_list(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    finally:
+        set_sdpa_kernel("auto")
+    assert switches.flash_sdp_enabled() and switches.cudnn_sdp_enabled()
+    with pytest.raises(ValueError, match="sdpa_kernel must be one of"):
+        BackboneConfig(sdpa_kernel="fast")

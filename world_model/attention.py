@@ -81,3 +81,30 @@ def current_attention_backend() -> str:
         if getattr(wan_dit, flag):
             return name
     return "sdpa"
+
+
+SdpaKernel = Literal["auto", "flash", "efficient", "cudnn", "math"]
+_SDPA_SWITCHES: dict[str, str] = {
+    "flash": "enable_flash_sdp",
+    "efficient": "enable_mem_efficient_sdp",
+    "cudnn": "enable_cudnn_sdp",
+    "math": "enable_math_sdp",
+}
+SDPA_KERNELS: tuple[str, ...] = ("auto", *_SDPA_SWITCHES)
+
+
+def set_sdpa_kernel(kernel: SdpaKernel = "auto") -> str:
+    """Restrict torch SDPA (the ``sdpa`` backend) to one kernel, or let torch choose (``auto``).
+
+    Process-wide, like the backend choice: torch's global switches, which the CPU's kernel choice
+    reads too.  A kernel that cannot run a call (cuDNN or memory-efficient on a CPU, flash on an
+    unsupported head size) then fails that call instead of falling back silently.
+    """
+    import torch
+
+    if kernel not in SDPA_KERNELS:
+        raise ValueError(f"unknown SDPA kernel {kernel!r}; choose from {SDPA_KERNELS}")
+    for name, switch in _SDPA_SWITCHES.items():
+        getattr(torch.backends.cuda, switch)(kernel in ("auto", name))
+    log.info("SDPA kernel: %s", kernel)
+    return kernel

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .attention import Backend, set_attention_backend
+from .attention import Backend, SdpaKernel, set_attention_backend, set_sdpa_kernel
 from .features import DiTFeatures, ExtractionConfig, dit_forward, extract_features
 from .models import build_dit, count_parameters
 from .presets import BackbonePreset, get_preset
@@ -37,18 +37,20 @@ class FrozenBackbone(nn.Module):
         dit: the DiT (random or loaded).
         preset: its geometry (taps default, shapes).
         attention_backend: kernel to force (``auto`` never picks SageAttention when ``training``).
+        sdpa_kernel: torch SDPA kernel to restrict the ``sdpa`` backend to (``auto``: torch chooses).
         training: whether gradients will flow through the DiT (stage 2); only affects the
             attention-backend choice -- the DiT's own weights are frozen either way.
     """
 
     def __init__(self, dit: nn.Module, preset: str | BackbonePreset,
-                 attention_backend: Backend = "auto", training: bool = False) -> None:
+                 attention_backend: Backend = "auto", training: bool = False, sdpa_kernel: SdpaKernel = "auto") -> None:
         super().__init__()
         self.preset = get_preset(preset)
         self.dit = dit
         self.dit.requires_grad_(False)
         super().train(False)
         self.attention_backend = set_attention_backend(attention_backend, training=training)
+        self.sdpa_kernel = set_sdpa_kernel(sdpa_kernel)
         log.info("frozen backbone %s: %.3fB parameters, taps %s", self.preset.name,
                  count_parameters(dit) / 1e9, self.preset.default_taps)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from world_model.attention import SDPA_KERNELS
 from world_model.presets import PRESETS
 
 
@@ -177,6 +178,9 @@ class BackboneConfig:
     """Backbone compute dtype on GPU ('bf16' or 'fp32'); the CPU always computes in fp32."""
     attention: str = "auto"
     """Attention backend: auto, flash_attn3, flash_attn2, sdpa (SageAttention is refused for training)."""
+    sdpa_kernel: str = "auto"
+    """Torch SDPA kernel when the backend is sdpa: auto (torch chooses), flash, efficient, cudnn or math;
+    the GPU check's dit_forward_variants item times each on the card at hand."""
     timestep: float = 100.0
     """Extraction timestep in [0, 1000]; low noise (100) is the stronger default for depth/flow."""
     noise_seed: int = 0
@@ -189,6 +193,7 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         require(self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        require(self.sdpa_kernel in SDPA_KERNELS, f"sdpa_kernel must be one of {SDPA_KERNELS}, got {self.sdpa_kernel!r}")
         require(0.0 <= self.timestep <= 1000.0, f"timestep must lie in [0, 1000], got {self.timestep}")
         require(self.preset == "tiny" or bool(self.model_dir),
                  f"preset {self.preset!r} needs backbone.model_dir (a local weights directory); "
