@@ -71,10 +71,12 @@ def random_inputs(preset: BackbonePreset, frames: int, height: int, width: int, 
 
 
 def build_heads(preset: BackbonePreset, device: torch.device, features: int = 128, rgb_refine: bool = True,
-                rgb_refine_stride: int = 1, channels_last: bool = False) -> HeadPair:
-    """The head pair as stage-1 training builds it (stages.model.build_heads), eager."""
+                rgb_refine_stride: int = 1, channels_last: bool = False, checkpoint_chunk: int | None = None) -> HeadPair:
+    """The head pair as stage-1 training builds it (stages.model.build_heads), eager; with
+    ``checkpoint_chunk`` the decoder recomputed in backward that many frames at a time."""
     knobs = HeadsConfig(features=features, rgb_refine=rgb_refine, rgb_refine_stride=rgb_refine_stride,
-                        channels_last=channels_last)
+                        channels_last=channels_last, checkpoint_decoder=checkpoint_chunk is not None,
+                        frame_chunk=checkpoint_chunk or 0)
     return build_stage_heads(knobs, preset, len(preset.default_taps)).to(device)
 
 
@@ -252,10 +254,12 @@ def supervised_rates(frames_per_window: int, **step_ms: float) -> dict[str, floa
     return {f"{path}_supervised_frames_per_s": 1000.0 * frames_per_window / ms for path, ms in step_ms.items()}
 
 
-HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride (0 = no RGB path), channels-last decoder)
-    ("all frames, full-res RGB", 0, 1, False), ("all frames, full-res RGB, channels-last", 0, 1, True),
-    ("8 frames, full-res RGB", 8, 1, False), ("all frames, half-res RGB", 0, 2, False),
-    ("8 frames, half-res RGB", 8, 2, False), ("all frames, no RGB", 0, 0, False),
+HEAD_VARIANTS = (  # (name, supervised frames, RGB path stride (0 = no RGB path), channels-last decoder,
+    # decoder checkpointed this many frames at a time (None = not))
+    ("all frames, full-res RGB", 0, 1, False, None), ("all frames, full-res RGB, channels-last", 0, 1, True, None),
+    ("all frames, full-res RGB, decoder checkpointed by 7", 0, 1, False, 7),
+    ("8 frames, full-res RGB", 8, 1, False, None), ("all frames, half-res RGB", 0, 2, False, None),
+    ("8 frames, half-res RGB", 8, 2, False, None), ("all frames, no RGB", 0, 0, False, None),
 )
 
 
@@ -348,11 +352,12 @@ def timed_heads_steps(run: TrainRun, taps: list[torch.Tensor], batch: dict, runs
 
 
 def _variant_step(p: BackbonePreset, device: torch.device, frames: int, height: int, width: int, runs: int,
-                  warmup: int, features: int, supervised: int, stride: int, channels_last: bool, *, taps,
-                  fixed: dict) -> dict:
-    heads = build_heads(p, device, features, stride > 0, max(stride, 1), channels_last)
+                  warmup: int, features: int, supervised: int, stride: int, channels_last: bool,
+                  checkpoint_chunk: int | None, *, taps, fixed: dict) -> dict:
+    heads = build_heads(p, device, features, stride > 0, max(stride, 1), channels_last, checkpoint_chunk)
     batch = head_targets(frames, height, width, device, supervised)
     return {"supervised_frames": supervised, "rgb_refine_stride": stride, "channels_last": channels_last,
+            "checkpoint_chunk": checkpoint_chunk,
             **timed_heads_steps(step_run(heads, device), taps, batch, runs, warmup, fixed)}
 
 

@@ -89,7 +89,8 @@ def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
 def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:
     pair = HeadPair.build(head_config(heads, preset, num_taps))
     for head in (pair.flow, pair.depth):
-        head.set_memory_options(frame_chunk=heads.frame_chunk, channels_last=heads.channels_last)
+        head.set_memory_options(frame_chunk=heads.frame_chunk, gradient_checkpointing=heads.checkpoint_decoder,
+                                channels_last=heads.channels_last)
     if heads.compile:
         # The pair as one graph: with CUDA graphs (reduce-overhead) a no-grad call of a second
         # compiled head would overwrite the first head's output in validation.  In place

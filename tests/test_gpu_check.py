@@ -62,7 +62,7 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert result["speedup_prefetched"] > result["speedup"], "reading ahead can only shorten the step"
     elif name == "stage1_variants":
         variants = {v["name"]: v for v in result["variants"]}
-        assert len(variants) == 6 and result["backbone_ms"] > 0 and result["h2d_features_ms"] >= 0
+        assert len(variants) == 7 and result["backbone_ms"] > 0 and result["h2d_features_ms"] >= 0
         for v in variants.values():
             assert v["speedup"] == pytest.approx(v["online_step_ms"] / v["cached_step_ms"])
         # Fewer decoded frames can only shrink the heads' share of a step (CPU timing noise aside,
@@ -70,6 +70,7 @@ def test_every_item_runs_on_cpu_and_reports_its_settings(cpu_args, name):
         assert variants["8 frames, full-res RGB"]["supervised_frames"] == 8
         assert variants["all frames, no RGB"]["rgb_refine_stride"] == 0
         assert [v["name"] for v in variants.values() if v["channels_last"]] == ["all frames, full-res RGB, channels-last"]
+        assert [v["checkpoint_chunk"] for v in variants.values() if v["checkpoint_chunk"]] == [7]
     elif name == "stage1_compiled":
         assert result["backend"] == "aot_eager" and result["forward_backward_ms"] > 0 and result["compile_s"] > 0
         assert result["max_abs_diff_vs_eager"] < 1e-4 and result["backbone_ms"] > 0

@@ -155,6 +155,26 @@ def test_counted_head_cost_is_the_neck_plus_k_frame_decodes():
                           grid, 2).refiner_flops == 0
 
 
+def test_checkpointed_decoder_saves_little_and_recomputes_the_decoder():
+    """heads.checkpoint_decoder: the decoder's activations are not kept for the backward pass
+    (the neck's still are), at the price of one more decoder forward; the training wiring sets it."""
+    from heads.cost import head_step_cost
+    from stages.model import build_heads, head_config
+    from stages.trainer.sections import HeadsConfig
+    from world_model.presets import get_preset
+
+    cfg = HeadConfig(in_channels=32, num_taps=4, features=16, temporal_heads=2)
+    grid = (3, 2, 2)
+    plain, checkpointed = head_step_cost(cfg, grid), head_step_cost(cfg, grid, checkpoint_chunk=3)
+    neck_only = head_step_cost(cfg, grid, 1)  # one decoded frame: mostly the neck's activations
+    assert checkpointed.saved_gib < neck_only.saved_gib < plain.saved_gib
+    # One more forward of the decoder: more than nothing, less than a forward of everything (1/3 of a step).
+    assert plain.flops < checkpointed.flops < 1.34 * plain.flops
+    knobs = HeadsConfig(features=16, temporal_levels=1, frame_chunk=3, checkpoint_decoder=True)
+    pair = build_heads(knobs, get_preset("tiny"), 4)
+    assert all(h.gradient_checkpointing and h.frame_chunk == 3 for h in (pair.flow, pair.depth))
+
+
 def test_head_cost_script_reports_the_5b_geometry():
     from scripts.head_cost import main
 

@@ -265,7 +265,12 @@ class HeadsConfig:
     rgb_cost_pool: int = 1
     """Average-pool the frames by this factor before matching: reach rgb_cost_radius * pool px."""
     frame_chunk: int = 0
-    """Decode full resolution this many frames at a time (0 = all); lowers peak memory only."""
+    """Decode full resolution this many frames at a time (0 = all): lowers the peak of passes
+    without gradients (validation, evaluation) and, with checkpoint_decoder, of training."""
+    checkpoint_decoder: bool = False
+    """Recompute the full-resolution decoder in the backward pass, frame_chunk frames at a time:
+    what it saves for the backward (most of a heads step's memory at 49x480^2) shrinks to one
+    chunk's worth, for one more decoder forward a step.  Same results (tested)."""
     channels_last: bool = False
     """Run the full-resolution decoder in channels-last layout (a speed option for bf16 on GPUs;
     same results up to rounding). Compare with scripts/gpu_check.sh --items stage1_variants."""
