@@ -159,7 +159,7 @@ def test_checkpointed_decoder_saves_little_and_recomputes_the_decoder():
     """heads.checkpoint_decoder: the decoder's activations are not kept for the backward pass
     (the neck's still are), at the price of one more decoder forward; the training wiring sets it."""
     from heads.cost import head_step_cost
-    from stages.model import build_heads, head_config
+    from stages.model import build_heads
     from stages.trainer.sections import HeadsConfig
     from world_model.presets import get_preset
 
