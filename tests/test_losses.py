@@ -220,3 +220,21 @@ def test_head_loss_combines_weighted_parts() -> None:
     assert "loss_flow" not in m2
     with pytest.raises(ValueError):
         HeadLoss(cfg)()
+
+
+def test_depth_moving_weight_weighs_the_log_depth_l1_on_moving_pixels() -> None:
+    """Moving pixels (GT flow > moving_threshold) weigh depth_moving_weight in the log-depth L1;
+    1 leaves the loss as it was, and a perfect depth is still free whatever the weight."""
+    ft = torch.zeros(1, 2, 2, 4, 4)
+    ft[:, :, 0, :2, :2] = 3.0  # 4 of 16 pixels move
+    dt = torch.full((1, 2, 4, 4), 2.0)
+    dp = dt.log().clone()
+    dp[:, :, :2, :2] += 0.4  # error only on the moving pixels
+    cfg = dict(depth_grad_weight=0.0, depth_tgm_weight=0.0)
+    plain, m1 = HeadLoss(LossConfig(**cfg))(None, ft, None, dp, dt, None)
+    torch.testing.assert_close(plain, torch.tensor(0.4 * 4 / 16))
+    heavy, m2 = HeadLoss(LossConfig(depth_moving_weight=5.0, **cfg))(None, ft, None, dp, dt, None)
+    torch.testing.assert_close(heavy, torch.tensor(0.4 * 20 / (20 + 12)))
+    torch.testing.assert_close(m1["depth_l1_log"], m2["depth_l1_log"])  # the metric stays unweighted
+    exact, _ = HeadLoss(LossConfig(depth_moving_weight=5.0, **cfg))(None, ft, None, dt.log(), dt, None)
+    assert exact.item() == 0.0
