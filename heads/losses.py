@@ -45,6 +45,12 @@ def flow_valid_mask(target: torch.Tensor, mask: torch.Tensor | None, skip_first_
     return valid
 
 
+def moving_mask(target: torch.Tensor, valid: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, T, H, W) bool: valid pixels whose target flow (B, T, 2, H, W) is longer than ``threshold``
+    px -- the pixels the flow loss weighs up (and ``LossConfig.depth_moving_weight`` in depth)."""
+    return valid & (_safe_norm(torch.where(valid[:, :, None], target, torch.zeros_like(target)), dim=2) > threshold)
+
+
 def flow_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -63,7 +69,7 @@ def flow_loss(
     valid = flow_valid_mask(target, mask, skip_first_frame, frame_index)
     tgt = torch.where(valid[:, :, None], target, torch.zeros_like(target))
     epe = _safe_norm(torch.where(valid[:, :, None], pred - tgt, torch.zeros_like(pred)), dim=2)
-    moving = valid & (_safe_norm(tgt, dim=2) > moving_threshold)
+    moving = moving_mask(tgt, valid, moving_threshold)
     weight = valid.to(pred.dtype) * torch.where(moving, moving_weight, 1.0).to(pred.dtype)
     # Each valid pixel weighs >= 1, so clamping at 1 only matters (and gives 0) when none is valid;
     # no data-dependent Python branch, hence no GPU sync.
@@ -265,9 +271,8 @@ class HeadLoss:
         if depth_pred_log is not None and depth_target is not None:
             pixel_weight = None
             if c.depth_moving_weight != 1.0 and flow_target is not None:
-                moving = _safe_norm(torch.nan_to_num(flow_target), dim=2) > c.moving_threshold
-                if flow_mask is not None:
-                    moving = moving & flow_mask.bool()
+                valid = flow_valid_mask(flow_target, flow_mask, skip_first_frame=False)
+                moving = moving_mask(flow_target, valid, c.moving_threshold)
                 pixel_weight = torch.where(moving, c.depth_moving_weight, 1.0)
             ld, md = depth_loss(
                 depth_pred_log, depth_target, depth_mask, c.depth_l1_weight, c.depth_ssi_weight,
