@@ -22,6 +22,7 @@ Items (each in its own process with its own time limit, so an OOM or a hang cost
   stage2_step_no_gc  the same without checkpointing
   stage2_step_subset the checkpointed step with heads and physics terms on max(4, frames // 4 + 1) contiguous frames
                      (objective.heads_frames: 13 of 49)
+  stage2_step_subset_no_gc  the same without checkpointing (the 80 GB card's setting)
   vae_encode_tiled   VAE encode of one 49x480^2 window, tiled
   vae_encode         the same untiled
   best_of_rollouts   evaluate_physics --best-of 4: four TI2V rollouts of one conditioning (the
@@ -46,7 +47,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ITEMS = ("dit_forward", "dit_forward_variants", "stage1_step", "stage1_variants", "stage1_compiled", "prefetch", "stage2_step_gc",
-         "stage2_step_no_gc", "stage2_step_subset", "vae_encode_tiled", "vae_encode", "best_of_rollouts")
+         "stage2_step_no_gc", "stage2_step_subset", "stage2_step_subset_no_gc", "vae_encode_tiled", "vae_encode", "best_of_rollouts")
 DEFAULT_ITEMS = tuple(i for i in ITEMS if i != "stage1_compiled")  # compiling takes minutes: asked for by name
 MIN_TIMEOUT_S = {"stage1_compiled": 420.0, "best_of_rollouts": 300.0, "dit_forward_variants": 420.0}
 GEOMETRY = {"ti2v_5b": (49, 480, 480), "tiny": (9, 64, 64)}
@@ -87,8 +88,8 @@ def run_item(name: str, args: argparse.Namespace) -> dict:
     if name.startswith("stage2_step"):
         from scripts.gpu_item_stage2 import item_stage2_step
 
-        return item_stage2_step(**common, peak_tflops=args.peak_tflops, gradient_checkpointing=name != "stage2_step_no_gc",
-                                  heads_frames=max(4, common["frames"] // 4 + 1) if name == "stage2_step_subset" else 0)
+        return item_stage2_step(**common, peak_tflops=args.peak_tflops, gradient_checkpointing=not name.endswith("_no_gc"),
+                                  heads_frames=max(4, common["frames"] // 4 + 1) if "_subset" in name else 0)
     if name == "best_of_rollouts":
         from scripts.gpu_item_best_of import item_best_of
 
