@@ -207,29 +207,40 @@ class MetricAccumulator:
         self.flow: dict[str, float] = {}
         self.classical: dict[str, dict[str, float]] = {}
         self.depth: dict[str, dict[str, float]] = {}
+        self.depth_moving: dict[str, dict[str, float]] = {}
 
     @staticmethod
     def _add(acc: dict[str, float], sums: dict[str, float]) -> None:
         for k, v in sums.items():
             acc[k] = acc.get(k, 0.0) + v
 
-    def add_flow(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
-                 baselines: dict[str, ArrayLike] | None = None) -> None:
-        """pred, gt: (B, T, 2, H, W) px; mask: (B, T, H, W). Frame 0 is dropped by default.
-        ``baselines`` (name -> flow like pred, e.g. 'dis') are scored on exactly the same pixels."""
+    def flow_target(self, gt: ArrayLike, mask: ArrayLike | None = None) -> FlowTarget:
+        """gt (B, T, 2, H, W), mask (B, T, H, W) -> the target ``add_flow`` scores (frame 0 dropped
+        by default); its ``moving`` pixels are the ones ``add_depth`` also scores apart."""
         g = _t(gt)
         m = _mask(mask, g[:, :, 0]).clone()
         if self.skip_first_frame:
             m[:, 0] = False
-        target = FlowTarget(g, m, self.moving_threshold)
+        return FlowTarget(g, m, self.moving_threshold)
+
+    def add_flow(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
+                 baselines: dict[str, ArrayLike] | None = None) -> None:
+        """pred, gt: (B, T, 2, H, W) px; mask: (B, T, H, W). Frame 0 is dropped by default.
+        ``baselines`` (name -> flow like pred, e.g. 'dis') are scored on exactly the same pixels."""
+        target = self.flow_target(gt, mask)
         self._add(self.flow, {**target.error_sums(pred), **target.zero_flow_sums()})
         for name, flow in (baselines or {}).items():
             self._add(self.classical.setdefault(name, {}), target.error_sums(flow))
 
-    def add_depth(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None) -> None:
+    def add_depth(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
+                  moving: ArrayLike | None = None) -> None:
         """pred, gt: (B, T, H, W) metres (pred = exp(head output)); one clip per batch entry.
 
         Heads and the median baseline go through every alignment of DEPTH_ALIGNMENTS, per clip.
+        ``moving`` (B, T, H, W) bool, e.g. ``flow_target(...).moving``: those pixels are also scored
+        apart, unaligned.  Moving bodies are about 1 % of a demo frame, so the all-pixel AbsRel
+        hides a head that paints them with the depth of what lies behind them, and the physics
+        residuals and the verifier are computed on exactly those pixels.
         """
         g = _t(gt)
         valid = depth_valid(g, mask, self.far)
@@ -239,6 +250,10 @@ class MetricAccumulator:
                 aligned = p if align is None else align(p, g, valid)
                 self._add(self.depth.setdefault(depth_stem(prefix, alignment), {}),
                           depth_sums(aligned, g, valid, self.far))
+        if moving is not None:
+            on_moving = valid & _mask(moving, g)
+            for prefix, p in predictions.items():
+                self._add(self.depth_moving.setdefault(prefix, {}), depth_sums(p, g, on_moving, self.far))
 
     def compute(self) -> dict[str, float]:
         """Dict of dataset-level metrics (NaN where a metric had no pixel)."""
@@ -265,6 +280,10 @@ class MetricAccumulator:
             out[f"{stem}rmse_log"] = math.sqrt(_ratio(d["sq_log"], d["n"]))
         if self.depth:
             out["depth_valid_pixels"] = self.depth[depth_stem("depth", "metric")]["n"]
+        for prefix, d in self.depth_moving.items():
+            out[f"{prefix}_moving_abs_rel"] = _ratio(d["abs_rel"], d["n"])
+        if self.depth_moving:
+            out["depth_moving_pixels"] = self.depth_moving["depth"]["n"]
         return out
 
 
@@ -283,11 +302,13 @@ HEAD_METRIC_ROWS = (
     *((f"depth {label}, {ALIGNMENT_LABELS[alignment]}", depth_key("depth", alignment, metric),
        depth_key("median_depth", alignment, metric), lower)
       for metric, (label, lower) in DEPTH_METRIC_LABELS.items() for alignment in DEPTH_ALIGNMENTS),
+    ("depth AbsRel, moving pixels", "depth_moving_abs_rel", "median_depth_moving_abs_rel", True),
     *((label, key, f"zero_{key}", True) for key, label in FLOW_METRIC_LABELS.items()),
 )
 """(label, head key, baseline key, lower is better): the one table training validation prints and
 the evaluation reports (keys of `MetricAccumulator.compute`). Depth rows: each metric metric /
-scale-aligned / affine-aligned against the median baseline through the same alignment; flow rows
+scale-aligned / affine-aligned against the median baseline through the same alignment, then
+metric AbsRel on the pixels whose flow target moves (where a flow target exists); flow rows
 against zero flow, with the classical methods beside them (`classical_flow_key`)."""
 
 CLASSICAL_FLOW_LABELS = {"dis": "DIS", "farneback": "Farneback"}
@@ -329,4 +350,5 @@ def add_head_outputs(accumulators: list[MetricAccumulator], flow: torch.Tensor, 
                      for m in CLASSICAL_FLOW_METHODS}
     for acc in accumulators:
         acc.add_flow(flow.float(), target["flow"], target["flow_valid"], baselines=classical)
-        acc.add_depth(depth, target["depth"], target["depth_valid"])
+        moving = acc.flow_target(target["flow"], target["flow_valid"]).moving
+        acc.add_depth(depth, target["depth"], target["depth_valid"], moving=moving)

@@ -123,3 +123,39 @@ def test_accumulator_drops_frame_zero_and_reports_baselines() -> None:
     assert out["zero_flow_epe"] == pytest.approx(zero_flow_baseline(x["gt_flow"], mask)["epe"])
     base = median_depth_baseline(x["gt_depth"], x["mask"])
     assert out["median_depth_abs_rel"] == pytest.approx(depth_abs_rel(base, x["gt_depth"], x["mask"]))
+
+
+def test_moving_pixel_depth_sees_a_body_painted_with_the_background_depth() -> None:
+    """A head that gets the static scene right and gives a moving body the depth of the wall behind
+    it (what the demo heads do to balls in flight) barely moves the all-pixel AbsRel; the
+    moving-pixel AbsRel shows it, and counts only pixels whose flow target moves (not frame 0)."""
+    from heads.metrics import add_head_outputs
+
+    t, h, w = 3, 16, 16
+    depth = torch.full((1, t, h, w), 4.0)
+    flow = torch.zeros(1, t, 2, h, w)
+    body = (slice(None), slice(None), slice(6, 9), slice(6, 9))  # 9 px of 256: a small ball
+    depth[body] = 2.0
+    flow[:, :, 0, 6:9, 6:9] = 3.0  # it moves 3 px a frame (frame 0's flow is no target)
+    target = {"depth": depth, "depth_valid": torch.ones(1, t, h, w, dtype=torch.bool),
+              "flow": flow, "flow_valid": torch.ones(1, t, h, w, dtype=torch.bool)}
+    painted = torch.full_like(depth, 4.0)  # the body at the wall's depth
+
+    def scores(pred_depth: torch.Tensor) -> dict:
+        acc = MetricAccumulator(skip_first_frame=True)
+        add_head_outputs([acc], flow, pred_depth.log(), target)
+        return acc.compute()
+
+    exact, smeared = scores(depth), scores(painted)
+    assert exact["depth_moving_abs_rel"] == pytest.approx(0.0)
+    assert smeared["depth_moving_abs_rel"] == pytest.approx(1.0)  # |4 - 2| / 2 on every body pixel
+    assert smeared["depth_abs_rel"] < 0.04  # 9 of 256 pixels
+    assert smeared["depth_moving_pixels"] == 2 * 9  # frames 1 and 2 only
+    # The per-clip median baseline is scored on the same pixels: 4 m against 2 m.
+    assert smeared["median_depth_moving_abs_rel"] == pytest.approx(1.0)
+
+
+def test_moving_pixel_depth_is_absent_without_a_moving_mask() -> None:
+    acc = MetricAccumulator()
+    acc.add_depth(torch.ones(1, 2, 4, 4), torch.ones(1, 2, 4, 4))
+    assert "depth_moving_abs_rel" not in acc.compute()
