@@ -8,7 +8,9 @@ manifest works).
 Every clip is scored once, whole, at the stage-1 run's stride and frame size (the heads run on
 sliding windows of their own length); a pair counts as right when its plausible clip scores
 higher (ties half).  Writes verify.json ({"rows": {verifier: {"overall", "by_kind", "ci95"}},
-"pairs": N, plus every clip's score and terms), verify.md and verify_by_kind.png.
+"pairs": N, plus every clip's score and terms, and "heads_perception": the heads' depth and flow
+errors on the plausible clips, moving pixels apart, from the ground truth and for the report only),
+verify.md and verify_by_kind.png.
 Verifiers (stages/evaluation/verifiers.py): heads, oracle (the same physics rule on ground truth),
 features (backbone feature trajectories), frame_difference, random.  heads and features see the
 RGB frames and the intrinsics only.

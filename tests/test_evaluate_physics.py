@@ -347,6 +347,7 @@ def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(ge
         "heads", "oracle", "features", "frame_difference", "random"}
     assert (tmp_path / "best" / "verify" / "verify.json").is_file()
     assert "## Physics verifier: violation pairs" in (tmp_path / "best" / "report.md").read_text()
+    assert "The heads on the plausible clips" in (tmp_path / "best" / "report.md").read_text()
     scene, first = payload["scenes"][0]["models"]["stage1"], plain["scenes"][0]["models"]["stage1"]
     record = scene["best_of"]
     assert record["n"] == 2 and record["verifier"] == "heads" and first["best_of"] is None

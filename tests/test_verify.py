@@ -47,6 +47,18 @@ def _oracle_scores(root: Path) -> dict[str, dict]:
     return pairs, scores
 
 
+def _whole_clip(root: Path, video: str) -> dict:
+    from data.dataset import DataConfig, SimPhysicsDataset
+    from data.sampling import WindowSpec
+    from stages.evaluation.verify import write_clip_metadata
+
+    metadata = write_clip_metadata(root, [video], root.parent / "one_clip.csv")
+    data = DataConfig(root=str(root), metadata=str(metadata), height=128, width=128,
+                      window=WindowSpec(num_frames=9, stride=2))
+    dataset = SimPhysicsDataset(data, split="verify")
+    return dataset.load_window(0, np.arange(0, dataset.scenes[0].num_frames, 2))
+
+
 def test_the_oracle_measures_each_clips_gravity_and_ranks_every_plausible_clip_first(pairs_root):
     from stages.evaluation.pairs import accuracy_row
 
@@ -65,3 +77,32 @@ def test_the_oracle_measures_each_clips_gravity_and_ranks_every_plausible_clip_f
     assert scores[next(p.implausible for p in pairs if p.kind == "vanish")]["oracle"]["vanish"] > 0.2
     row = accuracy_row(pairs, {v: s["oracle"]["score"] for v, s in scores.items()})
     assert row["overall"] == 1.0 and row["by_kind"] == dict.fromkeys(KINDS, 1.0)
+
+
+def test_the_report_sees_a_ball_given_the_depth_behind_it(pairs_root):
+    """verify.json's heads_perception: exact outputs score 0; the ball at twice its distance (as the
+    demo heads place balls in flight against the wall) shows on moving pixels, not on all."""
+    import torch
+
+    from heads.metrics import head_accumulator
+    from stages.evaluation.pairs import read_pairs
+    from stages.evaluation.verify import PERCEPTION_KEYS, add_perception
+
+    sample = _whole_clip(pairs_root, read_pairs(pairs_root / "pairs.csv", pairs_root)[0].plausible)
+    flow = torch.where(sample["flow_valid"][:, None], sample["flow"], torch.zeros_like(sample["flow"]))
+    moving = flow.norm(dim=1) > 0.5
+    moving[0] = False
+    assert int(moving.sum()) > 100
+
+    def perception(distance: torch.Tensor) -> dict:
+        accumulator = head_accumulator(0.5, 100.0)
+        add_perception(accumulator, sample, {"flow": flow, "distance": distance})
+        return accumulator.compute()
+
+    exact = perception(sample["depth"].clone())
+    assert set(PERCEPTION_KEYS) <= set(exact)
+    assert exact["depth_abs_rel"] == pytest.approx(0.0, abs=1e-6) and exact["flow_epe_moving"] == pytest.approx(0.0)
+    assert exact["depth_moving_abs_rel"] == pytest.approx(0.0, abs=1e-6) and exact["zero_flow_epe_moving"] > 1.0
+    far = perception(torch.where(moving, 2 * sample["depth"], sample["depth"]))
+    assert far["depth_moving_abs_rel"] == pytest.approx(1.0, rel=1e-3)
+    assert far["depth_abs_rel"] < 0.1

@@ -263,7 +263,7 @@ def _verify(config: EvalConfig, out: Path) -> dict:
     result = run_verify(VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
                                      model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
                                      seed=config.seed))
-    return {key: result[key] for key in ("rows", "pairs", "kinds", "default_intrinsics")}
+    return {key: result[key] for key in ("rows", "pairs", "kinds", "default_intrinsics", "heads_perception")}
 
 
 def _pool_keys(ctx: Context, k: int) -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from data.dataset import SimPhysicsDataset
 from data.scene_meta import read_scene_meta
 from heads.io import atomic_write
+from heads.metrics import MetricAccumulator, head_accumulator
 from stages.evaluation import exports as ck
 from stages.evaluation.eval_config import EvaluationError
 from stages.evaluation.pairs import Pair, accuracy_row, read_pairs
@@ -76,13 +77,31 @@ def _model(config: VerifyConfig, trained):
     return ck.load_pair(stage1, device), FeatureSource(backbone, device, config.cache_dir)
 
 
-def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dict[str, dict], list[str]]:
-    """video -> verifier -> {score, terms}; and the clips read without scene.json."""
+PERCEPTION_KEYS = ("depth_abs_rel", "depth_moving_abs_rel", "median_depth_moving_abs_rel", "flow_epe_moving",
+                   "zero_flow_epe_moving")
+"""What verify.json reports of the heads' own depth and flow on the plausible clips (``heads_perception``)."""
+
+
+def add_perception(accumulator: MetricAccumulator, sample: dict, outputs: dict) -> None:
+    """The heads' distance and flow over one whole clip against its ground truth, on the pixels
+    stage-1 validation scores.  For the report only: it says what the heads miss where ``heads``
+    fails (a moving body at the depth of the wall behind it); no score ever sees it."""
+    flow, flow_valid = sample["flow"][None], sample["flow_valid"][None]
+    accumulator.add_flow(outputs["flow"][None], flow, flow_valid)
+    accumulator.add_depth(outputs["distance"][None], sample["depth"][None], sample["depth_valid"][None],
+                          moving=accumulator.flow_target(flow, flow_valid).moving)
+
+
+def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dict[str, dict], list[str], dict]:
+    """video -> verifier -> {score, terms}; the clips read without scene.json; and the heads'
+    perception on the plausible clips (``PERCEPTION_KEYS``; empty without the heads verifier)."""
     trained = ck.stage1_config(Path(config.stage1))
     videos = list(dict.fromkeys(v for p in pairs for v in (p.plausible, p.implausible)))
+    plausible = {p.plausible for p in pairs}
     dataset = _clip_dataset(config, trained, videos, out)
     model = _model(config, trained) if set(config.verifiers) & set(NEEDS_MODEL) else None
     window, stride = trained.data.window.num_frames, trained.data.window.stride
+    perception = head_accumulator(trained.loss.moving_threshold, trained.data.far_clip_m)
     scores, defaults = {}, []
     for index, video in enumerate(tqdm(videos, desc="verify", unit="clip")):
         scene = dataset.scenes[index]
@@ -93,10 +112,13 @@ def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dic
         if model is not None:
             outputs = heads_over_clip(*model, sample["rgb"], sample["prompt"], window)
         scores[video] = clip_scores(sample, config.verifiers, outputs, config.seed)
+        if "heads" in config.verifiers and video in plausible:
+            add_perception(perception, sample, outputs)
     if defaults:
         log.warning("%d clip(s) have no scene.json: default intrinsics (data.fov_deg = %s deg) used for %s",
                     len(defaults), trained.data.fov_deg, ", ".join(defaults[:3]) + (" ..." if len(defaults) > 3 else ""))
-    return scores, defaults
+    measured = perception.compute()
+    return scores, defaults, {k: measured[k] for k in PERCEPTION_KEYS if k in measured}
 
 
 def plot(rows: dict, path: Path) -> None:
@@ -133,6 +155,12 @@ def markdown(payload: dict) -> str:
         lo, hi = row["ci95"]
         lines.append(f"| {name} | {row['overall']:.3f} | {lo:.2f}-{hi:.2f} | "
                      + " | ".join(f"{row['by_kind'][k]:.2f}" for k in kinds) + " |")
+    seen = payload.get("heads_perception") or {}
+    if "depth_moving_abs_rel" in seen:
+        lines += ["", ("The heads on the plausible clips (ground truth, for this report only): depth AbsRel "
+                       f"{seen['depth_abs_rel']:.3f}, on moving pixels {seen['depth_moving_abs_rel']:.3f} (per-clip "
+                       f"median depth {seen['median_depth_moving_abs_rel']:.3f}); flow EPE on moving pixels "
+                       f"{seen['flow_epe_moving']:.2f} px (zero flow {seen['zero_flow_epe_moving']:.2f}).")]
     if payload["default_intrinsics"]:
         lines += ["", f"{len(payload['default_intrinsics'])} clip(s) had no scene.json: default intrinsics."]
     return "\n".join(lines) + "\n"
@@ -146,11 +174,11 @@ def run_verify(config: VerifyConfig) -> dict:
     pairs = read_pairs(config.pairs, config.root)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    scores, defaults = score_clips(config, pairs, out)
+    scores, defaults, perception = score_clips(config, pairs, out)
     rows = {name: accuracy_row(pairs, {v: s[name]["score"] for v, s in scores.items()}) for name in config.verifiers}
     payload = {"rows": rows, "pairs": len(pairs), "kinds": {k: sum(p.kind == k for p in pairs) for k in
                                                              sorted({p.kind for p in pairs})},
-               "default_intrinsics": defaults, "clips": scores,
+               "default_intrinsics": defaults, "heads_perception": perception, "clips": scores,
                "manifest": [p.__dict__ for p in pairs], "seconds": time.perf_counter() - started}
     text = json.dumps(ck.finite(payload), indent=2, default=float)
     atomic_write(out / "verify.json", lambda tmp: Path(tmp).write_text(text))
