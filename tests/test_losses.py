@@ -238,3 +238,58 @@ def test_depth_moving_weight_weighs_the_log_depth_l1_on_moving_pixels() -> None:
     torch.testing.assert_close(m1["depth_l1_log"], m2["depth_l1_log"])  # the metric stays unweighted
     exact, _ = HeadLoss(LossConfig(depth_moving_weight=5.0, **cfg))(None, ft, None, dt.log(), dt, None)
     assert exact.item() == 0.0
+
+
+def _moving_ball(frames: int = 4, step: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 4x4 body moving `step` px right a frame over a wall at 4 m, itself at 2 m + 0.1 m a frame:
+    (distance (1, T, 16, 16), backward flow target (1, T, 2, 16, 16))."""
+    depth = torch.full((1, frames, 16, 16), 4.0)
+    flow = torch.zeros(1, frames, 2, 16, 16)
+    for t in range(frames):
+        x = 2 + step * t
+        depth[0, t, 6:10, x:x + 4] = 2.0 + 0.1 * t
+        if t:
+            flow[0, t, 0, 6:10, x:x + 4] = -float(step)  # the point at p was at p - step one frame earlier
+    return depth, flow
+
+
+def test_track_term_sees_a_body_whose_distance_jumps_and_not_one_steadily_off() -> None:
+    """Along the ground-truth tracks of the moving body: 1.3x its distance in every frame is free
+    (the L1 term deals with it); 1.3x in every other frame costs |log 1.3| per pixel; the wall and
+    a per-pixel TGM that would compare a body pixel with the wall it uncovered do not count."""
+    from heads.losses import track_gradient_matching
+
+    depth, flow = _moving_ball()
+    valid = torch.ones(1, 4, 16, 16, dtype=torch.bool)
+    moving = flow.norm(dim=2) > 0.5
+    body = depth < 3.9
+
+    def term(factor: torch.Tensor) -> float:
+        residual = torch.where(body, factor.view(1, -1, 1, 1).log(), torch.zeros_like(depth))
+        return float(track_gradient_matching(residual, valid, flow, moving))
+
+    assert term(torch.full((4,), 1.3)) == pytest.approx(0.0, abs=1e-6)
+    steady = torch.where(body, torch.tensor(1.3).log(), torch.zeros_like(depth))
+    assert temporal_gradient_matching(steady, valid).item() > 0.01  # per pixel, the body's edges count
+    assert term(torch.tensor([1.3, 1.0, 1.3, 1.0])) == pytest.approx(math.log(1.3), rel=1e-5)
+    # Through HeadLoss: off by default; on, it is part of the depth loss and logged.
+    pred = torch.where(body, depth * torch.tensor([1.3, 1.0, 1.3, 1.0]).view(1, -1, 1, 1), depth).log()
+    cfg = {"depth_grad_weight": 0.0, "depth_tgm_weight": 0.0, "depth_l1_weight": 0.0}
+    off, m_off = HeadLoss(LossConfig(**cfg))(None, flow, None, pred, depth, None)
+    on, m_on = HeadLoss(LossConfig(depth_track_weight=2.0, **cfg))(None, flow, None, pred, depth, None)
+    assert off.item() == 0.0 and "depth_track" not in m_off
+    assert on.item() == pytest.approx(2.0 * math.log(1.3), rel=1e-5)
+    assert m_on["depth_track"].item() == pytest.approx(math.log(1.3), rel=1e-5)
+
+
+def test_track_term_counts_only_adjacent_window_frames() -> None:
+    from heads.losses import track_gradient_matching
+
+    depth, flow = _moving_ball()
+    valid = torch.ones(1, 4, 16, 16, dtype=torch.bool)
+    moving = flow.norm(dim=2) > 0.5
+    residual = torch.where(depth < 3.9, torch.tensor([0.3, 0.0, 0.3, 0.0]).view(1, -1, 1, 1), torch.zeros_like(depth))
+    gapped = torch.tensor([[0, 2, 3, 5]])  # only the pair (2, 3) is one window frame apart
+    pair = track_gradient_matching(residual, valid, flow, moving, gapped)
+    assert pair.item() == pytest.approx(0.3, rel=1e-5)
+    assert track_gradient_matching(residual, valid, flow, moving, torch.tensor([[0, 2, 4, 6]])).item() == 0.0
