@@ -185,8 +185,12 @@ def track_gradient_matching(
     flow_t = torch.where(moving[:, 1:, None], flow[:, 1:], torch.zeros_like(flow[:, 1:])).reshape(-1, 2, h, w)
     earlier = torch.stack([residual[:, :-1], valid[:, :-1].to(residual.dtype)], dim=2).reshape(-1, 2, h, w)
     warped = backward_warp(earlier, flow_t.to(residual.dtype)).reshape(b, t - 1, 2, h, w)
-    # Every bilinear corner read must be valid: a track that leaves the body's support is no track.
-    v = moving[:, 1:] & valid[:, 1:] & (warped[:, :, 1] > 0.999)
+    # Every bilinear corner read must be valid and inside the frame (the warp pads with the border).
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
+    source = flow_t.reshape(b, t - 1, 2, h, w)
+    x, y = xs + source[:, :, 0], ys + source[:, :, 1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    v = moving[:, 1:] & valid[:, 1:] & inside & (warped[:, :, 1] > 0.999)
     if frame_index is not None:
         v = v & ((frame_index[:, 1:] - frame_index[:, :-1]) == 1).to(v.device)[:, :, None, None]
     return _masked_mean((residual[:, 1:] - warped[:, :, 0]).abs(), v)

@@ -293,3 +293,16 @@ def test_track_term_counts_only_adjacent_window_frames() -> None:
     pair = track_gradient_matching(residual, valid, flow, moving, gapped)
     assert pair.item() == pytest.approx(0.3, rel=1e-5)
     assert track_gradient_matching(residual, valid, flow, moving, torch.tensor([[0, 2, 4, 6]])).item() == 0.0
+
+
+def test_track_term_drops_tracks_that_come_from_outside_the_frame() -> None:
+    from heads.losses import track_gradient_matching
+
+    depth, flow = _moving_ball()
+    valid = torch.ones(1, 4, 16, 16, dtype=torch.bool)
+    moving = flow.norm(dim=2) > 0.5
+    residual = torch.where(depth < 3.9, torch.tensor([0.3, 0.0, 0.3, 0.0]).view(1, -1, 1, 1), torch.zeros_like(depth))
+    entering = flow.clone()
+    entering[0, 1, 0] = torch.where(moving[0, 1], torch.tensor(-20.0), torch.tensor(0.0))  # from left of the image
+    kept = track_gradient_matching(residual, valid, flow, moving)
+    assert track_gradient_matching(residual, valid, entering, moving).item() == pytest.approx(kept.item())
