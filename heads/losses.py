@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from heads.blocks import backward_warp
+from heads.physics_kinematics import inside_frame
 
 Metrics = dict[str, torch.Tensor]
 
@@ -186,10 +187,7 @@ def track_gradient_matching(
     earlier = torch.stack([residual[:, :-1], valid[:, :-1].to(residual.dtype)], dim=2).reshape(-1, 2, h, w)
     warped = backward_warp(earlier, flow_t.to(residual.dtype)).reshape(b, t - 1, 2, h, w)
     # Every bilinear corner read must be valid and inside the frame (the warp pads with the border).
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device), torch.arange(w, device=flow.device), indexing="ij")
-    source = flow_t.reshape(b, t - 1, 2, h, w)
-    x, y = xs + source[:, :, 0], ys + source[:, :, 1]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    inside = inside_frame(flow_t.reshape(b, t - 1, 2, h, w))
     v = moving[:, 1:] & valid[:, 1:] & inside & (warped[:, :, 1] > 0.999)
     if frame_index is not None:
         v = v & ((frame_index[:, 1:] - frame_index[:, :-1]) == 1).to(v.device)[:, :, None, None]
@@ -287,14 +285,10 @@ class HeadLoss:
         self.cfg = cfg or LossConfig()
 
     def _track_term(self, pred_log: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-                    flow_target: torch.Tensor, flow_mask: torch.Tensor | None,
-                    frame_index: torch.Tensor | None) -> torch.Tensor:
+                    flow_target: torch.Tensor, moving: torch.Tensor, frame_index: torch.Tensor | None) -> torch.Tensor:
         """`track_gradient_matching` of the log-depth residual on the flow target's moving pixels."""
-        c = self.cfg
-        valid = depth_valid_mask(target, mask, c.depth_far)
+        valid = depth_valid_mask(target, mask, self.cfg.depth_far)
         residual = torch.where(valid, pred_log - safe_log_depth(target, valid), torch.zeros_like(pred_log))
-        moving = moving_mask(flow_target, flow_valid_mask(flow_target, flow_mask, skip_first_frame=False),
-                             c.moving_threshold)
         return track_gradient_matching(residual, valid, flow_target, moving, frame_index)
 
     def __call__(
@@ -318,18 +312,19 @@ class HeadLoss:
             terms.append(c.flow_weight * lf)
             metrics.update(mf, loss_flow=lf.detach())
         if depth_pred_log is not None and depth_target is not None:
-            pixel_weight = None
-            if c.depth_moving_weight != 1.0 and flow_target is not None:
+            pixel_weight = moving = None
+            if (c.depth_moving_weight != 1.0 or c.depth_track_weight > 0) and flow_target is not None:
                 valid = flow_valid_mask(flow_target, flow_mask, skip_first_frame=False)
                 moving = moving_mask(flow_target, valid, c.moving_threshold)
+            if c.depth_moving_weight != 1.0 and moving is not None:
                 pixel_weight = torch.where(moving, c.depth_moving_weight, 1.0)
             ld, md = depth_loss(
                 depth_pred_log, depth_target, depth_mask, c.depth_l1_weight, c.depth_ssi_weight,
                 c.depth_grad_weight, c.depth_grad_scales, c.depth_tgm_weight, c.depth_tgm_max_change, c.depth_far,
                 frame_index, pixel_weight,
             )  # fmt: skip
-            if c.depth_track_weight > 0 and flow_target is not None:
-                track = self._track_term(depth_pred_log, depth_target, depth_mask, flow_target, flow_mask, frame_index)
+            if c.depth_track_weight > 0 and moving is not None:
+                track = self._track_term(depth_pred_log, depth_target, depth_mask, flow_target, moving, frame_index)
                 ld = ld + c.depth_track_weight * track
                 md["depth_track"] = track.detach()
             terms.append(c.depth_weight * ld)

@@ -214,30 +214,27 @@ class MetricAccumulator:
         for k, v in sums.items():
             acc[k] = acc.get(k, 0.0) + v
 
-    def flow_target(self, gt: ArrayLike, mask: ArrayLike | None = None) -> FlowTarget:
-        """gt (B, T, 2, H, W), mask (B, T, H, W) -> the target ``add_flow`` scores (frame 0 dropped
-        by default); its ``moving`` pixels are the ones ``add_depth`` also scores apart."""
+    def add_flow(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
+                 baselines: dict[str, ArrayLike] | None = None) -> FlowTarget:
+        """pred, gt: (B, T, 2, H, W) px; mask: (B, T, H, W). Frame 0 is dropped by default.
+        ``baselines`` (name -> flow like pred, e.g. 'dis') are scored on exactly the same pixels.
+        Returns the target scored (its ``moving`` pixels are what ``add_depth`` scores apart)."""
         g = _t(gt)
         m = _mask(mask, g[:, :, 0]).clone()
         if self.skip_first_frame:
             m[:, 0] = False
-        return FlowTarget(g, m, self.moving_threshold)
-
-    def add_flow(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
-                 baselines: dict[str, ArrayLike] | None = None) -> None:
-        """pred, gt: (B, T, 2, H, W) px; mask: (B, T, H, W). Frame 0 is dropped by default.
-        ``baselines`` (name -> flow like pred, e.g. 'dis') are scored on exactly the same pixels."""
-        target = self.flow_target(gt, mask)
+        target = FlowTarget(g, m, self.moving_threshold)
         self._add(self.flow, {**target.error_sums(pred), **target.zero_flow_sums()})
         for name, flow in (baselines or {}).items():
             self._add(self.classical.setdefault(name, {}), target.error_sums(flow))
+        return target
 
     def add_depth(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None = None,
                   moving: ArrayLike | None = None) -> None:
         """pred, gt: (B, T, H, W) metres (pred = exp(head output)); one clip per batch entry.
 
         Heads and the median baseline go through every alignment of DEPTH_ALIGNMENTS, per clip.
-        ``moving`` (B, T, H, W) bool, e.g. ``flow_target(...).moving``: those pixels are also scored
+        ``moving`` (B, T, H, W) bool, e.g. ``add_flow(...).moving``: those pixels are also scored
         apart, unaligned.  Moving bodies are about 1 % of a demo frame, so the all-pixel AbsRel
         hides a head that paints them with the depth of what lies behind them, and the physics
         residuals and the verifier are computed on exactly those pixels.
@@ -349,6 +346,5 @@ def add_head_outputs(accumulators: list[MetricAccumulator], flow: torch.Tensor, 
         classical = {m: classical_backward_flow(target["rgb"], m).to(target["flow"].device)
                      for m in CLASSICAL_FLOW_METHODS}
     for acc in accumulators:
-        acc.add_flow(flow.float(), target["flow"], target["flow_valid"], baselines=classical)
-        moving = acc.flow_target(target["flow"], target["flow_valid"]).moving
-        acc.add_depth(depth, target["depth"], target["depth_valid"], moving=moving)
+        scored = acc.add_flow(flow.float(), target["flow"], target["flow_valid"], baselines=classical)
+        acc.add_depth(depth, target["depth"], target["depth_valid"], moving=scored.moving)

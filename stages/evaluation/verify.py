@@ -86,10 +86,9 @@ def add_perception(accumulator: MetricAccumulator, sample: dict, outputs: dict) 
     """The heads' distance and flow over one whole clip against its ground truth, on the pixels
     stage-1 validation scores.  For the report only: it says what the heads miss where ``heads``
     fails (a moving body at the depth of the wall behind it); no score ever sees it."""
-    flow, flow_valid = sample["flow"][None], sample["flow_valid"][None]
-    accumulator.add_flow(outputs["flow"][None], flow, flow_valid)
+    scored = accumulator.add_flow(outputs["flow"][None], sample["flow"][None], sample["flow_valid"][None])
     accumulator.add_depth(outputs["distance"][None], sample["depth"][None], sample["depth_valid"][None],
-                          moving=accumulator.flow_target(flow, flow_valid).moving)
+                          moving=scored.moving)
 
 
 def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dict[str, dict], list[str], dict]:
