@@ -10,9 +10,14 @@ tracks.
 
 Terms (each 0 for a clip that keeps the law, about 1 or more for a clear break; the score is minus
 their sum, one weight each):
-- ``gravity``: mean over free-flight bodies (pixel-weighted) of |g_body - 9.81| / 9.81 beyond a
-  10 % tolerance, capped at 2 (0.5 g and 2 g give 0.4 and 0.9; g pointing up gives 1.9; a clip
-  that speeds up half-way shows 4 g in its second half);
+- ``gravity``: |g_fit - 9.81| / 9.81 beyond a 10 % tolerance, capped at 2, where g_fit is the
+  pixel-weighted median of the free-flight bodies' vertical accelerations (0.5 g and 2 g give 0.4
+  and 0.9; g pointing up gives 1.9; a clip that speeds up half-way shows 4 g in its second half).
+  The median, not the mean, so that one body wrongly taken for free flight (a plank leaving its
+  hinge) cannot outvote the rest.  A g_fit within the tolerance is evidence *for* the law and
+  counts -0.5 at exactly 9.81, falling linearly to 0 at the tolerance: a clip that shows a body
+  falling at g ranks above one that shows nothing measurable (a body that leaves the view at once),
+  which ranks above one that shows the wrong g.  Half a clear break, so a clear break still wins;
 - ``vanish``: moving points that no track of the next frame continues although the place they
   should have moved to is in view and shows what lies *behind* them (a body that disappears, or
   jumps away); pixels over the clip as a share of the mean moving area of a frame.  Occlusion
@@ -20,10 +25,13 @@ their sum, one weight each):
 - ``friction``: horizontal acceleration *along* the horizontal velocity, as a share of g (friction
   only ever slows a slide: in a clip played backwards, or sped up, it speeds it up).
 
-The weights are one each, checked on violation pairs of the *training* families only (88 pairs
-of 6 families, ground truth; the held-out pairs are never used to tune): dropping friction cost
-0.03 and dropping vanish 0.09 of pairwise accuracy there; a term for opposite acceleration spikes
-(teleports) and one for bodies sinking into the floor changed at most one pair and were left out.
+The weights are one each, checked on violation pairs of the *training* families only (ground
+truth; the held-out pairs are never used to tune).  On 101 such pairs of 6 families: dropping
+friction cost 0.03 and dropping vanish 0.09 of pairwise accuracy; the median with the -0.5 credit
+scored 0.848 against 0.815 for the pixel-weighted mean excess without credit (credit 0.25 scored
+the same, 1.0 scored 0.860 but lets one kept law cancel one clear break).  A term for opposite
+acceleration spikes (teleports) and one for bodies sinking into the floor changed at most one pair
+and were left out.
 """
 
 from __future__ import annotations
@@ -42,7 +50,9 @@ MIN_SPEED = 0.1
 G_TOLERANCE = 0.1
 """|g_body - g| / g within this is no evidence against the law (noise of a 3-frame difference)."""
 G_CAP = 2.0
-"""Largest gravity evidence one body can give (an upward g gives 1.9)."""
+"""Largest gravity evidence a clip can give (an upward g gives 1.9)."""
+G_KEPT_CREDIT = 0.5
+"""Credit for a fitted g exactly at the law (half a clear break: module docstring)."""
 SAME_SURFACE = 0.1
 """A track continues a point if its distance changes by less than this share (+ 5 cm) in a frame."""
 SEEN_THROUGH = 0.05
@@ -75,16 +85,19 @@ def floor_down(points: torch.Tensor, valid: torch.Tensor, static: torch.Tensor) 
 
 def gravity_term(flights: list[FreeFlight], g: float) -> tuple[float, float, int]:
     """(term, fitted g, free-flight pixels): the fitted g is the pixel-weighted median of the
-    bodies' vertical accelerations (NaN without free flight, when the term is 0: no evidence)."""
+    bodies' vertical accelerations; the term is its excess over the tolerance, or minus the credit
+    for a g within it (module docstring).  Without free flight: (0, NaN, 0), no evidence."""
     if not flights:
         return 0.0, math.nan, 0
     weight = torch.tensor([f.pixels for f in flights], dtype=torch.float64)
     vertical = torch.tensor([f.vertical for f in flights], dtype=torch.float64)
-    excess = ((vertical - g).abs() / g - G_TOLERANCE).clamp(0.0, G_CAP)
     order = vertical.argsort()
     cumulative = weight[order].cumsum(0)
     median = float(vertical[order][int(torch.searchsorted(cumulative, cumulative[-1] / 2))])
-    return float((weight * excess).sum() / weight.sum()), median, int(weight.sum())
+    error = abs(median - g) / g
+    excess = min(max(error - G_TOLERANCE, 0.0), G_CAP)
+    credit = G_KEPT_CREDIT * max(0.0, 1.0 - error / G_TOLERANCE)
+    return excess - credit, median, int(weight.sum())
 
 
 def continued(flow: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
