@@ -180,3 +180,46 @@ def print_validation(metrics: dict[str, float], holds: str = "") -> None:
             print((f"{label:<34}{metrics[ours]:>10.4f}{metrics[base]:>10.4f}"
                    + "".join(f"{v:>11.4f}" if v is not None else " " * 11 for v in extra)).rstrip())
     print("\n".join(VALIDATION_LEGEND))
+
+
+PERCEPTION_JUDGED = {"depth_abs_rel": "depth AbsRel", "flow_epe_moving": "flow EPE, moving pixels"}
+"""Validation metrics stage 2 must keep (issue 17: within PERCEPTION_WITHIN of stage 1's, or better)."""
+PERCEPTION_SHOWN = {**PERCEPTION_JUDGED, "depth_moving_abs_rel": "depth AbsRel, moving pixels"}
+"""Shown beside them: where the physics terms are meant to help."""
+PERCEPTION_WITHIN = 0.05
+
+
+def perception_change(start: dict[str, float], end: dict[str, float], within: float = PERCEPTION_WITHIN) -> dict:
+    """Stage 2's validation at its end against its start (the stage-1 heads on the unadapted
+    backbone: LoRA starts at zero) on the same windows: per metric start, end and relative change,
+    and whether every judged metric ends within ``within`` of its start (None when none is there)."""
+    rows = {key: {"start": start[key], "end": end[key], "change": end[key] / start[key] - 1.0 if start[key] else math.nan}
+            for key in PERCEPTION_SHOWN
+            if math.isfinite(start.get(key, math.nan)) and math.isfinite(end.get(key, math.nan))}
+    judged = [rows[key] for key in PERCEPTION_JUDGED if key in rows]
+    kept = all(row["end"] <= row["start"] * (1.0 + within) for row in judged) if judged else None
+    return {"rows": rows, "kept": kept, "within": within}
+
+
+def print_perception_change(change: dict) -> None:
+    """The table `perception_change` returns, and its verdict in one line."""
+    if change["kept"] is None:
+        print("\nperception: not compared (no validation at the start or the end)")
+        return
+    print(f"\n{'perception (validation)':<34}{'start':>10}{'end':>10}{'change':>10}")
+    for key, row in change["rows"].items():
+        print(f"{PERCEPTION_SHOWN[key]:<34}{row['start']:>10.4f}{row['end']:>10.4f}{row['change']:>+10.1%}")
+    worse = [f"{PERCEPTION_JUDGED[k]} {r['change']:+.1%}" for k, r in change["rows"].items()
+             if k in PERCEPTION_JUDGED and r["end"] > r["start"] * (1.0 + change["within"])]
+    verdict = "yes" if change["kept"] else f"no ({', '.join(worse)})"
+    print(f"perception kept within {change['within'] * 100:.0f} % of the start: {verdict}")
+
+
+def print_terms(start: dict[str, float], end: dict[str, float]) -> None:
+    """Every loss term on the fixed training windows at the start and end of a stage-2 run, with
+    the pixels that supported it (its '_px' entry)."""
+    print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}   pixels start/end")
+    for key in sorted(start):
+        if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
+            pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
+            print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.dataset import DataConfig, SimPhysicsDataset
 from data.windows import FixedWindows
-from heads.io import save_heads
+from heads.io import atomic_write, save_heads
 from heads.losses import HeadLoss, LossConfig
 from heads.physics import PhysicsLoss, PhysicsLossConfig
 from stages.features import FeatureSource
@@ -40,6 +41,9 @@ from stages.model import (
     at_frames,
     contiguous_frames,
     finite_means,
+    perception_change,
+    print_perception_change,
+    print_terms,
     print_validation,
     validate,
     validation_holds,
@@ -336,33 +340,46 @@ class Stage2:
         return validate(model.heads, batches, taps, loss.moving_threshold, loss.depth_far,
                         flow_baselines=self.run.config.run.val_flow_baselines)
 
-    def before_training(self) -> None:
-        """Loss terms on fixed training windows before training (kept across resumes)."""
-        path = self.run.run_dir / "terms_start.json"
+    def _kept_across_resumes(self, name: str, compute: Callable[[], dict]) -> dict:
+        """``compute()`` on the main process once per run, saved as run_dir/``name`` and read back
+        on a resume, so that start and end are compared on the same footing."""
+        path = self.run.run_dir / name
         found = path.is_file()
         # Every rank looks before rank 0 may write the file: all take the same branch below, so
         # all reach the same barriers (a rank that saw a fresh file once skipped one and hung the run).
         self.run.accelerator.wait_for_everyone()
         if found:
-            self._start_terms = json.loads(path.read_text())
-            return
+            return json.loads(path.read_text())
         main = self.run.accelerator.is_main_process
-        self._start_terms = self.probe_terms() if main else {}
+        values = compute() if main else {}
         if main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self._start_terms, indent=2))
+            path.write_text(json.dumps(values, indent=2))
         self.run.accelerator.wait_for_everyone()
+        return values
+
+    def before_training(self) -> None:
+        """Loss terms on fixed training windows, and the validation table (the stage-1 heads on
+        the unadapted backbone: LoRA starts at zero), before training (kept across resumes)."""
+        self._start_terms = self._kept_across_resumes("terms_start.json", self.probe_terms)
+        self._start_validation = self._kept_across_resumes("validation_start.json", self.validate)
 
     def report(self, metrics: dict[str, float]) -> None:
-        """Start vs end of every loss term (also in final/terms.json), then the validation table."""
+        """Start vs end of every loss term (also in final/terms.json), the validation table, and
+        perception at the end against the start (also in final/validation.json)."""
         start, end = self._start_terms, self.probe_terms()
-        (self.run.run_dir / "final" / "terms.json").write_text(json.dumps({"start": start, "end": end}, indent=2))
-        print(f"\n{'term (training windows)':<26}{'start':>11}{'end':>11}   pixels start/end")
-        for key in sorted(start):
-            if key.startswith(("loss", "phys_", "flow_epe", "depth_")) and not key.endswith("_px"):
-                pixels = f"   {start[key + '_px']:.0f}/{end.get(key + '_px', 0):.0f}" if key + "_px" in start else ""
-                print(f"{key:<26}{start[key]:>11.4f}{end.get(key, float('nan')):>11.4f}{pixels}")
-        print_validation(metrics, validation_holds(self.run.config) if metrics else "")
+        final = self.run.run_dir / "final"
+        (final / "terms.json").write_text(json.dumps({"start": start, "end": end}, indent=2))
+        print_terms(start, end)
+        holds = validation_holds(self.run.config) if metrics else ""
+        print_validation(metrics, holds)
+        change = perception_change(self._start_validation, metrics)
+        print_perception_change(change)
+        if metrics:
+            table = {self.run.config.run.val_split: {"holds": holds, "metrics": metrics,
+                                                     "start": self._start_validation, "perception": change}}
+            text = json.dumps(table, indent=2, sort_keys=True) + "\n"
+            atomic_write(final / "validation.json", lambda tmp: Path(tmp).write_text(text))
 
     def export(self, final: Path) -> None:
         model = self.run.unwrapped

@@ -213,3 +213,46 @@ def test_training_steps_never_sync_the_device_for_timing(generated_dataset, stag
     stage.run.timer.enabled = True  # what scripts/bench_stage1.py does
     optimizer_step(stage.run, stream, stage.loss_fn, stage.run.config.optim)
     assert len(calls) >= 2 and stage.run.timer.totals["forward_backward"] > 0
+
+
+def test_perception_is_kept_only_when_every_judged_metric_ends_within_five_percent():
+    from stages.model import perception_change
+
+    start = {"depth_abs_rel": 0.20, "flow_epe_moving": 3.0, "depth_moving_abs_rel": 0.8}
+    slightly_worse = perception_change(start, {"depth_abs_rel": 0.208, "flow_epe_moving": 3.1, "depth_moving_abs_rel": 0.4})
+    assert slightly_worse["kept"] is True
+    assert slightly_worse["rows"]["depth_moving_abs_rel"]["change"] == pytest.approx(-0.5)
+    # Moving-pixel depth is shown, not judged: a gain there cannot buy a loss on all pixels.
+    doubled = perception_change(start, {"depth_abs_rel": 0.40, "flow_epe_moving": 3.0, "depth_moving_abs_rel": 0.1})
+    assert doubled["kept"] is False and doubled["rows"]["depth_abs_rel"]["change"] == pytest.approx(1.0)
+    assert perception_change(start, {**start, "flow_epe_moving": 3.16})["kept"] is False
+    assert perception_change({}, start)["kept"] is None
+
+
+def test_stage2_ends_with_perception_against_its_start(generated_dataset, stage1_heads, tmp_path, capsys):
+    """final/validation.json holds the end's table, the start's (the stage-1 heads on the unadapted
+    backbone, the same windows) and the verdict; the start survives a resume unchanged."""
+    import json
+
+    from stages.stage2 import main
+
+    args = stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{
+        "run.val_split": "val", "run.val_max_windows": 2, "optim.max_steps": 2, "checkpoint.every_steps": 100})
+    untouched = build(args).validate()
+    main(["--config", str(DEMO2), *args])
+    table = json.loads((tmp_path / "run" / "final" / "validation.json").read_text())["val"]
+    assert table["start"]["depth_abs_rel"] == pytest.approx(untouched["depth_abs_rel"], rel=1e-5)
+    assert table["start"]["flow_epe_moving"] == pytest.approx(untouched["flow_epe_moving"], rel=1e-5)
+    rows = table["perception"]["rows"]
+    assert set(rows) == {"depth_abs_rel", "flow_epe_moving", "depth_moving_abs_rel"}
+    assert rows["depth_abs_rel"]["end"] == pytest.approx(table["metrics"]["depth_abs_rel"])
+    assert table["perception"]["kept"] in (True, False)
+    assert "perception kept within 5 % of the start" in capsys.readouterr().out
+    saved_path = tmp_path / "run" / "validation_start.json"
+    saved = json.loads(saved_path.read_text())
+    assert saved == table["start"]
+    # A resumed run compares against the start it saved, not against its own resumed weights.
+    saved_path.write_text(json.dumps({**saved, "depth_abs_rel": 123.0}))
+    main(["--config", str(DEMO2), *args])  # resumes at its last step and reports again
+    table = json.loads((tmp_path / "run" / "final" / "validation.json").read_text())["val"]
+    assert table["start"]["depth_abs_rel"] == 123.0 and table["perception"]["kept"] is True
