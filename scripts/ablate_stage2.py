@@ -139,10 +139,39 @@ def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
     return {"variant": name, "seed": seed, "seconds": round(time.time() - started, 1), **metrics}
 
 
+PHYSICS_BAR = ("g_rel_error", "free_fall_residual")
+"""Residuals a variant must lower against the stage1 row to meet issue 17's bar."""
+
+
+def finite_mean(runs: list[dict], key: str) -> float:
+    values = np.array([r.get(key, math.nan) for r in runs], dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else math.nan
+
+
+def meets_bar(means: dict[str, float], stage1: dict[str, float]) -> str:
+    """Issue 17's bar on a variant's means against the stage1 row: fitted-g error and free-fall
+    residual lower, depth AbsRel and moving-pixel flow EPE within 5 % (`stages.model.perception_change`)."""
+    from stages.model import PERCEPTION_JUDGED, perception_change
+
+    if not stage1:
+        return "n/a"
+    change = perception_change(stage1, means)
+    misses = [f"{COLUMNS[k][0]} not lower" for k in PHYSICS_BAR if not means.get(k, math.nan) < stage1.get(k, math.nan)]
+    misses += [f"{COLUMNS[k][0]} {row['change'] * 100:+.0f} %" for k, row in change["rows"].items()
+               if k in PERCEPTION_JUDGED and row["end"] > row["start"] * (1.0 + change["within"])]
+    if change["kept"] is None:
+        misses.append("no perception metrics")
+    return "yes" if not misses else "no: " + ", ".join(misses)
+
+
 def table(rows: list[dict], names: list[str]) -> str:
-    """Markdown: a row per variant, mean ± std over its seeds per column (n = number of seeds)."""
-    lines = ["| variant | n | " + " | ".join(t for t, _ in COLUMNS.values()) + " |",
-             "|---|---|" + "---|" * len(COLUMNS)]
+    """Markdown: a row per variant, mean ± std over its seeds per column (n = number of seeds),
+    and whether the means meet issue 17's bar against the stage1 row."""
+    lines = ["| variant | n | " + " | ".join(t for t, _ in COLUMNS.values()) + " | meets the bar |",
+             "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    stage1 = {key: finite_mean([r for r in rows if r["variant"] == "stage1"], key) for key in COLUMNS}
+    stage1 = stage1 if any(math.isfinite(v) for v in stage1.values()) else {}
     for name in names:
         runs = [r for r in rows if r["variant"] == name]
         if not runs:
@@ -152,7 +181,8 @@ def table(rows: list[dict], names: list[str]) -> str:
             values = np.array([r.get(key, math.nan) for r in runs], dtype=float)
             values = values[np.isfinite(values)]
             cells.append("n/a" if not len(values) else f"{values.mean():.4g} ± {values.std(ddof=1) if len(values) > 1 else 0:.2g}")
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+        bar = "—" if name == "stage1" else meets_bar({key: finite_mean(runs, key) for key in COLUMNS}, stage1)
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {bar} |")
     return "\n".join(lines) + "\n"
 
 
