@@ -208,8 +208,9 @@ def print_perception_change(change: dict) -> None:
         return
     print(f"\n{'perception (validation)':<34}{'start':>10}{'end':>10}{'change':>10}")
     for key, row in change["rows"].items():
-        print(f"{PERCEPTION_SHOWN[key]:<34}{row['start']:>10.4f}{row['end']:>10.4f}{row['change']:>+10.1%}")
-    worse = [f"{PERCEPTION_JUDGED[k]} {r['change']:+.1%}" for k, r in change["rows"].items()
+        percent = f"{row['change'] * 100:+.1f} %"
+        print(f"{PERCEPTION_SHOWN[key]:<34}{row['start']:>10.4f}{row['end']:>10.4f}{percent:>10}")
+    worse = [f"{PERCEPTION_JUDGED[k]} {r['change'] * 100:+.1f} %" for k, r in change["rows"].items()
              if k in PERCEPTION_JUDGED and r["end"] > r["start"] * (1.0 + change["within"])]
     verdict = "yes" if change["kept"] else f"no ({', '.join(worse)})"
     print(f"perception kept within {change['within'] * 100:.0f} % of the start: {verdict}")
