@@ -85,6 +85,16 @@ class HeadConfig:
     """The matching cost is computed on frames average-pooled by this factor (relative to the RGB
     path's resolution), so it reaches rgb_cost_radius * rgb_cost_pool pixels there."""
 
+    rgb_cost_temperature: float = 0.02
+    """Soft-argmin temperature of the matching, in cost units (mean absolute RGB difference):
+    lower follows the best match more closely instead of averaging it with near-ties (no motion
+    among them), so small moving bodies keep more of their motion (heads/cost_volume.py)."""
+
+    rgb_cost_confidence: float = 0.02
+    """The matched displacement is scaled by gain / (gain + this), gain = cost at no motion minus
+    the best cost: where nothing moved, or nothing can be matched, no displacement.  Lower trusts
+    weaker matches (more motion on small bodies, more noise on still pixels)."""
+
     def __post_init__(self) -> None:
         self._validate_geometry()
         f = self.features
@@ -113,6 +123,9 @@ class HeadConfig:
         if not _is_pow2(self.rgb_refine_stride) or self.rgb_refine_stride > self.out_stride:
             raise ValueError(f"rgb_refine_stride must be a power of two <= out_stride={self.out_stride}, "
                              f"got {self.rgb_refine_stride}")
+        if self.rgb_cost_temperature <= 0 or self.rgb_cost_confidence < 0:
+            raise ValueError(f"rgb_cost_temperature must be > 0 and rgb_cost_confidence >= 0, got "
+                             f"{self.rgb_cost_temperature}, {self.rgb_cost_confidence}")
         if self.rgb_cost_radius < 0 or not _is_pow2(self.rgb_cost_pool):
             raise ValueError(f"rgb_cost_radius must be >= 0 and rgb_cost_pool a power of two, got "
                              f"{self.rgb_cost_radius}, {self.rgb_cost_pool}")

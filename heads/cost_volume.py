@@ -29,7 +29,8 @@ def cost_channels(radius: int) -> int:
     return (2 * radius + 1) ** 2 if radius > 0 else 0
 
 
-def local_cost(cur: torch.Tensor, warped: torch.Tensor, radius: int, pool: int = 1) -> torch.Tensor:
+def local_cost(cur: torch.Tensor, warped: torch.Tensor, radius: int, pool: int = 1,
+               temperature: float = SOFT_ARGMIN_TEMPERATURE, confidence_scale: float = CONFIDENCE_SCALE) -> torch.Tensor:
     """cur, warped: (N, 3, H, W) -> (N, (2R+1)^2 + 2, H, W).
 
     The first (2R+1)^2 channels are 3x3-patch mean absolute differences |cur(p) - warped(p + d)|
@@ -37,7 +38,8 @@ def local_cost(cur: torch.Tensor, warped: torch.Tensor, radius: int, pool: int =
     ``pool`` (d in pooled pixels, so the reach is R * pool input pixels) and brought back to the
     input size; the last two are the soft-argmin displacement (dx, dy) in input pixels: the
     residual motion that best explains frame t from the warped frame t-1 (backward flow),
-    weighted by how much better than no motion the best match is (``CONFIDENCE_SCALE``).
+    weighted by how much better than no motion the best match is (``confidence_scale``; the
+    soft-argmin's ``temperature`` in cost units).
     """
     if radius <= 0:
         raise ValueError(f"radius must be positive, got {radius}")
@@ -50,11 +52,11 @@ def local_cost(cur: torch.Tensor, warped: torch.Tensor, radius: int, pool: int =
     diffs = [(cur - padded[..., dy:dy + h, dx:dx + w]).abs().mean(dim=1) for dy in steps for dx in steps]
     cost = F.avg_pool2d(torch.stack(diffs, dim=1), 3, stride=1, padding=1, count_include_pad=False)
     offsets = torch.arange(-radius, radius + 1, device=cur.device, dtype=cost.dtype) * pool
-    weights = torch.softmax(-cost / SOFT_ARGMIN_TEMPERATURE, dim=1).view(-1, 2 * radius + 1, 2 * radius + 1, h, w)
+    weights = torch.softmax(-cost / temperature, dim=1).view(-1, 2 * radius + 1, 2 * radius + 1, h, w)
     dx = (weights.sum(dim=1) * offsets.view(1, -1, 1, 1)).sum(dim=1)
     dy = (weights.sum(dim=2) * offsets.view(1, -1, 1, 1)).sum(dim=1)
     gain = cost[:, cost.shape[1] // 2] - cost.min(dim=1).values
-    confidence = gain / (gain + CONFIDENCE_SCALE)
+    confidence = gain / (gain + confidence_scale) if confidence_scale > 0 else torch.ones_like(gain)
     dx, dy = dx * confidence, dy * confidence
     out = torch.cat([cost, torch.stack([dx, dy], dim=1)], dim=1)
     if pool > 1:

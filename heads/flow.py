@@ -61,7 +61,7 @@ class MotionVectorHead(DenseHead):
             # estimate before the refiner sees it (on the demo's unseen families the matching alone
             # scores 2.6 px moving-pixel EPE, zero flow 4.4, the trained head without it ~4.7).
             cost = local_cost(cur, backward_warp(prev, self.refiner.pool(flow.detach()) / r), cfg.rgb_cost_radius,
-                              cfg.rgb_cost_pool)
+                              cfg.rgb_cost_pool, cfg.rgb_cost_temperature, cfg.rgb_cost_confidence)
             flow = flow + self.refiner.upsample(cost[:, -2:] * r)
         base = flow.detach()  # the refiner corrects the estimate; it need not steer it (RAFT detaches too)
         base = self.refiner.pool(base) / r

@@ -57,3 +57,39 @@ def test_the_flow_head_with_matching_starts_from_the_matched_flow():
     predicted = head(taps, frames)
     centre = predicted[0, 1, :, 16:48, 16:48].mean(dim=(1, 2))
     assert torch.allclose(centre, torch.tensor([4.0, 2.0]), atol=0.7), centre
+
+
+def _small_body_scene(shift: float = 4.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A textured 8-px square moving ``shift`` px right over a faint, static texture (a small body
+    before a plain wall): frames t-1, t and the square's mask in frame t."""
+    background = 0.5 + 0.02 * (smooth_image(3, cell=8) - 0.5)
+    body = smooth_image(4, cell=2)
+    prev, cur = background.clone(), background.clone()
+    prev[..., 28:36, 20:28] = body[..., 28:36, 20:28]
+    x = 20 + int(shift)
+    cur[..., 28:36, x:x + 8] = body[..., 28:36, 20:28]
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[28:36, x:x + 8] = True
+    return prev, cur, mask
+
+
+def test_a_sharper_matching_keeps_more_of_a_small_bodys_motion():
+    """The pooled 3x3 patches of an 8-px body also hold the wall around it, whose best match is
+    no motion; averaging the near-ties (temperature) and discounting weak gains (confidence)
+    shrink the body's motion, and the physics fitted on it reads less than g."""
+    prev, cur, mask = _small_body_scene()
+    truth = -4.0  # backward flow: the body came from 4 px to the left
+    default = local_cost(cur, prev, 4, 2)[0, -2][mask].mean()
+    sharp = local_cost(cur, prev, 4, 2, temperature=0.005, confidence_scale=0.01)[0, -2][mask].mean()
+    assert abs(float(sharp) - truth) < abs(float(default) - truth), (float(default), float(sharp))
+    assert float(sharp) / truth > 0.6
+    still = local_cost(prev, prev, 4, 2, temperature=0.005, confidence_scale=0.01)[0, -2:]
+    assert still.abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("field, value", [("rgb_cost_temperature", 0.0), ("rgb_cost_confidence", -0.1)])
+def test_matching_settings_out_of_range_are_refused(field, value):
+    from heads.config import HeadConfig
+
+    with pytest.raises(ValueError, match=field):
+        HeadConfig(in_channels=16, num_taps=2, spatial_factor=16, temporal_factor=4, features=16, **{field: value})

@@ -264,6 +264,12 @@ class HeadsConfig:
     on the demo it took unseen-family flow from worse than zero flow to ~0.6x its error)."""
     rgb_cost_pool: int = 1
     """Average-pool the frames by this factor before matching: reach rgb_cost_radius * pool px."""
+    rgb_cost_temperature: float = 0.02
+    """Soft-argmin temperature of the matching (cost units: mean absolute RGB difference); lower
+    follows the best match instead of averaging it with no motion (heads/cost_volume.py)."""
+    rgb_cost_confidence: float = 0.02
+    """Matched displacement x gain / (gain + this), gain = cost at no motion minus the best: lower
+    trusts weaker matches (more motion kept on small bodies, more noise on still pixels)."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all): lowers the peak of passes
     without gradients (validation, evaluation) and, with checkpoint_decoder, of training."""
@@ -292,6 +298,9 @@ class HeadsConfig:
         require(self.rgb_cost_radius >= 0, f"rgb_cost_radius must be >= 0, got {self.rgb_cost_radius}")
         require(self.rgb_cost_pool >= 1 and self.rgb_cost_pool & (self.rgb_cost_pool - 1) == 0,
                 f"rgb_cost_pool must be a power of two, got {self.rgb_cost_pool}")
+        require(self.rgb_cost_temperature > 0 and self.rgb_cost_confidence >= 0,
+                f"rgb_cost_temperature must be > 0 and rgb_cost_confidence >= 0, got "
+                f"{self.rgb_cost_temperature}, {self.rgb_cost_confidence}")
 
 
 @dataclass
