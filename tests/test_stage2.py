@@ -161,7 +161,9 @@ def test_probes_use_the_plain_module_and_every_rank_takes_the_same_barriers(gene
         time.sleep(0.5 * index)
         accelerator = SimpleNamespace(is_main_process=index == 0, wait_for_everyone=barrier.wait)
         this = SimpleNamespace(run=SimpleNamespace(run_dir=tmp_path / "shared", accelerator=accelerator),
-                               probe_terms=lambda: {"loss": 1.0}, _start_terms=None)
+                               probe_terms=lambda: {"loss": 1.0}, validate=lambda: {"depth_abs_rel": 0.2},
+                               _start_terms=None)
+        this._kept_across_resumes = lambda name, compute: Stage2._kept_across_resumes(this, name, compute)
         try:
             Stage2.before_training(this)
         except threading.BrokenBarrierError as error:
@@ -175,6 +177,7 @@ def test_probes_use_the_plain_module_and_every_rank_takes_the_same_barriers(gene
         thread.join(timeout=60)
     assert not errors, errors
     assert (tmp_path / "shared" / "terms_start.json").is_file()
+    assert (tmp_path / "shared" / "validation_start.json").is_file()
 
 
 def test_preflight_checks_the_stage1_heads(generated_dataset, stage1_heads, tmp_path):
