@@ -354,7 +354,8 @@ class Stage2:
         values = compute() if main else {}
         if main:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(values, indent=2))
+            text = json.dumps(values, indent=2)  # atomic: a run killed here must resume, not fail to parse
+            atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         self.run.accelerator.wait_for_everyone()
         return values
 
