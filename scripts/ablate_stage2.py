@@ -143,23 +143,27 @@ PHYSICS_BAR = ("g_rel_error", "free_fall_residual")
 """Residuals a variant must lower against the stage1 row to meet issue 17's bar."""
 
 
-def finite_mean(runs: list[dict], key: str) -> float:
+def finite_values(runs: list[dict], key: str) -> np.ndarray:
+    """The runs' finite values of one column (a run without it, or with NaN, is left out)."""
     values = np.array([r.get(key, math.nan) for r in runs], dtype=float)
-    values = values[np.isfinite(values)]
+    return values[np.isfinite(values)]
+
+
+def finite_mean(runs: list[dict], key: str) -> float:
+    values = finite_values(runs, key)
     return float(values.mean()) if len(values) else math.nan
 
 
 def meets_bar(means: dict[str, float], stage1: dict[str, float]) -> str:
     """Issue 17's bar on a variant's means against the stage1 row: fitted-g error and free-fall
     residual lower, depth AbsRel and moving-pixel flow EPE within 5 % (`stages.model.perception_change`)."""
-    from stages.model import PERCEPTION_JUDGED, perception_change
+    from stages.model import perception_change
 
     if not stage1:
         return "n/a"
     change = perception_change(stage1, means)
     misses = [f"{COLUMNS[k][0]} not lower" for k in PHYSICS_BAR if not means.get(k, math.nan) < stage1.get(k, math.nan)]
-    misses += [f"{COLUMNS[k][0]} {row['change'] * 100:+.0f} %" for k, row in change["rows"].items()
-               if k in PERCEPTION_JUDGED and row["end"] > row["start"] * (1.0 + change["within"])]
+    misses += [f"{COLUMNS[k][0]} {change['rows'][k]['change'] * 100:+.0f} %" for k in change["worse"]]
     if change["kept"] is None:
         misses.append("no perception metrics")
     return "yes" if not misses else "no: " + ", ".join(misses)
@@ -178,8 +182,7 @@ def table(rows: list[dict], names: list[str]) -> str:
             continue
         cells = []
         for key in COLUMNS:
-            values = np.array([r.get(key, math.nan) for r in runs], dtype=float)
-            values = values[np.isfinite(values)]
+            values = finite_values(runs, key)
             cells.append("n/a" if not len(values) else f"{values.mean():.4g} ± {values.std(ddof=1) if len(values) > 1 else 0:.2g}")
         bar = "—" if name == "stage1" else meets_bar({key: finite_mean(runs, key) for key in COLUMNS}, stage1)
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {bar} |")

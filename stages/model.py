@@ -194,13 +194,14 @@ PERCEPTION_WITHIN = 0.05
 def perception_change(start: dict[str, float], end: dict[str, float], within: float = PERCEPTION_WITHIN) -> dict:
     """Stage 2's validation at its end against its start (the stage-1 heads on the unadapted
     backbone: LoRA starts at zero) on the same windows: per metric start, end and relative change,
-    and whether every judged metric ends within ``within`` of its start (None when none is there)."""
+    the judged metrics that end worse than ``within`` above their start, and whether none does
+    (None when none is there)."""
     rows = {key: {"start": start[key], "end": end[key], "change": end[key] / start[key] - 1.0 if start[key] else math.nan}
             for key in PERCEPTION_SHOWN
             if math.isfinite(start.get(key, math.nan)) and math.isfinite(end.get(key, math.nan))}
-    judged = [rows[key] for key in PERCEPTION_JUDGED if key in rows]
-    kept = all(row["end"] <= row["start"] * (1.0 + within) for row in judged) if judged else None
-    return {"rows": rows, "kept": kept, "within": within}
+    judged = [key for key in PERCEPTION_JUDGED if key in rows]
+    worse = [key for key in judged if rows[key]["end"] > rows[key]["start"] * (1.0 + within)]
+    return {"rows": rows, "kept": not worse if judged else None, "worse": worse, "within": within}
 
 
 def print_perception_change(change: dict) -> None:
@@ -212,8 +213,7 @@ def print_perception_change(change: dict) -> None:
     for key, row in change["rows"].items():
         percent = f"{row['change'] * 100:+.1f} %"
         print(f"{PERCEPTION_SHOWN[key]:<34}{row['start']:>10.4f}{row['end']:>10.4f}{percent:>10}")
-    worse = [f"{PERCEPTION_JUDGED[k]} {r['change'] * 100:+.1f} %" for k, r in change["rows"].items()
-             if k in PERCEPTION_JUDGED and r["end"] > r["start"] * (1.0 + change["within"])]
+    worse = [f"{PERCEPTION_JUDGED[k]} {change['rows'][k]['change'] * 100:+.1f} %" for k in change["worse"]]
     verdict = "yes" if change["kept"] else f"no ({', '.join(worse)})"
     print(f"perception kept within {change['within'] * 100:.0f} % of the start: {verdict}")
 
