@@ -93,3 +93,13 @@ def test_matching_settings_out_of_range_are_refused(field, value):
 
     with pytest.raises(ValueError, match=field):
         HeadConfig(in_channels=16, num_taps=2, spatial_factor=16, temporal_factor=4, features=16, **{field: value})
+
+
+def test_a_run_config_with_a_bad_matching_setting_fails_in_one_line_naming_it():
+    from stages.stage1 import Stage1Config
+    from stages.trainer.config import ConfigError, load_config
+    from tests.helpers import REPO
+
+    with pytest.raises(ConfigError, match=r"heads.*rgb_cost_temperature must be > 0") as caught:
+        load_config(Stage1Config, REPO / "stages/configs/stage1_demo.toml", ["heads.rgb_cost_temperature=0"])
+    assert "\n" not in str(caught.value)
