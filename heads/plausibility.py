@@ -26,7 +26,7 @@ their sum, one weight each):
   only ever slows a slide: in a clip played backwards, or sped up, it speeds it up).
 
 The weights are one each, checked on violation pairs of the *training* families only (ground
-truth; the held-out pairs are never used to tune).  On 101 such pairs of 6 families: dropping
+truth; the held-out pairs are never used to tune).  On 89 such pairs of 6 families: dropping
 friction cost 0.03 and dropping vanish 0.09 of pairwise accuracy; the median with the -0.5 credit
 scored 0.848 against 0.815 for the pixel-weighted mean excess without credit (credit 0.25 scored
 the same, 1.0 scored 0.860 but lets one kept law cancel one clear break).  A term for opposite
