@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from heads.motion_segments import FreeFlight
 from heads.physics import STANDARD_GRAVITY
-from heads.plausibility import G_KEPT_CREDIT, gravity_term
+from heads.plausibility import (
+    CHANGE_REACH,
+    G_KEPT_CREDIT,
+    gravity_term,
+    image_changed,
+    plausibility,
+)
 
 G = STANDARD_GRAVITY
 
@@ -41,3 +48,36 @@ def test_one_body_wrongly_taken_for_free_flight_cannot_outvote_the_rest():
     assert gravity_term(_bodies((2 * G, 40), (1.9 * G, 40), (2.1 * G, 40)), G)[0] == pytest.approx(0.9, abs=0.01)
     # Gravity pointing up: the cap.
     assert gravity_term(_bodies((-G, 60)), G)[0] == pytest.approx(1.9)
+
+
+def _still_clip(frames: int = 8, size: int = 48):
+    """A wall 3 m in front of the camera, nothing moving: distance (T, H, W), zero flow,
+    intrinsics, dt."""
+    distance = torch.full((frames, size, size), 3.0)
+    return distance, torch.zeros(frames, 2, size, size), torch.tensor([48.0, 48.0, size / 2, size / 2]), 1.0 / 15
+
+
+def test_depth_jitter_where_the_frames_do_not_change_is_no_motion():
+    """Predicted distance that wobbles on a still patch (as the heads' does at the horizon) made
+    the rule see fast, speeding-up motion there; given the frames, which do not change, it sees
+    none, so the clip scores as if the distance were steady."""
+    distance, flow, intrinsics, dt = _still_clip()
+    jittered = distance.clone()
+    sign = torch.tensor([(-1.0) ** t for t in range(distance.shape[0])]).view(-1, 1, 1)
+    jittered[:, 30:40, 4:16] *= 1.0 + 0.04 * sign
+    frames = torch.rand(1, 3, *distance.shape[1:], generator=torch.Generator().manual_seed(0)).expand(distance.shape[0], -1, -1, -1)
+    steady = plausibility(distance, None, flow, None, intrinsics, dt, rgb=frames)
+    blind = plausibility(jittered, None, flow, None, intrinsics, dt)
+    seen = plausibility(jittered, None, flow, None, intrinsics, dt, rgb=frames)
+    assert blind["score"] < steady["score"] - 0.05, blind
+    assert seen["score"] == pytest.approx(steady["score"], abs=1e-9)
+
+
+def test_image_change_marks_a_moving_square_and_its_reach_only():
+    rgb = torch.zeros(4, 3, 40, 40)
+    for t in range(4):
+        rgb[t, :, 10:16, 5 + 4 * t:11 + 4 * t] = 1.0  # a white square moving 4 px a frame
+    changed = image_changed(rgb)
+    assert changed[1, 12, 12] and changed[2, 13, 16]  # on the square
+    assert changed[1, 10 - CHANGE_REACH, 12] and not changed[1, 9 - CHANGE_REACH, 12]  # its reach, no more
+    assert not changed[:, 30:, :].any()  # the still rest of the image

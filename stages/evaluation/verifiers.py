@@ -97,10 +97,11 @@ def clip_scores(sample: dict, names: tuple[str, ...], model: dict | None = None,
     out = {}
     for name in names:
         if name == "heads":
-            out[name] = plausibility(model["distance"], None, model["flow"], None, sample["intrinsics"], float(sample["dt"]))
+            out[name] = plausibility(model["distance"], None, model["flow"], None, sample["intrinsics"], float(sample["dt"]),
+                                     rgb=sample["rgb"])
         elif name == "oracle":
             out[name] = plausibility(sample["depth"], sample["depth_valid"], sample["flow"], sample["flow_valid"],
-                                     sample["intrinsics"], float(sample["dt"]))
+                                     sample["intrinsics"], float(sample["dt"]), rgb=sample["rgb"])
         elif name == "features":
             out[name] = trajectory_score(model["trajectory"])
         elif name == "frame_difference":
