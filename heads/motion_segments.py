@@ -43,11 +43,12 @@ STEADY_SHARE = 0.3
 
 class FreeFlight(NamedTuple):
     """One body in free flight at one frame: its frame, valid pixels and vertical acceleration
-    (m/s^2 along 'down'; positive = falling faster)."""
+    (m/s^2 along 'down'; positive = falling faster).  ``free_flight`` gives the acceleration as a
+    0-dim tensor that keeps its graph to the distance and flow (stage 2's reward differentiates it)."""
 
     frame: int
     pixels: int
-    vertical: float
+    vertical: float | torch.Tensor
 
 
 def label_segments(mask: torch.Tensor, distance: torch.Tensor, gap: float = DEPTH_GAP) -> torch.Tensor:
@@ -100,8 +101,8 @@ def _untouched_vertical(kin: Kinematics, t: int, labels: torch.Tensor, moving: t
         if int(inside.sum()) < MIN_SEGMENT:
             continue
         mean = a[:, inside].mean(dim=1)
-        size = float(mean.norm())
-        if size < FREE_MIN_ACCEL or abs(float(mean @ down)) < VERTICAL_SHARE * size:
+        size = float(mean.detach().norm())
+        if size < FREE_MIN_ACCEL or abs(float(mean.detach() @ down)) < VERTICAL_SHARE * size:
             continue
         if touches(segment, (static[t] | (bodies & ~segment)) & valid, points, distance[t], fx):
             continue
@@ -142,7 +143,7 @@ def free_flight(kin: Kinematics, moving: torch.Tensor, static: torch.Tensor, dow
             before = _earlier_label(kin, t, labels[t] == lab, labels[t - 1])
             if before not in candidates[t - 1]:
                 continue
-            previous = candidates[t - 1][before][1]
+            mean, previous = mean.detach(), candidates[t - 1][before][1].detach()
             if float((mean - previous).norm()) < STEADY_SHARE * max(float(mean.norm()), float(previous.norm())):
                 steady |= {(t, lab), (t - 1, before)}
-    return [FreeFlight(t, candidates[t][lab][0], float(candidates[t][lab][1] @ down)) for t, lab in sorted(steady)]
+    return [FreeFlight(t, candidates[t][lab][0], candidates[t][lab][1] @ down) for t, lab in sorted(steady)]

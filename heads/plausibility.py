@@ -1,5 +1,6 @@
 """How plausible is a clip's motion?  One score per clip from distance and flow (higher = more
-plausible), used by the verifier command, best-of-N selection and stage 2's reward.
+plausible), used by the verifier command, best-of-N selection and stage 2's reward
+(``reward.verifier_weight``, through ``plausibility_terms``, which keeps the gradient).
 
 The rule measures the laws instead of assuming them.  Free flight is found from the motion itself
 (``heads.motion_segments``: bodies that accelerate along the vertical, up *or* down, touch nothing
@@ -110,16 +111,23 @@ def gravity_term(flights: list[FreeFlight], g: float) -> tuple[float, float, int
     """(term, fitted g, free-flight pixels): the fitted g is the pixel-weighted median of the
     bodies' vertical accelerations; the term is its excess over the tolerance, or minus the credit
     for a g within it (module docstring).  Without free flight: (0, NaN, 0), no evidence."""
+    term, fitted, pixels = _gravity(flights, g)
+    return float(term), float(fitted), pixels
+
+
+def _gravity(flights: list[FreeFlight], g: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``gravity_term`` as 0-dim float64 tensors, differentiable through the median body's
+    acceleration (which body is the median is chosen without gradient)."""
     if not flights:
-        return 0.0, math.nan, 0
+        return torch.zeros((), dtype=torch.float64), torch.tensor(math.nan, dtype=torch.float64), 0
     weight = torch.tensor([f.pixels for f in flights], dtype=torch.float64)
-    vertical = torch.tensor([f.vertical for f in flights], dtype=torch.float64)
-    order = vertical.argsort()
+    vertical = torch.stack([torch.as_tensor(f.vertical, dtype=torch.float64).cpu() for f in flights])
+    order = vertical.detach().argsort()
     cumulative = weight[order].cumsum(0)
-    median = float(vertical[order][int(torch.searchsorted(cumulative, cumulative[-1] / 2))])
-    error = abs(median - g) / g
-    excess = min(max(error - G_TOLERANCE, 0.0), G_CAP)
-    credit = G_KEPT_CREDIT * max(0.0, 1.0 - error / G_TOLERANCE)
+    median = vertical[order[int(torch.searchsorted(cumulative, cumulative[-1] / 2))]]
+    error = (median - g).abs() / g
+    excess = (error - G_TOLERANCE).clamp(min=0.0, max=G_CAP)
+    credit = G_KEPT_CREDIT * (1.0 - error / G_TOLERANCE).clamp_min(0.0)
     return excess - credit, median, int(weight.sum())
 
 
@@ -158,14 +166,38 @@ def vanish_term(kin: Kinematics, moving: torch.Tensor, intrinsics: torch.Tensor,
     return count / float(area[area > 0].mean()) if bool((area > 0).any()) else 0.0
 
 
-def friction_term(kin: Kinematics, down: torch.Tensor, moving: torch.Tensor, g: float) -> float:
-    """Mean of max(0, a_h . v_h / |v_h|) / g over moving pixels (horizontal speed-up)."""
+def friction_term(kin: Kinematics, down: torch.Tensor, moving: torch.Tensor, g: float) -> torch.Tensor:
+    """Mean of max(0, a_h . v_h / |v_h|) / g over moving pixels (horizontal speed-up), 0-dim."""
     a, v = kin["acceleration"][0], kin["velocity"][0]
     d = down.view(1, 3, 1, 1)
     a_h, v_h = a - (a * d).sum(1, keepdim=True) * d, v - (v * d).sum(1, keepdim=True) * d
     along = (a_h * v_h).sum(dim=1) / v_h.norm(dim=1).clamp_min(1e-6)
     ok = kin["acceleration_valid"][0] & moving
-    return float(along.clamp_min(0.0)[ok].mean()) / g if ok.any() else 0.0
+    return along.clamp_min(0.0)[ok].mean() / g if ok.any() else along.new_zeros(())
+
+
+def plausibility_terms(distance: torch.Tensor, distance_valid: torch.Tensor | None, flow: torch.Tensor,
+                       flow_valid: torch.Tensor | None, intrinsics: torch.Tensor, dt: float,
+                       g: float = STANDARD_GRAVITY, rgb: torch.Tensor | None = None) -> dict:
+    """The rule's terms as 0-dim tensors that keep their graph to ``distance`` and ``flow`` (the
+    arguments of ``plausibility``), for a reward that raises the score by gradient.  What the rule
+    judges (moving pixels, free-flight bodies, the vertical) is chosen without gradient; the
+    gravity and friction terms are differentiable in the values, the vanish term (a count) is a
+    constant.  -> {"terms": {name: tensor}, "g_fit": tensor, "free_pixels": int, "down": (3,)}."""
+    kin = kinematics(distance[None].double(), None if distance_valid is None else distance_valid[None],
+                     flow[None].double(), None if flow_valid is None else flow_valid[None],
+                     intrinsics[None].double(), dt)
+    moving = moving_pixels(kin, MIN_SPEED)[0]
+    if rgb is not None:
+        moving = moving & image_changed(rgb.detach().to(moving.device, torch.float32))
+    static = kin["velocity_valid"][0] & ~moving
+    down = floor_down(kin["points"][0].detach(), kin["points_valid"][0], static)
+    gravity, fitted, free = _gravity(free_flight(kin, moving, static, down, float(intrinsics[0])), g)
+    with torch.no_grad():
+        vanish = torch.tensor(vanish_term(kin, moving, intrinsics, dt), dtype=torch.float64)
+    terms = {"gravity": gravity.to(down.device), "vanish": vanish.to(down.device),
+             "friction": friction_term(kin, down, moving, g)}
+    return {"terms": terms, "g_fit": fitted, "free_pixels": free, "down": down}
 
 
 @torch.no_grad()
@@ -176,16 +208,7 @@ def plausibility(distance: torch.Tensor, distance_valid: torch.Tensor | None, fl
     (4,), dt seconds between frames, optionally its frames rgb (T, 3, H, W) in [0, 1] (moving
     pixels must then change colour: module docstring) -> {"score", terms, "g_fit", "free_pixels",
     "down"}."""
-    kin = kinematics(distance[None].double(), None if distance_valid is None else distance_valid[None],
-                     flow[None].double(), None if flow_valid is None else flow_valid[None],
-                     intrinsics[None].double(), dt)
-    moving = moving_pixels(kin, MIN_SPEED)[0]
-    if rgb is not None:
-        moving = moving & image_changed(rgb.to(moving.device, torch.float32))
-    static = kin["velocity_valid"][0] & ~moving
-    down = floor_down(kin["points"][0], kin["points_valid"][0], static)
-    grav, fitted, free = gravity_term(free_flight(kin, moving, static, down, float(intrinsics[0])), g)
-    terms = {"gravity": grav, "vanish": vanish_term(kin, moving, intrinsics, dt),
-             "friction": friction_term(kin, down, moving, g)}
-    return {"score": -sum(terms.values()), **terms, "g_fit": fitted, "free_pixels": free,
-            "down": [round(float(x), 4) for x in down]}
+    out = plausibility_terms(distance, distance_valid, flow, flow_valid, intrinsics, dt, g, rgb)
+    terms = {name: float(value) for name, value in out["terms"].items()}
+    return {"score": -sum(terms.values()), **terms, "g_fit": float(out["g_fit"]), "free_pixels": out["free_pixels"],
+            "down": [round(float(x), 4) for x in out["down"]]}

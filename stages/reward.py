@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from heads.metrics import depth_from_log
+from heads.plausibility import plausibility_terms
 from stages.loss_weights import sigma_weights, weighted_per_sample
 from stages.trainer.sections import require
 from world_model.features import (
@@ -51,13 +53,18 @@ class RewardConfig:
     """Weight of the physics residual (physics.* terms, ground-truth supports) of the frozen heads on x̂0."""
     heads_weight: float = 0.0
     """Weight of head agreement: the frozen heads' flow/depth losses on x̂0 against the ground truth."""
+    verifier_weight: float = 0.0
+    """Weight of minus the verifier's plausibility score of the frozen heads' distance and flow on
+    x̂0: the rule of `scripts/verify_physics.py` and best-of-N (heads.plausibility), which sees no
+    ground truth but the window's frames (its colour-change gate); gradients reach the gravity and
+    friction terms' values, not what the rule selects (docs/stage2_reward.md)."""
 
     def __post_init__(self) -> None:
         require(self.steps >= 0, f"reward.steps must be >= 0, got {self.steps}")
         require(self.sampler_steps >= max(self.steps, 1),
                  f"reward.sampler_steps ({self.sampler_steps}) must be >= max(reward.steps, 1) ({self.steps})")
-        require(self.physics_weight >= 0 and self.heads_weight >= 0,
-                 "reward.physics_weight and reward.heads_weight must be >= 0")
+        require(min(self.physics_weight, self.heads_weight, self.verifier_weight) >= 0,
+                 "reward.physics_weight, reward.heads_weight and reward.verifier_weight must be >= 0")
 
 
 def predicted_clean(x_t: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -146,11 +153,27 @@ class RewardWorldModel(nn.Module):
         return RewardOutput(x0_hat, velocity, flow, log_depth)
 
 
+def verifier_penalty(flow: torch.Tensor, log_depth: torch.Tensor, intrinsics: torch.Tensor, dt: torch.Tensor,
+                     rgb: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Minus the plausibility score (heads.plausibility_terms) of each window, averaged over the
+    batch: flow (B, T, 2, H, W), log_depth (B, T, H, W), intrinsics (B, 4), dt (B,), rgb
+    (B, T, 3, H, W) -> (penalty, {"verifier_score", "verifier_free_px"})."""
+    penalties, free = [], 0
+    for b in range(flow.shape[0]):
+        out = plausibility_terms(depth_from_log(log_depth[b]), None, flow[b].float(), None, intrinsics[b],
+                                 float(dt.reshape(-1)[b]), rgb=rgb[b])
+        penalties.append(sum(out["terms"].values()).to(flow.device, torch.float32))
+        free += out["free_pixels"]
+    penalty = torch.stack(penalties).mean()
+    return penalty, {"verifier_score": -penalty.detach(), "verifier_free_px": torch.tensor(float(free))}
+
+
 def reward_objective(model: nn.Module, latents: torch.Tensor, context: torch.Tensor, batch: dict,
                      sigma: torch.Tensor, noise: torch.Tensor, head_loss, physics, config) -> tuple[torch.Tensor, dict]:
     """Loss = -reward [+ objective.fm_weight x flow matching at sigma]; reward = -(physics_weight x
-    physics residual + heads_weight x head losses) of the judge on x̂0, each sample's weighted by
-    w(sigma) in the one-step variant (the K-step x̂0 does not depend on sigma)."""
+    physics residual + heads_weight x head losses + verifier_weight x minus the verifier's score)
+    of the judge on x̂0, each sample's weighted by w(sigma) in the one-step variant (the K-step x̂0
+    does not depend on sigma)."""
     objective, reward = config.objective, config.reward
     sigma = sigma.to(latents.device, torch.float32)
     out = model(latents, context, batch["rgb"], sigma, noise.to(latents), objective.fm_weight > 0)
@@ -162,10 +185,16 @@ def reward_objective(model: nn.Module, latents: torch.Tensor, context: torch.Ten
         batch["flow"], batch["flow_valid"], batch["intrinsics"], batch["dt"], frames=batch["rgb"],
         down_cam=batch["down_cam"])
     penalty = reward.physics_weight * terms + reward.heads_weight * heads
+    verifier_metrics = {}
+    if reward.verifier_weight > 0:
+        verifier, verifier_metrics = weighted_per_sample(verifier_penalty, weights, out.flow, out.log_depth,
+                                                         batch["intrinsics"], batch["dt"], batch["rgb"])
+        penalty = penalty + reward.verifier_weight * verifier
     fm = torch.zeros((), device=latents.device)
     if out.velocity is not None:
         fm = flow_matching_loss(out.velocity, noise.to(latents) - latents, sigma_to_timestep(sigma),
                                 objective.fm_weighting, objective.timestep_shift)
     head_metrics.pop("loss", None)
     return objective.fm_weight * fm + penalty, {"loss_fm": fm.detach(), "loss_heads": heads.detach(),
-                                                "reward": -penalty.detach(), **head_metrics, **physics_metrics}
+                                                "reward": -penalty.detach(), **head_metrics, **physics_metrics,
+                                                **verifier_metrics}

@@ -81,3 +81,49 @@ def test_image_change_marks_a_moving_square_and_its_reach_only():
     assert changed[1, 12, 12] and changed[2, 13, 16]  # on the square
     assert changed[1, 10 - CHANGE_REACH, 12] and not changed[1, 9 - CHANGE_REACH, 12]  # its reach, no more
     assert not changed[:, 30:, :].any()  # the still rest of the image
+
+
+def _sliding_square(frames: int = 8, size: int = 48):
+    """A bright square sliding right on a dark wall 3 m away, faster every frame (a horizontal
+    speed-up that friction forbids): distance, backward flow, intrinsics, dt, frames."""
+    distance, flow, intrinsics, dt = _still_clip(frames, size)
+    rgb = torch.zeros(frames, 3, size, size)
+    x = 4
+    for t in range(frames):
+        step = 1 + t // 2
+        if t:
+            x += step
+            flow[t, 0, 20:28, x:x + 8] = -step
+        rgb[t, :, 20:28, x:x + 8] = 1.0
+    return distance, flow, intrinsics, dt, rgb
+
+
+def test_the_differentiable_terms_are_the_score_and_their_gradient_lowers_the_penalty():
+    """``plausibility_terms`` (stage 2's reward) gives the verifier's score exactly, and a step
+    against its gradient makes the clip more plausible by the verifier's own measure."""
+    from heads.plausibility import plausibility_terms
+
+    distance, flow, intrinsics, dt, rgb = _sliding_square()
+    scored = plausibility(distance, None, flow, None, intrinsics, dt, rgb=rgb)
+    assert scored["friction"] > 0.1, scored
+    flow.requires_grad_(True)
+    out = plausibility_terms(distance, None, flow, None, intrinsics, dt, rgb=rgb)
+    penalty = sum(out["terms"].values())
+    assert float(penalty.detach()) == pytest.approx(-scored["score"], abs=1e-12)
+    penalty.backward()
+    assert flow.grad[:, :, :20].abs().sum() == 0 and flow.grad.abs().sum() > 0  # only the square's pixels
+    stepped = plausibility(distance, None, (flow - 0.1 * flow.grad / flow.grad.abs().max()).detach(), None,
+                           intrinsics, dt, rgb=rgb)
+    assert stepped["score"] > scored["score"] + 0.005, (stepped, scored)
+
+
+def test_the_gravity_term_differentiates_through_the_median_body_only():
+    """Stage 2's reward moves the body whose acceleration is the fitted g, towards g; the bodies
+    the median outvotes get no gradient."""
+    from heads.plausibility import _gravity
+
+    values = torch.tensor([0.5 * G, 0.55 * G, 2.5 * G], dtype=torch.float64, requires_grad=True)
+    term, fitted, pixels = _gravity([FreeFlight(t, 40, values[t]) for t in range(3)], G)
+    assert float(fitted.detach()) == pytest.approx(0.55 * G) and pixels == 120
+    term.backward()
+    assert values.grad[0] == 0 and values.grad[2] == 0 and values.grad[1] < 0  # raising it towards g lowers the term

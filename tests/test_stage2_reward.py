@@ -195,6 +195,23 @@ def test_reward_gradient_reaches_the_lora_only_and_training_changes_nothing_else
     torch.testing.assert_close(loaded, trained, rtol=1e-5, atol=1e-5)
 
 
+def test_the_verifier_reward_alone_reaches_the_lora_only(generated_dataset, stage1_heads, tmp_path):
+    """reward.verifier_weight: the verifier command's own rule (heads.plausibility) as the reward,
+    on the frozen heads' output for x̂0; with every other weight 0 its gradient still reaches the
+    LoRA, and nothing else."""
+    stage = _build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **REWARD, **{
+        "objective.fm_weight": 0.0, "reward.physics_weight": 0.0, "reward.verifier_weight": 1.0,
+        "optim.max_steps": 1, "checkpoint.every_steps": 100}))
+    from stages.trainer.loop import batch_stream
+
+    loss, metrics = stage.loss_fn(next(batch_stream(stage.run)), 0)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), -metrics["verifier_score"])
+    model = stage.run.unwrapped
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all("lora_" in n for n in with_grad), sorted(with_grad)[:5]
+
+
 def test_reward_mode_resumes_exactly_after_sigkill(generated_dataset, stage1_heads, tmp_path):
     """The K-step variant (its noise drawn from seed and step) through the stage-2 script: a run
     killed right after its step-2 checkpoint and resumed ends with the uninterrupted run's LoRA."""

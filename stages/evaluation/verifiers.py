@@ -6,8 +6,9 @@
 - ``features``: statistics of the trajectory of the backbone's tapped features, frame to frame;
 - ``frame_difference``: mean absolute change between frames (a trivial baseline: less is better);
 - ``random``: a uniform draw seeded by the clip's name.
-``heads`` and ``features`` read the RGB frames and the intrinsics only.  One function,
-``clip_scores``, serves the verifier command, best-of-N selection and stage 2's reward.
+``heads`` and ``features`` read the RGB frames and the intrinsics only.  ``clip_scores`` serves the
+verifier command and best-of-N selection; the rule behind ``heads`` and ``oracle``
+(``heads.plausibility``) is also stage 2's ``reward.verifier_weight`` term, differentiated.
 """
 
 from __future__ import annotations
