@@ -18,7 +18,14 @@ flow-matching loss at sigma 0.3 and 0.7 with fixed noise; head metrics at the ex
 (depth AbsRel metric and scale-aligned, flow EPE all / moving); the heads' physics residuals on the
 ground-truth windows, judged on ground-truth supports (stages/evaluation/physics_report.py):
 relative fitted-g error, free-fall residual, rest drift. "stage1" is the same scoring before any
-stage-2 step (LoRA zero, stage-1 heads). Rollout metrics need real weights (scripts/evaluate_physics.py).
+stage-2 step (LoRA zero, stage-1 heads).
+With --rollouts (on by default when an override names real weights, backbone.model_dir=...) each
+run is also evaluated by the evaluation's own code (scripts/evaluate_physics.py: TI2V rollouts from
+the first frames of --rollout-scenes scenes of the split, the run's LoRA fused through diffsynth's
+loader; the base model for stage1) and the table gains the rollouts' Physics-IQ spatiotemporal IoU
+(higher is better) and MSE and the physics residuals of the generated videos (fitted-g error,
+free-fall residual). With the tiny random backbone the rollouts are noise: the columns test the
+path, not a model. Each run's evaluation is kept in <run>/eval (report.md, gallery.html).
 Writes OUT/runs.jsonl (a line per run, appended as runs finish; finished runs are skipped when the
 command is run again) and OUT/table.md (mean ± std over seeds).
 
@@ -59,6 +66,14 @@ COLUMNS = {  # key -> (title, lower is better)
     "flow_epe_moving": ("flow EPE moving", True), "g_rel_error": ("rel. g error", True),
     "free_fall_residual": ("free-fall res. (m/s²)", True), "rest_drift": ("rest drift (m/s)", True),
 }
+ROLLOUT_COLUMNS = {  # key -> (title, lower is better), from the evaluation's overall[model]
+    "rollout_st_iou": ("rollout ST-IoU", False), "rollout_mse": ("rollout MSE", True),
+    "rollout_g_rel_error": ("rollout rel. g error", True),
+    "rollout_free_fall_residual": ("rollout free-fall res. (m/s²)", True),
+}
+ROLLOUT_SOURCES = {"rollout_st_iou": ("prediction", "spatiotemporal_iou"), "rollout_mse": ("prediction", "mse"),
+                   "rollout_g_rel_error": ("physics_generated", "g_rel_error"),
+                   "rollout_free_fall_residual": ("physics_generated", "free_fall_residual")}
 FM_SIGMAS = (0.3, 0.7)
 
 
@@ -123,6 +138,23 @@ def score(stage, heads: dict[str, float]) -> dict[str, float]:
             **{k: pooled[k] for k in ("g_rel_error", "free_fall_residual", "rest_drift")}}
 
 
+def rollout_metrics(stage, trained: bool, args) -> dict[str, float]:
+    """The ROLLOUT_COLUMNS of one run from the evaluation (stages.evaluation.evaluate), written to
+    <run>/eval: rollouts with the run's exported LoRA, or of the base model for the stage1 row."""
+    from stages.evaluation.eval_config import EvalConfig
+    from stages.evaluation.evaluate import run_evaluation
+
+    cfg = stage.run.config
+    run_dir = Path(cfg.run.output_dir)
+    config = EvalConfig(stage1=cfg.objective.heads_dir, stage2=str(run_dir / "final") if trained else "",
+                        root=cfg.data.root, metadata=cfg.data.metadata, split=args.split,
+                        model_dir=cfg.backbone.model_dir, out=str(run_dir / "eval"), cache_dir=cfg.features.cache_dir,
+                        steps=args.rollout_steps, cfg_scale=args.rollout_cfg, max_scenes=args.rollout_scenes,
+                        flow_baselines=False)
+    overall = run_evaluation(config)["overall"]["stage2" if trained else "stage1"]
+    return {key: float((overall.get(part) or {}).get(field, math.nan)) for key, (part, field) in ROLLOUT_SOURCES.items()}
+
+
 def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
     overrides = [f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()] + extra + [
         f"run.seed={seed}", f"optim.max_steps={args.steps}",
@@ -136,6 +168,8 @@ def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
     heads = stage.validate() if name == "stage1" else train(stage)  # train() ends validating on EMA weights
     with ema_weights(stage):
         metrics = score(stage, heads)
+    if args.rollouts:
+        metrics.update(rollout_metrics(stage, name != "stage1", args))
     return {"variant": name, "seed": seed, "seconds": round(time.time() - started, 1), **metrics}
 
 
@@ -170,10 +204,12 @@ def meets_bar(means: dict[str, float], stage1: dict[str, float]) -> str:
 
 
 def table(rows: list[dict], names: list[str]) -> str:
-    """Markdown: a row per variant, mean ± std over its seeds per column (n = number of seeds),
-    and whether the means meet issue 17's bar against the stage1 row."""
-    lines = ["| variant | n | " + " | ".join(t for t, _ in COLUMNS.values()) + " | meets the bar |",
-             "|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    """Markdown: a row per variant, mean ± std over its seeds per column (n = number of seeds; the
+    rollout columns only when a run has them), and whether the means meet issue 17's bar against
+    the stage1 row."""
+    columns = {**COLUMNS, **(ROLLOUT_COLUMNS if any(k in r for r in rows for k in ROLLOUT_COLUMNS) else {})}
+    lines = ["| variant | n | " + " | ".join(t for t, _ in columns.values()) + " | meets the bar |",
+             "|---|---|" + "---|" * (len(columns) + 1)]
     stage1 = {key: finite_mean([r for r in rows if r["variant"] == "stage1"], key) for key in COLUMNS}
     stage1 = stage1 if any(math.isfinite(v) for v in stage1.values()) else {}
     for name in names:
@@ -181,7 +217,7 @@ def table(rows: list[dict], names: list[str]) -> str:
         if not runs:
             continue
         cells = []
-        for key in COLUMNS:
+        for key in columns:
             values = finite_values(runs, key)
             cells.append("n/a" if not len(values) else f"{values.mean():.4g} ± {values.std(ddof=1) if len(values) > 1 else 0:.2g}")
         bar = "—" if name == "stage1" else meets_bar({key: finite_mean(runs, key) for key in COLUMNS}, stage1)
@@ -197,8 +233,15 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--split", default="holdout", help="split scored (default: holdout, the unseen families)")
     ap.add_argument("--max-windows", type=int, default=8, help="windows of the split scored (default: 8)")
     ap.add_argument("--out", default="runs/ablation", help="output directory (default: runs/ablation)")
+    ap.add_argument("--rollouts", action=argparse.BooleanOptionalAction, default=None,
+                    help="evaluate TI2V rollouts of every run (default: only with backbone.model_dir=... given)")
+    ap.add_argument("--rollout-scenes", type=int, default=4, help="scenes of the split rolled out per run (default: 4)")
+    ap.add_argument("--rollout-steps", type=int, default=30, help="denoising steps per rollout (default: 30)")
+    ap.add_argument("--rollout-cfg", type=float, default=5.0, help="classifier-free guidance scale (default: 5)")
     ap.add_argument("overrides", nargs="*", help="section.field=value for every run (e.g. data.root=...)")
     args = ap.parse_args(argv)
+    if args.rollouts is None:
+        args.rollouts = any(o.startswith("backbone.model_dir=") and o.split("=", 1)[1] for o in args.overrides)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,26 @@ def test_the_table_says_which_variant_meets_the_bar_against_stage1():
     lines = {x.split(" | ")[0][2:]: x for x in table([stage1, *traded, *kept], ["stage1", "full", "fm_heads"]).splitlines()}
     assert lines["full"].endswith("| no: rel. g error not lower, depth AbsRel +258 % |")
     assert lines["fm_heads"].endswith("| yes |") and lines["stage1"].endswith("| — |")
+
+
+def test_with_rollouts_every_run_gets_the_evaluations_rollout_metrics(generated_dataset, stage1_heads, tmp_path):
+    """--rollouts: each run (the stage1 row with the base model) is evaluated by the evaluation's own
+    code, kept in <run>/eval, and the table gains the rollout columns; without it they are absent."""
+    from scripts.ablate_stage2 import ROLLOUT_COLUMNS
+
+    root, csv = generated_dataset
+    overrides = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "objective.heads_dir": stage1_heads,
+                 "features.cache_dir": tmp_path / "cache", "lora.rank": 4}
+    out = tmp_path / "out"
+    text = main(["--seeds", "0", "--variants", "fm_only", "--steps", "1", "--max-windows", "1", "--out", str(out),
+                 "--rollouts", "--rollout-scenes", "1", "--rollout-steps", "2", "--rollout-cfg", "1",
+                 *(f"{k}={v}" for k, v in overrides.items())])
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert 0 <= row["rollout_st_iou"] <= 1 and row["rollout_mse"] > 0, row
+    evaluated = json.loads((out / "fm_only" / "seed0" / "eval" / "metrics.json").read_text())
+    assert evaluated["args"]["stage2"].endswith("final") and evaluated["args"]["max_scenes"] == 1
+    assert not json.loads((out / "stage1" / "seed0" / "eval" / "metrics.json").read_text())["args"]["stage2"]
+    assert all(title in text.splitlines()[0] for title, _ in ROLLOUT_COLUMNS.values())
+    assert "rollout" not in table([{k: v for k, v in r.items() if not k.startswith("rollout")} for r in rows],
+                                  ["stage1", "fm_only"])
