@@ -236,6 +236,16 @@ def temporal_depth_consistency(
     return loss, {"phys_tgm": loss.detach()}
 
 
+def log_scale_to_truth(pred_log: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, 1, 1) shift that gives the predicted log distance (B, T, H, W) the ground truth's mean
+    over a clip's valid pixels.  It keeps its gradient, so ``pred_log + shift`` does not change when
+    the prediction is scaled as a whole: what the physics terms then see is the shape of the depth
+    over space and time, never its overall size."""
+    tgt = safe_log_depth(target, valid)
+    gap = torch.where(valid, tgt - pred_log, torch.zeros_like(pred_log)).flatten(1).sum(1)
+    return (gap / valid.flatten(1).sum(1).clamp_min(1)).view(-1, 1, 1, 1)
+
+
 @dataclass
 class PhysicsLossConfig:
     """Weights and thresholds of the stage-2 physics loss. Terms with weight 0 are not computed.
@@ -265,6 +275,11 @@ class PhysicsLossConfig:
     """Relative distance jump along one GT link above which it is treated as an occlusion."""
     max_log_distance: float = 10.0
     """Predicted log distance is clamped to +-this before exp (keeps points finite early on)."""
+    scale_invariant: bool = False
+    """Judge the prediction's distance after matching its per-clip mean log distance to the ground
+    truth's (the shift keeps its gradient): accelerations scale with distance, so without this a
+    model can lower the metric terms by rescaling its depth as a whole (which the depth loss and
+    held-out perception pay for) instead of by moving its bodies right."""
 
     def __post_init__(self) -> None:
         weights = (self.acceleration_weight, self.free_fall_weight, self.jerk_weight, self.warp_weight)
@@ -314,7 +329,10 @@ class PhysicsLoss:
             jerk_support = jerk(gt, contact)[1]
             gt_flow_clean, warp_support = sanitise_flow(gt_flow, gt_flow_valid)
             warp_support = warp_support & inside_frame(gt_flow_clean)
-        pred_distance = pred_log_distance.clamp(-c.max_log_distance, c.max_log_distance).exp()
+        pred_log = pred_log_distance.clamp(-c.max_log_distance, c.max_log_distance)
+        if c.scale_invariant:
+            pred_log = pred_log + log_scale_to_truth(pred_log, gt_distance, depth_valid_mask(gt_distance, gt_valid))
+        pred_distance = pred_log.exp()
         pred = kinematics(pred_distance, gt["points_valid"], pred_flow, gt_flow_valid, intrinsics, dt, support=gt)
         terms: list[torch.Tensor] = []
         metrics: Metrics = {}
@@ -341,10 +359,10 @@ class PhysicsLoss:
 
 
 __all__ = [
+    "STANDARD_GRAVITY",
     "Kinematics",
     "PhysicsLoss",
     "PhysicsLossConfig",
-    "STANDARD_GRAVITY",
     "acceleration_consistency",
     "contact_pixels",
     "fitted_gravity",
@@ -356,6 +374,7 @@ __all__ = [
     "jerk",
     "jerk_penalty",
     "kinematics",
+    "log_scale_to_truth",
     "moving_pixels",
     "per_clip",
     "project",

@@ -389,3 +389,27 @@ def test_a_prediction_cannot_lower_a_term_by_shrinking_what_it_is_judged_on() ->
             assert cheat[f"{term}_px"] == truth[f"{term}_px"] > 0, (name, term)
             assert cheat[term] >= truth[term], (name, term)
         assert cheat["phys_loss"] > 2 * truth["phys_loss"], name
+
+
+def test_scale_invariant_loss_cannot_be_lowered_by_shrinking_the_depth() -> None:
+    """Accelerations scale with distance, so a jittery prediction lowers the metric terms by
+    shrinking its depth as a whole (the loophole); judged scale-invariantly it cannot, and the
+    gradient has no component along the global scale (it must fix the shape instead)."""
+    r = render(EXACT)
+    args = (r["distance"], r["valid"], r["flow"], r["flow_valid"], r["intrinsics"], EXACT.dt)
+    jitter = 0.01 * torch.randn(r["distance"].shape, generator=torch.Generator().manual_seed(3))
+    jittery = r["distance"].log() + jitter
+    for invariant in (False, True):
+        loss_fn = PhysicsLoss(PhysicsLossConfig(warp_weight=0.0, scale_invariant=invariant))
+        as_is = loss_fn(jittery, r["flow"], *args)[0]
+        shrunk = loss_fn(jittery + math.log(0.5), r["flow"], *args)[0]
+        if invariant:
+            assert shrunk.item() == pytest.approx(as_is.item(), rel=1e-4)
+        else:
+            assert shrunk.item() < 0.7 * as_is.item()
+    pred_log = jittery.clone().requires_grad_(True)
+    loss_fn(pred_log, r["flow"], *args)[0].backward()
+    along_scale = pred_log.grad.flatten(1).sum(1).abs()
+    assert (along_scale < 1e-4 * pred_log.grad.flatten(1).abs().sum(1)).all()
+    exact = loss_fn(r["distance"].log(), r["flow"], *args)[0]
+    assert exact.item() < 0.1 * as_is.item()  # still ~0 on the truth, large on the jitter
