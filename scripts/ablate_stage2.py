@@ -17,7 +17,10 @@ Each run is scored on the fixed windows of --split (default: the held-out famili
 flow-matching loss at sigma 0.3 and 0.7 with fixed noise; head metrics at the extraction timestep
 (depth AbsRel metric and scale-aligned, flow EPE all / moving); the heads' physics residuals on the
 ground-truth windows, judged on ground-truth supports (stages/evaluation/physics_report.py):
-relative fitted-g error, free-fall residual, rest drift. "stage1" is the same scoring before any
+relative fitted-g error, free-fall residual, rest drift, and the fitted-g error of each half of the
+heads' output with the other half exact (true depth: the heads' flow on the truth's distance; true
+flow: the heads' distance with the truth's flow), which says whether a gain came from the motion
+the heads see or from their depth alone. "stage1" is the same scoring before any
 stage-2 step (LoRA zero, stage-1 heads).
 With --rollouts (on by default when an override names real weights, backbone.model_dir=...) each
 run is also evaluated by the evaluation's own code (scripts/evaluate_physics.py: TI2V rollouts from
@@ -65,7 +68,12 @@ COLUMNS = {  # key -> (title, lower is better)
     "depth_scale_abs_rel": ("depth AbsRel (scale-aligned)", True), "flow_epe": ("flow EPE", True),
     "flow_epe_moving": ("flow EPE moving", True), "g_rel_error": ("rel. g error", True),
     "free_fall_residual": ("free-fall res. (m/s²)", True), "rest_drift": ("rest drift (m/s)", True),
+    "g_rel_error_true_depth": ("rel. g error, true depth", True),
+    "g_rel_error_true_flow": ("rel. g error, true flow", True),
 }
+HALVES = {"true_depth": "the heads' flow on the truth's distance", "true_flow": "the heads' distance with the truth's flow"}
+"""Which half of the heads' output sets their fitted g: each judged with the other half exact.  A
+stage-2 gain in ``g_rel_error`` that ``g_rel_error_true_depth`` does not share came from depth alone."""
 ROLLOUT_COLUMNS = {  # key -> (title, lower is better), from the evaluation's overall[model]
     "rollout_st_iou": ("rollout ST-IoU", False), "rollout_mse": ("rollout MSE", True),
     "rollout_g_rel_error": ("rollout rel. g error", True),
@@ -104,8 +112,9 @@ def fm_loss(stage, batch: dict, index: int) -> float:
 
 
 @torch.no_grad()
-def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, float]:
-    """The heads' residuals on a ground-truth window, on the ground truth's supports."""
+def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, dict[str, float]]:
+    """The heads' residuals on a ground-truth window, on the ground truth's supports: {"heads": ...,
+    and one entry per HALVES key, with that half of the heads' output replaced by the truth}."""
     from data.scene_meta import read_scene_meta
     from heads.metrics import depth_from_log
     from stages.evaluation import physics_report as phys
@@ -118,8 +127,18 @@ def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, float]:
     latents, context = stage.source.encode(batch["rgb"], list(batch["prompt"]))
     taps = stage.source.backbone.extract(latents, context, stage.source.extraction).as_list()
     flow, log_depth = stage.run.unwrapped.heads(taps, batch["rgb"])
-    return phys.source_physics(depth_from_log(log_depth[0]).cpu(), flow[0].float().cpu(),
-                               {k: v.cpu() for k, v in one.items()}, kin, masks, g)
+    return physics_by_half(depth_from_log(log_depth[0]).cpu(), flow[0].float().cpu(),
+                           {k: v.cpu() for k, v in one.items()}, kin, masks, g)
+
+
+def physics_by_half(depth: torch.Tensor, flow: torch.Tensor, sample: dict, kin: dict, masks: dict,
+                    g: float) -> dict[str, dict[str, float]]:
+    """Residuals of the heads' distance (T, H, W) and flow (T, 2, H, W) on one ground-truth window,
+    and of each half with the other one exact (keys "heads" and HALVES')."""
+    from stages.evaluation import physics_report as phys
+
+    sources = {"heads": (depth, flow), "true_depth": (sample["depth"], flow), "true_flow": (depth, sample["flow"])}
+    return {name: phys.source_physics(d, f, sample, kin, masks, g) for name, (d, f) in sources.items()}
 
 
 def score(stage, heads: dict[str, float]) -> dict[str, float]:
@@ -133,9 +152,10 @@ def score(stage, heads: dict[str, float]) -> dict[str, float]:
         batch = to_device(batch, stage.run.accelerator.device)
         fm.append(fm_loss(stage, batch, index))
         physics.append(physics_of_heads(stage, {"index": stage.val_set.indices[index]}, batch))
-    pooled = phys.pooled_g(physics)
+    pooled = phys.pooled_g([p["heads"] for p in physics])
+    halves = {f"g_rel_error_{h}": phys.pooled_g([p[h] for p in physics])["g_rel_error"] for h in HALVES}
     return {"fm_loss": float(np.mean(fm)), **{k: heads.get(k, math.nan) for k in COLUMNS if k in heads},
-            **{k: pooled[k] for k in ("g_rel_error", "free_fall_residual", "rest_drift")}}
+            **{k: pooled[k] for k in ("g_rel_error", "free_fall_residual", "rest_drift")}, **halves}
 
 
 def rollout_metrics(stage, trained: bool, args) -> dict[str, float]:

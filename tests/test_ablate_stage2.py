@@ -51,6 +51,7 @@ def test_a_short_ablation_writes_a_scored_row_per_run_and_the_table(generated_da
     assert [r["variant"] for r in rows] == ["stage1", *variants]
     for row in rows:
         assert row["fm_loss"] > 0 and row["depth_abs_rel"] > 0 and row["flow_epe_moving"] > 0, row
+        assert {"g_rel_error_true_depth", "g_rel_error_true_flow"} <= row.keys(), row
     assert "| reward | 1 |" in (tmp_path / "out" / "table.md").read_text()
 
 
@@ -89,3 +90,26 @@ def test_with_rollouts_every_run_gets_the_evaluations_rollout_metrics(generated_
     assert all(title in text.splitlines()[0] for title, _ in ROLLOUT_COLUMNS.values())
     assert "rollout" not in table([{k: v for k, v in r.items() if not k.startswith("rollout")} for r in rows],
                                   ["stage1", "fm_only"])
+
+
+def test_the_fitted_g_is_split_into_what_each_half_of_the_heads_gives():
+    """A depth twice the truth with the true flow doubles the fitted g (error 1) and is exactly
+    right with the truth's depth; a flow half the truth halves it whatever the depth: the columns
+    say which half a stage-2 gain in the fitted g came from."""
+    from scripts.ablate_stage2 import physics_by_half
+    from stages.evaluation import physics_report as phys
+    from tests.test_eval_physics_report import G, gt_window
+
+    sample, _ = gt_window(9, 30.0)
+    kin, masks = phys.gt_physics(sample, G)
+
+    def errors(depth, flow):
+        out = physics_by_half(depth, flow, sample, kin, masks, G)
+        return {k: phys.pooled_g([v])["g_rel_error"] for k, v in out.items()}
+
+    far = errors(2 * sample["depth"], sample["flow"])
+    assert far["heads"] == pytest.approx(1.0, abs=0.05) and far["true_flow"] == pytest.approx(1.0, abs=0.05)
+    assert far["true_depth"] < 0.02
+    slow = errors(sample["depth"], 0.5 * sample["flow"])
+    assert slow["heads"] == pytest.approx(0.5, abs=0.05) and slow["true_depth"] == pytest.approx(0.5, abs=0.05)
+    assert slow["true_flow"] < 0.02
