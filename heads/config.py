@@ -95,6 +95,11 @@ class HeadConfig:
     the best cost: where nothing moved, or nothing can be matched, no displacement.  Lower trusts
     weaker matches (more motion on small bodies, more noise on still pixels)."""
 
+    rgb_body_reach: int = 0
+    """Flow head only: after the block matching, moving patches of the image vote for one
+    displacement each within this many px of the RGB path (0 = off; heads/body_motion.py): small
+    fast bodies keep their whole motion instead of the half a local match recovers."""
+
     def __post_init__(self) -> None:
         self._validate_geometry()
         f = self.features
@@ -126,6 +131,8 @@ class HeadConfig:
         if self.rgb_cost_temperature <= 0 or self.rgb_cost_confidence < 0:
             raise ValueError(f"rgb_cost_temperature must be > 0 and rgb_cost_confidence >= 0, got "
                              f"{self.rgb_cost_temperature}, {self.rgb_cost_confidence}")
+        if self.rgb_body_reach < 0:
+            raise ValueError(f"rgb_body_reach must be >= 0, got {self.rgb_body_reach}")
         if self.rgb_cost_radius < 0 or not _is_pow2(self.rgb_cost_pool):
             raise ValueError(f"rgb_cost_radius must be >= 0 and rgb_cost_pool a power of two, got "
                              f"{self.rgb_cost_radius}, {self.rgb_cost_pool}")

@@ -8,9 +8,11 @@ target must be masked invalid (the losses and metrics drop it by default).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from heads.base import DenseHead
 from heads.blocks import backward_warp
+from heads.body_motion import body_displacements
 from heads.config import HeadConfig
 from heads.cost_volume import cost_channels, local_cost
 from heads.refine import check_frames, previous_frames
@@ -63,6 +65,8 @@ class MotionVectorHead(DenseHead):
             cost = local_cost(cur, backward_warp(prev, self.refiner.pool(flow.detach()) / r), cfg.rgb_cost_radius,
                               cfg.rgb_cost_pool, cfg.rgb_cost_temperature, cfg.rgb_cost_confidence)
             flow = flow + self.refiner.upsample(cost[:, -2:] * r)
+        if cfg.rgb_body_reach:
+            flow = self._body_motion(flow, cur, prev, r)
         base = flow.detach()  # the refiner corrects the estimate; it need not steer it (RAFT detaches too)
         base = self.refiner.pool(base) / r
         warped = backward_warp(prev, base)  # flow in the refiner's own pixels
@@ -73,3 +77,12 @@ class MotionVectorHead(DenseHead):
             # the correction, which is what says how sure it is.
             parts.append(cost[:, :-2] * 10.0)
         return flow + self.refiner(torch.cat(parts, dim=1), feats)
+
+    def _body_motion(self, flow: torch.Tensor, cur: torch.Tensor, prev: torch.Tensor, r: int) -> torch.Tensor:
+        """Write the moving patches' whole-body displacements (heads/body_motion.py, found at the
+        RGB path's resolution) over ``flow`` (N, 2, H, W) px; elsewhere the flow and its gradient stay."""
+        found, taken = body_displacements(cur, prev, self.refiner.pool(flow.detach()) / r, self.cfg.rgb_body_reach)
+        if r > 1:
+            found = self.refiner.upsample(found * r)
+            taken = F.interpolate(taken.float(), size=flow.shape[-2:], mode="nearest").bool()
+        return torch.where(taken, found.to(flow.dtype), flow)

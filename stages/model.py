@@ -85,7 +85,7 @@ def head_config(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> He
                       rgb_refine=heads.rgb_refine, rgb_refine_stride=heads.rgb_refine_stride, rgb_cost_radius=heads.rgb_cost_radius,
                       rgb_cost_pool=heads.rgb_cost_pool,
                       rgb_cost_temperature=heads.rgb_cost_temperature, rgb_cost_confidence=heads.rgb_cost_confidence,
-                      temporal_heads=4 if heads.features % 4 == 0 else 1)
+                      rgb_body_reach=heads.rgb_body_reach, temporal_heads=4 if heads.features % 4 == 0 else 1)
 
 
 def build_heads(heads: HeadsConfig, preset: BackbonePreset, num_taps: int) -> HeadPair:

@@ -270,6 +270,9 @@ class HeadsConfig:
     rgb_cost_confidence: float = 0.02
     """Matched displacement x gain / (gain + this), gain = cost at no motion minus the best: lower
     trusts weaker matches (more motion kept on small bodies, more noise on still pixels)."""
+    rgb_body_reach: int = 0
+    """Flow head: after the matching, each moving patch of the image votes for one displacement
+    within this many px, so a small fast body keeps its whole motion (0 = off; heads/body_motion.py)."""
     frame_chunk: int = 0
     """Decode full resolution this many frames at a time (0 = all): lowers the peak of passes
     without gradients (validation, evaluation) and, with checkpoint_decoder, of training."""
@@ -296,6 +299,7 @@ class HeadsConfig:
         require(self.temporal_levels >= 0, f"temporal_levels must be >= 0, got {self.temporal_levels}")
         require(self.frame_chunk >= 0, f"frame_chunk must be >= 0, got {self.frame_chunk}")
         require(self.rgb_cost_radius >= 0, f"rgb_cost_radius must be >= 0, got {self.rgb_cost_radius}")
+        require(self.rgb_body_reach >= 0, f"rgb_body_reach must be >= 0, got {self.rgb_body_reach}")
         require(self.rgb_cost_pool >= 1 and self.rgb_cost_pool & (self.rgb_cost_pool - 1) == 0,
                 f"rgb_cost_pool must be a power of two, got {self.rgb_cost_pool}")
         require(self.rgb_cost_temperature > 0 and self.rgb_cost_confidence >= 0,
