@@ -23,7 +23,7 @@ import logging
 
 from data.errors import DataFormatError
 from stages.evaluation.eval_config import EvaluationError
-from stages.evaluation.verifiers import VERIFIERS
+from stages.evaluation.verifiers import DIAGNOSTICS, VERIFIERS
 
 
 def parse_args(argv: list[str] | None = None):
@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--pairs", required=True, help="manifest with columns plausible,implausible,kind")
     ap.add_argument("--out", default="runs/verify", help="output directory (default: runs/verify)")
     ap.add_argument("--verifiers", default=",".join(VERIFIERS),
-                    help=f"comma-separated verifiers (default: {','.join(VERIFIERS)})")
+                    help=f"comma-separated verifiers (default: {','.join(VERIFIERS)}; also the diagnostics "
+                         f"{','.join(DIAGNOSTICS)}: one half of the heads' output with the other exact)")
     ap.add_argument("--model-dir", default="", help="local Wan2.2-TI2V-5B weights (default: the stage-1 run's)")
     ap.add_argument("--cache-dir", default="runs/cache", help="text-context cache (default: runs/cache)")
     ap.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")

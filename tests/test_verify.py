@@ -106,3 +106,22 @@ def test_the_report_sees_a_ball_given_the_depth_behind_it(pairs_root):
     far = perception(torch.where(moving, 2 * sample["depth"], sample["depth"]))
     assert far["depth_moving_abs_rel"] == pytest.approx(1.0, rel=1e-3)
     assert far["depth_abs_rel"] < 0.1
+
+
+def test_the_diagnostics_swap_in_the_truth_for_one_half_of_the_heads_output(pairs_root):
+    """heads_true_depth judges the heads' flow on the true distance, heads_true_flow the heads'
+    distance with the true flow: heads placing the ball at twice its distance with exact flow read
+    2 g through their distance, and g once the distance is the truth's."""
+    import torch
+
+    from stages.evaluation.pairs import read_pairs
+    from stages.evaluation.verifiers import DIAGNOSTICS, NEEDS_MODEL, clip_scores
+
+    sample = _whole_clip(pairs_root, read_pairs(pairs_root / "pairs.csv", pairs_root)[0].plausible)
+    flow = torch.where(sample["flow_valid"][:, None], sample["flow"], torch.zeros_like(sample["flow"]))
+    model = {"flow": flow, "distance": 2.0 * sample["depth"]}
+    scores = clip_scores(sample, ("heads", *DIAGNOSTICS), model)
+    assert set(DIAGNOSTICS) <= set(NEEDS_MODEL)
+    assert scores["heads_true_depth"]["g_fit"] == pytest.approx(9.81, rel=0.05)
+    assert scores["heads_true_flow"]["g_fit"] == pytest.approx(19.62, rel=0.08)
+    assert scores["heads_true_depth"]["score"] > scores["heads_true_flow"]["score"]

@@ -5,7 +5,10 @@
 - ``oracle``: the same rule on the ground-truth distance and flow (the ceiling of ``heads``);
 - ``features``: statistics of the trajectory of the backbone's tapped features, frame to frame;
 - ``frame_difference``: mean absolute change between frames (a trivial baseline: less is better);
-- ``random``: a uniform draw seeded by the clip's name.
+- ``random``: a uniform draw seeded by the clip's name;
+- diagnostics, only when named (``DIAGNOSTICS``): ``heads_true_depth`` (the rule on the heads' flow
+  with the ground-truth distance) and ``heads_true_flow`` (the heads' distance with the
+  ground-truth flow), which say which half of the heads' output holds ``heads`` back.
 ``heads`` and ``features`` read the RGB frames and the intrinsics only.  ``clip_scores`` serves the
 verifier command and best-of-N selection; the rule behind ``heads`` and ``oracle``
 (``heads.plausibility``) is also stage 2's ``reward.verifier_weight`` term, differentiated.
@@ -23,7 +26,8 @@ from heads.metrics import depth_from_log
 from heads.plausibility import plausibility
 
 VERIFIERS = ("heads", "oracle", "features", "frame_difference", "random")
-NEEDS_MODEL = ("heads", "features")
+DIAGNOSTICS = ("heads_true_depth", "heads_true_flow")
+NEEDS_MODEL = ("heads", "features", *DIAGNOSTICS)
 
 
 def window_starts(frames: int, window: int) -> list[int]:
@@ -103,6 +107,12 @@ def clip_scores(sample: dict, names: tuple[str, ...], model: dict | None = None,
         elif name == "oracle":
             out[name] = plausibility(sample["depth"], sample["depth_valid"], sample["flow"], sample["flow_valid"],
                                      sample["intrinsics"], float(sample["dt"]), rgb=sample["rgb"])
+        elif name == "heads_true_depth":
+            out[name] = plausibility(sample["depth"], sample["depth_valid"], model["flow"], None, sample["intrinsics"],
+                                     float(sample["dt"]), rgb=sample["rgb"])
+        elif name == "heads_true_flow":
+            out[name] = plausibility(model["distance"], None, sample["flow"], sample["flow_valid"], sample["intrinsics"],
+                                     float(sample["dt"]), rgb=sample["rgb"])
         elif name == "features":
             out[name] = trajectory_score(model["trajectory"])
         elif name == "frame_difference":
@@ -110,5 +120,5 @@ def clip_scores(sample: dict, names: tuple[str, ...], model: dict | None = None,
         elif name == "random":
             out[name] = random_score(sample["video"], seed)
         else:
-            raise ValueError(f"unknown verifier {name!r}; known: {', '.join(VERIFIERS)}")
+            raise ValueError(f"unknown verifier {name!r}; known: {', '.join(VERIFIERS + DIAGNOSTICS)}")
     return out

@@ -26,6 +26,7 @@ from stages.evaluation import exports as ck
 from stages.evaluation.eval_config import EvaluationError
 from stages.evaluation.pairs import Pair, accuracy_row, read_pairs
 from stages.evaluation.verifiers import (
+    DIAGNOSTICS,
     NEEDS_MODEL,
     VERIFIERS,
     clip_scores,
@@ -166,9 +167,9 @@ def markdown(payload: dict) -> str:
 
 
 def run_verify(config: VerifyConfig) -> dict:
-    unknown = sorted(set(config.verifiers) - set(VERIFIERS))
+    unknown = sorted(set(config.verifiers) - set(VERIFIERS) - set(DIAGNOSTICS))
     if unknown:
-        raise EvaluationError(f"unknown verifier(s) {', '.join(unknown)}; known: {', '.join(VERIFIERS)}")
+        raise EvaluationError(f"unknown verifier(s) {', '.join(unknown)}; known: {', '.join(VERIFIERS + DIAGNOSTICS)}")
     started = time.perf_counter()
     pairs = read_pairs(config.pairs, config.root)
     out = Path(config.out)
