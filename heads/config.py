@@ -131,8 +131,9 @@ class HeadConfig:
         if self.rgb_cost_temperature <= 0 or self.rgb_cost_confidence < 0:
             raise ValueError(f"rgb_cost_temperature must be > 0 and rgb_cost_confidence >= 0, got "
                              f"{self.rgb_cost_temperature}, {self.rgb_cost_confidence}")
-        if self.rgb_body_reach < 0:
-            raise ValueError(f"rgb_body_reach must be >= 0, got {self.rgb_body_reach}")
+        if self.rgb_body_reach < 0 or (self.rgb_body_reach and not self.rgb_refine):
+            raise ValueError(f"rgb_body_reach must be >= 0 and needs rgb_refine (the RGB path's frames), got "
+                             f"{self.rgb_body_reach} with rgb_refine={self.rgb_refine}")
         if self.rgb_cost_radius < 0 or not _is_pow2(self.rgb_cost_pool):
             raise ValueError(f"rgb_cost_radius must be >= 0 and rgb_cost_pool a power of two, got "
                              f"{self.rgb_cost_radius}, {self.rgb_cost_pool}")

@@ -87,8 +87,11 @@ def test_the_flow_head_with_the_body_step_still_trains_its_own_flow():
     assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
 
 
-def test_a_negative_reach_is_refused():
+@pytest.mark.parametrize("reach, refine", [(-1, True), (12, False)])
+def test_a_negative_reach_or_one_without_the_rgb_path_is_refused(reach, refine):
+    """Without the RGB path the head sees no frames, so the step could not run: refused, not skipped."""
     from heads.config import HeadConfig
 
     with pytest.raises(ValueError, match="rgb_body_reach"):
-        HeadConfig(in_channels=16, num_taps=2, spatial_factor=16, temporal_factor=4, features=16, rgb_body_reach=-1)
+        HeadConfig(in_channels=16, num_taps=2, spatial_factor=16, temporal_factor=4, features=16,
+                   rgb_body_reach=reach, rgb_refine=refine)
