@@ -148,10 +148,12 @@ def sigkill_when_written(process, marker: Path, timeout: float) -> None:
 def stage1_heads(generated_dataset, tmp_path_factory) -> Path:
     """A short stage-1 run whose export stage 2 starts from (shared by the stage-2 tests).
 
-    Its flow head has no block matching (heads.rgb_cost_radius=0), unlike the stage-1 demo's: the
-    matched part of the flow passes no gradient to the LoRA or the heads, and with it stage 2 on
-    these 64^2 scenes raised the acceleration and free-fall terms (7.5 -> 12.1, 3.8 -> 7.9) while
-    the head losses fell.  Stage 2 on block-matched heads is open (the stage-2 issue)."""
+    Its flow head has no block matching and no whole-body step (heads.rgb_cost_radius=0,
+    heads.rgb_body_reach=0), unlike the stage-1 demo's: the matched part of the flow passes no
+    gradient to the LoRA or the heads, and with it stage 2 on these 64^2 scenes raised the
+    acceleration and free-fall terms (7.5 -> 12.1, 3.8 -> 7.9) while the head losses fell (with the
+    body step alone, one term rose 35.4 -> 35.8).  Stage 2 on block-matched heads is open (the
+    stage-2 issue)."""
     from stages.stage1 import main
 
     repo = Path(__file__).resolve().parents[1]
@@ -159,6 +161,7 @@ def stage1_heads(generated_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stage1")
     values = {**SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out / "run",
               "features.cache_dir": out / "cache", "features.windows_per_scene": 1, "heads.features": 16,
-              "optim.max_steps": 40, "optim.warmup_steps": 1, "run.val_split": "", "heads.rgb_cost_radius": 0}
+              "optim.max_steps": 40, "optim.warmup_steps": 1, "run.val_split": "", "heads.rgb_cost_radius": 0,
+              "heads.rgb_body_reach": 0}
     main(["--config", str(repo / "stages/configs/stage1_demo.toml"), *(f"{k}={v}" for k, v in values.items())])
     return out / "run" / "final"

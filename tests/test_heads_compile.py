@@ -58,7 +58,11 @@ def test_channels_last_heads_train_checkpoint_and_export_like_default_ones(gener
     """The TI2V-5B recipe turns channels_last on: its weights must still save (safetensors needs
     contiguous tensors), resume and export like the default layout's."""
     root, csv = generated_dataset
-    steps = {"optim.max_steps": 4, "data.window.supervised_frames": 3, "run.val_max_windows": 1}
+    # Without the demo's whole-body step: it makes per-pixel choices at thresholds of the flow
+    # estimate, which the two layouts round differently (~1e-6), so a pixel may flip and the runs
+    # part; the TI2V-5B recipe, where channels_last is on, leaves the step off.
+    steps = {"optim.max_steps": 4, "data.window.supervised_frames": 3, "run.val_max_windows": 1,
+             "heads.rgb_body_reach": 0}
     run_stage1(overrides(root, csv, tmp_path / "default", tmp_path / "cache", **steps))
     nhwc = overrides(root, csv, tmp_path / "nhwc", tmp_path / "cache", **steps, **{"heads.channels_last": "true"})
     default = load_file(tmp_path / "default" / "final" / "heads.safetensors")
