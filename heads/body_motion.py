@@ -7,8 +7,8 @@ soft-argmin averages the two, so on the demo's moving pixels the matching recove
 the true motion (docs/evaluation.md).  A body moves as one, so its pixels can vote together:
 
 1. a *moving patch* is a 4-connected set of pixels whose current flow exceeds MOTION_THRESHOLD and
-   whose colour changes against the previous frame (IMAGE_CHANGE; motion that changes no colour is
-   the matching's smear, not a body);
+   whose colour changes against the previous frame (by the verifier's IMAGE_CHANGE; motion that
+   changes no colour is the matching's smear, not a body);
 2. every pixel of the patch scores each displacement d within ``reach`` by its 3x3 mean absolute
    RGB difference to the previous frame at p + d, truncated at TRUNCATION so that pixels no
    displacement explains (background the body uncovered) cannot outvote the body; the patch takes
@@ -35,11 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from heads.motion_segments import label_segments
+from heads.plausibility import IMAGE_CHANGE
 
 MOTION_THRESHOLD = 0.1
 """px: pixels whose current flow is longer than this may belong to a moving patch."""
-IMAGE_CHANGE = 0.08
-"""Colour change (any channel, [0, 1]) within 1 px against the previous frame that marks a moving pixel."""
 TRUNCATION = 0.1
 """Per-pixel matching cost cap in the vote (mean absolute RGB difference)."""
 MARGIN = 0.02

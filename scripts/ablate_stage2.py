@@ -71,8 +71,9 @@ COLUMNS = {  # key -> (title, lower is better)
     "g_rel_error_true_depth": ("rel. g error, true depth", True),
     "g_rel_error_true_flow": ("rel. g error, true flow", True),
 }
-HALVES = {"true_depth": "the heads' flow on the truth's distance", "true_flow": "the heads' distance with the truth's flow"}
-"""Which half of the heads' output sets their fitted g: each judged with the other half exact.  A
+HALVES = ("true_depth", "true_flow")
+"""Which half of the heads' output sets their fitted g: the heads' flow on the truth's distance, and
+the heads' distance with the truth's flow (``physics_by_half``; titles in COLUMNS).  A
 stage-2 gain in ``g_rel_error`` that ``g_rel_error_true_depth`` does not share came from depth alone."""
 ROLLOUT_COLUMNS = {  # key -> (title, lower is better), from the evaluation's overall[model]
     "rollout_st_iou": ("rollout ST-IoU", False), "rollout_mse": ("rollout MSE", True),
@@ -114,7 +115,7 @@ def fm_loss(stage, batch: dict, index: int) -> float:
 @torch.no_grad()
 def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, dict[str, float]]:
     """The heads' residuals on a ground-truth window, on the ground truth's supports: {"heads": ...,
-    and one entry per HALVES key, with that half of the heads' output replaced by the truth}."""
+    and one entry per HALVES name, with that half of the heads' output replaced by the truth}."""
     from data.scene_meta import read_scene_meta
     from heads.metrics import depth_from_log
     from stages.evaluation import physics_report as phys
@@ -134,10 +135,10 @@ def physics_of_heads(stage, sample: dict, batch: dict) -> dict[str, dict[str, fl
 def physics_by_half(depth: torch.Tensor, flow: torch.Tensor, sample: dict, kin: dict, masks: dict,
                     g: float) -> dict[str, dict[str, float]]:
     """Residuals of the heads' distance (T, H, W) and flow (T, 2, H, W) on one ground-truth window,
-    and of each half with the other one exact (keys "heads" and HALVES')."""
+    and of each half with the other one exact (keys "heads" and HALVES)."""
     from stages.evaluation import physics_report as phys
 
-    sources = {"heads": (depth, flow), "true_depth": (sample["depth"], flow), "true_flow": (depth, sample["flow"])}
+    sources = dict(zip(("heads",) + HALVES, ((depth, flow), (sample["depth"], flow), (depth, sample["flow"])), strict=True))
     return {name: phys.source_physics(d, f, sample, kin, masks, g) for name, (d, f) in sources.items()}
 
 

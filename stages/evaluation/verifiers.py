@@ -95,24 +95,27 @@ def random_score(video: str, seed: int = 0) -> dict:
     return {"score": float(np.random.default_rng([seed, zlib.crc32(video.encode())]).random())}
 
 
+RULE_INPUTS = {"heads": ("model", "model"), "oracle": ("truth", "truth"),
+               "heads_true_depth": ("truth", "model"), "heads_true_flow": ("model", "truth")}
+"""Verifiers that apply the plausibility rule: where their (distance, flow) come from."""
+
+
+def rule_score(sample: dict, model: dict | None, distance_from: str, flow_from: str) -> dict:
+    """The plausibility rule on the clip's distance and flow, each from the heads ("model", no
+    validity mask) or the ground truth ("truth", with its validity)."""
+    distance = (sample["depth"], sample["depth_valid"]) if distance_from == "truth" else (model["distance"], None)
+    flow = (sample["flow"], sample["flow_valid"]) if flow_from == "truth" else (model["flow"], None)
+    return plausibility(*distance, *flow, sample["intrinsics"], float(sample["dt"]), rgb=sample["rgb"])
+
+
 def clip_scores(sample: dict, names: tuple[str, ...], model: dict | None = None, seed: int = 0) -> dict[str, dict]:
     """Scores of one clip (a whole-clip sample of data.dataset: rgb, depth, flow, their masks,
     intrinsics, dt, video) under each verifier in ``names``; ``model`` is ``heads_over_clip``'s
     output, needed by heads and features."""
     out = {}
     for name in names:
-        if name == "heads":
-            out[name] = plausibility(model["distance"], None, model["flow"], None, sample["intrinsics"], float(sample["dt"]),
-                                     rgb=sample["rgb"])
-        elif name == "oracle":
-            out[name] = plausibility(sample["depth"], sample["depth_valid"], sample["flow"], sample["flow_valid"],
-                                     sample["intrinsics"], float(sample["dt"]), rgb=sample["rgb"])
-        elif name == "heads_true_depth":
-            out[name] = plausibility(sample["depth"], sample["depth_valid"], model["flow"], None, sample["intrinsics"],
-                                     float(sample["dt"]), rgb=sample["rgb"])
-        elif name == "heads_true_flow":
-            out[name] = plausibility(model["distance"], None, sample["flow"], sample["flow_valid"], sample["intrinsics"],
-                                     float(sample["dt"]), rgb=sample["rgb"])
+        if name in RULE_INPUTS:
+            out[name] = rule_score(sample, model, *RULE_INPUTS[name])
         elif name == "features":
             out[name] = trajectory_score(model["trajectory"])
         elif name == "frame_difference":
