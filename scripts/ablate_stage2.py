@@ -29,8 +29,10 @@ loader; the base model for stage1) and the table gains the rollouts' Physics-IQ 
 (higher is better) and MSE and the physics residuals of the generated videos (fitted-g error,
 free-fall residual). With the tiny random backbone the rollouts are noise: the columns test the
 path, not a model. Each run's evaluation is kept in <run>/eval (report.md, gallery.html).
-Writes OUT/runs.jsonl (a line per run, appended as runs finish; finished runs are skipped when the
-command is run again) and OUT/table.md (mean ± std over seeds).
+Writes OUT/runs.jsonl (a line per run, appended as runs finish, each with the settings that made
+it) and OUT/table.md (mean ± std over seeds).  Run again, the command skips the runs it finished
+with the same settings (steps, split, windows, overrides, rollouts) and redoes the others: a table
+never mixes runs made with other settings, nor lacks rollout columns that --rollouts asked for.
 
 Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 idle CPU cores:
 the default 6 variants x 3 seeds x 30 steps plus the stage-1 row took 884 s (about 37 s a run);
@@ -194,6 +196,23 @@ def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
     return {"variant": name, "seed": seed, "seconds": round(time.time() - started, 1), **metrics}
 
 
+def run_settings(args) -> dict:
+    """Everything besides variant and seed that changes a run's row (compared as JSON reads it back)."""
+    rollouts = [args.rollout_scenes, args.rollout_steps, args.rollout_cfg] if args.rollouts else None
+    return {"steps": args.steps, "split": args.split, "max_windows": args.max_windows,
+            "overrides": list(args.overrides), "rollouts": rollouts}
+
+
+def finished_rows(log_path: Path, settings: dict) -> list[dict]:
+    """The rows of runs.jsonl made with ``settings``; says how many others it leaves out."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    kept = [r for r in rows if r.get("settings") == settings]
+    if len(kept) < len(rows):
+        print(f"{log_path}: {len(rows) - len(kept)} run(s) made with other settings left out (redone if asked for)",
+              flush=True)
+    return kept
+
+
 PHYSICS_BAR = ("g_rel_error", "free_fall_residual")
 """Residuals a variant must lower against the stage1 row to meet issue 17's bar."""
 
@@ -267,13 +286,14 @@ def main(argv: list[str] | None = None) -> str:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "runs.jsonl"
-    rows = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    settings = run_settings(args)
+    rows = finished_rows(log_path, settings)
     names = ["stage1", *args.variants]
     for name in names:
         for seed in args.seeds[:1] if name == "stage1" else args.seeds:  # stage 1 has nothing random left
             if any(r["variant"] == name and r["seed"] == seed for r in rows):
                 continue
-            row = run_one(name, seed, args, args.overrides)
+            row = {**run_one(name, seed, args, args.overrides), "settings": settings}
             rows.append(row)
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

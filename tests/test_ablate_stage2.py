@@ -113,3 +113,28 @@ def test_the_fitted_g_is_split_into_what_each_half_of_the_heads_gives():
     slow = errors(sample["depth"], 0.5 * sample["flow"])
     assert slow["heads"] == pytest.approx(0.5, abs=0.05) and slow["true_depth"] == pytest.approx(0.5, abs=0.05)
     assert slow["true_flow"] < 0.02
+
+
+def test_a_rerun_redoes_the_runs_made_with_other_settings(tmp_path, monkeypatch):
+    """Runs are reused only with the settings that made them: before, a rerun with --rollouts (or
+    other steps) skipped every finished run, and the table silently lacked what was asked for."""
+    import scripts.ablate_stage2 as ablate
+
+    made = []
+
+    def fake_run(name, seed, args, extra):
+        made.append((name, seed, args.steps, args.rollouts))
+        return {"variant": name, "seed": seed, "seconds": 0.0, "fm_loss": float(args.steps),
+                **({"rollout_mse": 1.0} if args.rollouts else {})}
+
+    monkeypatch.setattr(ablate, "run_one", fake_run)
+    out = ["--seeds", "0", "--variants", "full", "--out", str(tmp_path)]
+    main([*out, "--steps", "2"])
+    main([*out, "--steps", "2"])
+    assert made == [("stage1", 0, 2, False), ("full", 0, 2, False)]  # the same settings: nothing redone
+    text = main([*out, "--steps", "2", "--rollouts"])
+    assert made[2:] == [("stage1", 0, 2, True), ("full", 0, 2, True)] and "rollout MSE" in text.splitlines()[0]
+    text = main([*out, "--steps", "3"])
+    assert made[4:] == [("stage1", 0, 3, False), ("full", 0, 3, False)]
+    assert "| full | 1 | 3 ± 0 |" in text and "rollout" not in text.splitlines()[0]
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 6  # nothing finished is lost
