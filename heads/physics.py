@@ -280,6 +280,10 @@ class PhysicsLossConfig:
     truth's (the shift keeps its gradient): accelerations scale with distance, so without this a
     model can lower the metric terms by rescaling its depth as a whole (which the depth loss and
     held-out perception pay for) instead of by moving its bodies right."""
+    flow_only: bool = False
+    """Judge the predicted flow on the ground truth's distance: the terms then give depth no
+    gradient at all (it learns from the supervised head loss alone), so they can be lowered only by
+    moving the bodies right, never by reshaping the depth they are read through."""
 
     def __post_init__(self) -> None:
         weights = (self.acceleration_weight, self.free_fall_weight, self.jerk_weight, self.warp_weight)
@@ -301,6 +305,13 @@ class PhysicsLoss:
     def __init__(self, cfg: PhysicsLossConfig | None = None) -> None:
         self.cfg = cfg or PhysicsLossConfig()
         logger.info("physics loss: %s", self.cfg)
+
+    def _distance(self, pred_log: torch.Tensor, gt_distance: torch.Tensor, gt_valid: torch.Tensor | None) -> torch.Tensor:
+        """The predicted log distance as the terms read it: clamped, matched in scale if asked, exp."""
+        pred_log = pred_log.clamp(-self.cfg.max_log_distance, self.cfg.max_log_distance)
+        if self.cfg.scale_invariant:
+            pred_log = pred_log + log_scale_to_truth(pred_log, gt_distance, depth_valid_mask(gt_distance, gt_valid))
+        return pred_log.exp()
 
     def __call__(
         self,
@@ -329,10 +340,7 @@ class PhysicsLoss:
             jerk_support = jerk(gt, contact)[1]
             gt_flow_clean, warp_support = sanitise_flow(gt_flow, gt_flow_valid)
             warp_support = warp_support & inside_frame(gt_flow_clean)
-        pred_log = pred_log_distance.clamp(-c.max_log_distance, c.max_log_distance)
-        if c.scale_invariant:
-            pred_log = pred_log + log_scale_to_truth(pred_log, gt_distance, depth_valid_mask(gt_distance, gt_valid))
-        pred_distance = pred_log.exp()
+        pred_distance = gt_distance if c.flow_only else self._distance(pred_log_distance, gt_distance, gt_valid)
         pred = kinematics(pred_distance, gt["points_valid"], pred_flow, gt_flow_valid, intrinsics, dt, support=gt)
         terms: list[torch.Tensor] = []
         metrics: Metrics = {}
