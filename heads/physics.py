@@ -283,7 +283,8 @@ class PhysicsLossConfig:
     flow_only: bool = False
     """Judge the predicted flow on the ground truth's distance: the terms then give depth no
     gradient at all (it learns from the supervised head loss alone), so they can be lowered only by
-    moving the bodies right, never by reshaping the depth they are read through."""
+    moving the bodies right, never by reshaping the depth they are read through.  It makes
+    `scale_invariant` moot: the distance judged is the truth's."""
 
     def __post_init__(self) -> None:
         weights = (self.acceleration_weight, self.free_fall_weight, self.jerk_weight, self.warp_weight)
