@@ -113,6 +113,9 @@ class ObjectiveConfig:
     """Weight of the Wan flow-matching loss (x_t = (1-s) x0 + s e, target e - x0; frame 0 clean)."""
     heads_weight: float = 1.0
     """Weight of the flow/depth head losses on features of the adapted backbone."""
+    physics_weight: float = 1.0
+    """Weight of the flow-warp and physics terms (section `physics`) in the "denoise" objective; 0
+    skips them.  The reward mode's residual reads the physics.* weights alone (reward.physics_weight)."""
     fm_weighting: Weighting = "bell"
     """How each sample's flow-matching MSE is weighted by its timestep t: "bell" as diffsynth trains
     Wan (a bump peaking at t = 500, ~0 at t = 1000, mean 1 over the training grid at
@@ -136,7 +139,8 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         require(self.mode in OBJECTIVE_MODES, f"mode must be one of {OBJECTIVE_MODES}, got {self.mode!r}")
-        require(self.fm_weight >= 0 and self.heads_weight >= 0, "fm_weight and heads_weight must be >= 0")
+        require(min(self.fm_weight, self.heads_weight, self.physics_weight) >= 0,
+                "fm_weight, heads_weight and physics_weight must be >= 0")
         require(self.heads_sigma_weighting in SIGMA_WEIGHTINGS,
                 f"heads_sigma_weighting must be one of {SIGMA_WEIGHTINGS}, got {self.heads_sigma_weighting!r}")
         require(0.0 < self.heads_sigma_max <= 1.0, f"heads_sigma_max must lie in (0, 1], got {self.heads_sigma_max}")
@@ -261,11 +265,13 @@ def head_terms(flow: torch.Tensor, log_depth: torch.Tensor, batch: dict, weights
     t = {k: batch[k] if frame_index is None else at_frames(batch[k], frame_index) for k in keys}
     heads, head_metrics = weighted_per_sample(head_loss, weights, flow, t["flow"], t["flow_valid"], log_depth,
                                               t["depth"], t["depth_valid"], frame_index=frame_index)
-    terms, physics_metrics = weighted_per_sample(
-        physics, weights, log_depth.float(), flow.float(), t["depth"], t["depth_valid"], t["flow"],
-        t["flow_valid"], batch["intrinsics"], batch["dt"], frames=t["rgb"], down_cam=batch["down_cam"])
+    terms, physics_metrics = heads.new_zeros(()), {}
+    if objective.physics_weight > 0:
+        terms, physics_metrics = weighted_per_sample(
+            physics, weights, log_depth.float(), flow.float(), t["depth"], t["depth_valid"], t["flow"],
+            t["flow_valid"], batch["intrinsics"], batch["dt"], frames=t["rgb"], down_cam=batch["down_cam"])
     head_metrics.pop("loss", None)  # the heads' own total; 'loss' is the stage-2 total
-    return (objective.heads_weight * heads + terms,
+    return (objective.heads_weight * heads + objective.physics_weight * terms,
             {"loss_heads": heads.detach(), **head_metrics, **physics_metrics})
 
 

@@ -14,11 +14,14 @@ from tests.conftest import SMALL_WINDOWS
 from tests.helpers import DEMO2
 
 
-def _weights(variant: str) -> dict[str, float]:
-    config = load_config(Stage2Config, DEMO2, [f"{k}={v}" for k, v in VARIANTS[variant].items()])
-    p = config.physics
-    return {"heads": config.objective.heads_weight, "tgm": config.loss.depth_tgm_weight, "warp": p.warp_weight,
-            "physics": p.acceleration_weight + p.free_fall_weight + p.jerk_weight, "mode": config.objective.mode}
+def _weights(variant: str | None) -> dict[str, float]:
+    """The terms a variant (None: the demo recipe as shipped) trains with, each at its effective weight."""
+    overrides = [f"{k}={v}" for k, v in VARIANTS[variant].items()] if variant else []
+    config = load_config(Stage2Config, DEMO2, overrides)
+    p, on = config.physics, config.objective.physics_weight
+    return {"heads": config.objective.heads_weight, "tgm": config.loss.depth_tgm_weight, "warp": on * p.warp_weight,
+            "physics": on * (p.acceleration_weight + p.free_fall_weight + p.jerk_weight), "mode": config.objective.mode,
+            "track": config.loss.depth_track_weight}
 
 
 def test_variants_switch_off_exactly_their_terms():
@@ -29,7 +32,14 @@ def test_variants_switch_off_exactly_their_terms():
     assert w["fm_heads_temporal"]["physics"] == 0
     assert w["fm_heads_physics"]["physics"] > 0 and w["fm_heads_physics"]["warp"] == 0
     assert w["full"] == {**w["fm_heads_temporal"], "physics": w["fm_heads_physics"]["physics"]}
+    assert w["fm_heads_track"] == {**w["fm_heads"], "track": w["fm_heads_track"]["track"]} != w["fm_heads"]
+    assert all(w[name]["track"] == 0 for name in VARIANTS if name != "fm_heads_track")
     assert w["reward"]["mode"] == "reward"
+
+
+def test_the_demo_recipe_is_the_variant_the_ablation_chose():
+    """stage2_demo.toml trains exactly fm_heads_track's terms (docs/stage2_ablation.md)."""
+    assert _weights(None) == _weights("fm_heads_track")
 
 
 def test_table_is_mean_and_sample_std_over_seeds():

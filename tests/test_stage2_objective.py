@@ -90,6 +90,26 @@ def test_depth_tgm_enters_the_stage2_total_once_with_its_weight(monkeypatch):
     assert "phys_tgm" not in metrics
 
 
+def test_physics_weight_scales_the_physics_terms_and_zero_skips_them(monkeypatch):
+    """objective.physics_weight multiplies the warp/physics share of the total; at 0 the physics
+    loss is not even called (the demo recipe trains without it), the head losses stay as they were."""
+    calls = {"n": 0}
+    real = PhysicsLoss.__call__
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PhysicsLoss, "__call__", counted)
+    totals = {}
+    for weight in (0.0, 1.0, 2.0):
+        total, metrics = _total(Stage2Config(objective=ObjectiveConfig(physics_weight=weight)))
+        totals[weight] = float(total - metrics["loss_fm"] - metrics["loss_heads"])
+    assert calls["n"] == 2, "the physics loss ran with objective.physics_weight = 0"
+    assert totals[0.0] == pytest.approx(0.0, abs=1e-6) and totals[1.0] > 1e-3
+    assert totals[2.0] == pytest.approx(2 * totals[1.0], rel=1e-5)
+
+
 def test_physics_config_has_no_second_tgm_weight():
     with pytest.raises(TypeError):
         heads.physics.PhysicsLossConfig(depth_tgm_weight=1.0)
