@@ -11,9 +11,9 @@ Variants (cumulative, as the stage-2 issue lists them):
   fm_heads           + the flow/depth head losses (depth TGM 0)
   fm_heads_temporal  + temporal terms (depth TGM, flow-warp)
   fm_heads_physics   + physics terms (acceleration, free fall, jerk) without the temporal ones
-  fm_heads_track     fm_heads + the depth track term (loss.depth_track_weight = TRACK_WEIGHT): a
-                     body's distance must change along its ground-truth track as the truth's
-                     does (the demo recipe as shipped)
+  fm_heads_track     fm_heads + depth TGM + the depth track term (loss.depth_track_weight =
+                     TRACK_WEIGHT): a body's distance must change along its ground-truth track as
+                     the truth's does (the demo recipe as shipped)
   full               every term but the track one (the demo recipe until 2026-12-05)
   reward             objective.mode = "reward" (frozen heads; docs/stage2_reward.md), physics on
 Each variant spells out every temporal, physics and track weight (`terms`), so it names the same
@@ -38,6 +38,7 @@ Writes OUT/runs.jsonl (a line per run, appended as runs finish, each with the se
 it) and OUT/table.md (mean ± std over seeds).  Run again, the command skips the runs it finished
 with the same settings (steps, split, windows, overrides, rollouts) and redoes the others: a table
 never mixes runs made with other settings, nor lacks rollout columns that --rollouts asked for.
+A run it does (again) starts from an empty run directory: an unfinished one starts over.
 
 Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 idle CPU cores:
 the default 6 variants x 3 seeds x 30 steps plus the stage-1 row took 884 s (about 37 s a run);
@@ -51,6 +52,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -65,14 +67,15 @@ TRACK_WEIGHT = 5.0
 barely moved the held-out g (-3 %), 6 lowered it 19 % at depth +10 % (docs/stage2_ablation.md)."""
 
 
-def terms(temporal: bool, physics: bool, track: float = 0.0) -> dict[str, float]:
-    """The temporal, physics and track weights spelled out (on = the config classes' defaults), so a
-    variant means the same terms whatever the demo recipe ships with."""
+def terms(temporal: bool, physics: bool, track: float = 0.0, tgm: bool | None = None) -> dict[str, float]:
+    """The temporal (depth TGM and flow-warp; ``tgm`` sets the first alone), physics and track
+    weights spelled out (on = the config classes' defaults), so a variant means the same terms
+    whatever the demo recipe ships with."""
     from heads.losses import LossConfig
     from heads.physics import PhysicsLossConfig
 
     loss, phys = LossConfig(), PhysicsLossConfig()
-    weights = {"loss.depth_tgm_weight": loss.depth_tgm_weight if temporal else 0.0,
+    weights = {"loss.depth_tgm_weight": loss.depth_tgm_weight if (temporal if tgm is None else tgm) else 0.0,
                "physics.warp_weight": phys.warp_weight if temporal else 0.0, "loss.depth_track_weight": track,
                "objective.physics_weight": 1.0}
     for name in ("acceleration_weight", "free_fall_weight", "jerk_weight"):
@@ -85,7 +88,7 @@ VARIANTS: dict[str, dict] = {
     "fm_heads": terms(False, False),
     "fm_heads_temporal": terms(True, False),
     "fm_heads_physics": terms(False, True),
-    "fm_heads_track": terms(False, False, TRACK_WEIGHT),
+    "fm_heads_track": terms(False, False, TRACK_WEIGHT, tgm=True),
     "full": terms(True, True),
     "reward": {"objective.mode": "reward", "lora.train_heads": "false", **terms(True, True)},
 }
@@ -203,9 +206,10 @@ def rollout_metrics(stage, trained: bool, args) -> dict[str, float]:
 
 
 def run_one(name: str, seed: int, args, extra: list[str]) -> dict:
+    run_dir = Path(args.out) / name / f"seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # else the trainer resumes whatever run was there before
     overrides = [f"{k}={v}" for k, v in VARIANTS.get(name, {}).items()] + extra + [
-        f"run.seed={seed}", f"optim.max_steps={args.steps}",
-        f"run.output_dir={Path(args.out) / name / f'seed{seed}'}", f"run.val_split={args.split}",
+        f"run.seed={seed}", f"optim.max_steps={args.steps}", f"run.output_dir={run_dir}", f"run.val_split={args.split}",
         f"run.val_max_windows={args.max_windows}", "run.val_every=100000", "checkpoint.every_steps=100000",
         "checkpoint.keep_last=1", "optim.warmup_steps=1", "run.val_flow_baselines=false"]
     from stages.trainer.runner import ema_weights, train

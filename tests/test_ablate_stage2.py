@@ -32,7 +32,8 @@ def test_variants_switch_off_exactly_their_terms():
     assert w["fm_heads_temporal"]["physics"] == 0
     assert w["fm_heads_physics"]["physics"] > 0 and w["fm_heads_physics"]["warp"] == 0
     assert w["full"] == {**w["fm_heads_temporal"], "physics": w["fm_heads_physics"]["physics"]}
-    assert w["fm_heads_track"] == {**w["fm_heads"], "track": w["fm_heads_track"]["track"]} != w["fm_heads"]
+    track = {**w["fm_heads"], "tgm": w["fm_heads_temporal"]["tgm"], "track": w["fm_heads_track"]["track"]}
+    assert w["fm_heads_track"] == track and track["track"] > 0 and track["tgm"] > 0
     assert all(w[name]["track"] == 0 for name in VARIANTS if name != "fm_heads_track")
     assert w["reward"]["mode"] == "reward"
 
@@ -148,3 +149,25 @@ def test_a_rerun_redoes_the_runs_made_with_other_settings(tmp_path, monkeypatch)
     assert made[4:] == [("stage1", 0, 3, False), ("full", 0, 3, False)]
     assert "| full | 1 | 3 ± 0 |" in text and "rollout" not in text.splitlines()[0]
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 6  # nothing finished is lost
+
+
+def test_a_redone_run_starts_afresh_instead_of_resuming_the_old_runs_checkpoint(tmp_path, monkeypatch):
+    """Before, a run redone with other settings (or a changed variant) found the old run's final
+    checkpoint in its directory, resumed it with nothing left to train, and scored the old weights."""
+    import argparse
+
+    import scripts.ablate_stage2 as ablate
+
+    stale = tmp_path / "fm_heads_track" / "seed0" / "checkpoint-30"
+    stale.mkdir(parents=True)
+    seen = []
+
+    def fake_build(overrides):
+        seen.append((stale.exists(), f"run.output_dir={stale.parent}" in overrides))
+        raise RuntimeError("built")
+
+    monkeypatch.setattr(ablate, "build", fake_build)
+    args = argparse.Namespace(out=str(tmp_path), steps=2, split="holdout", max_windows=1, rollouts=False)
+    with pytest.raises(RuntimeError, match="built"):
+        ablate.run_one("fm_heads_track", 0, args, [])
+    assert seen == [(False, True)]
