@@ -40,9 +40,9 @@ with the same settings (steps, split, windows, overrides, rollouts) and redoes t
 never mixes runs made with other settings, nor lacks rollout columns that --rollouts asked for.
 A run it does (again) starts from an empty run directory: an unfinished one starts over.
 
-Cost, measured at the demo geometry (128^2, 9 frames, 6 held-out windows) on 2 idle CPU cores:
-the default 6 variants x 3 seeds x 30 steps plus the stage-1 row took 884 s (about 37 s a run);
-the table it wrote is in docs/stage2_ablation.md.  (Shared with another job at load ~6, runs took
+Cost, measured at the demo geometry (128^2, 9 frames) on 2 idle CPU cores: the default 7 variants
+x 3 seeds x 30 steps plus the stage-1 row took 520 s of runs on `val` (about 25 s a run); the
+tables are in docs/stage2_ablation.md.  (Shared with another job at load ~6, runs took
 several times longer.)
 """
 
@@ -63,8 +63,9 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 DEMO2 = REPO / "stages/configs/stage2_demo.toml"
 TRACK_WEIGHT = 5.0
-"""Track-term weight of `fm_heads_track` (the demo recipe): over 3 seeds 4 kept depth (+3 %) and
-barely moved the held-out g (-3 %), 6 lowered it 19 % at depth +10 % (docs/stage2_ablation.md)."""
+"""Track-term weight of `fm_heads_track` (the demo recipe): over 3 seeds, with depth TGM off, 4 kept
+depth (+3 %) and barely moved the held-out g (-3 %), 6 lowered it 19 % at depth +10 %
+(docs/stage2_ablation.md)."""
 
 
 def terms(temporal: bool, physics: bool, track: float = 0.0, tgm: bool | None = None) -> dict[str, float]:

@@ -101,11 +101,13 @@ def test_physics_weight_scales_the_physics_terms_and_zero_skips_them(monkeypatch
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(PhysicsLoss, "__call__", counted)
-    totals = {}
+    totals, head_losses = {}, set()
     for weight in (0.0, 1.0, 2.0):
         total, metrics = _total(Stage2Config(objective=ObjectiveConfig(physics_weight=weight)))
         totals[weight] = float(total - metrics["loss_fm"] - metrics["loss_heads"])
+        head_losses.add(float(metrics["loss_heads"]))
     assert calls["n"] == 2, "the physics loss ran with objective.physics_weight = 0"
+    assert len(head_losses) == 1
     assert totals[0.0] == pytest.approx(0.0, abs=1e-6) and totals[1.0] > 1e-3
     assert totals[2.0] == pytest.approx(2 * totals[1.0], rel=1e-5)
 
