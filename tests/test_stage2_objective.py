@@ -112,6 +112,14 @@ def test_physics_weight_scales_the_physics_terms_and_zero_skips_them(monkeypatch
     assert totals[2.0] == pytest.approx(2 * totals[1.0], rel=1e-5)
 
 
+def test_a_negative_physics_weight_is_refused_naming_the_section_and_field():
+    from stages.trainer import ConfigError, load_config
+    from tests.helpers import DEMO2
+
+    with pytest.raises(ConfigError, match=r"'objective'.*physics_weight must be >= 0"):
+        load_config(Stage2Config, DEMO2, ["objective.physics_weight=-1"])
+
+
 def test_physics_config_has_no_second_tgm_weight():
     with pytest.raises(TypeError):
         heads.physics.PhysicsLossConfig(depth_tgm_weight=1.0)
