@@ -76,7 +76,8 @@ def terms(temporal: bool, physics: bool, track: float = 0.0, tgm: bool | None = 
     from heads.physics import PhysicsLossConfig
 
     loss, phys = LossConfig(), PhysicsLossConfig()
-    weights = {"loss.depth_tgm_weight": loss.depth_tgm_weight if (temporal if tgm is None else tgm) else 0.0,
+    tgm = temporal if tgm is None else tgm
+    weights = {"loss.depth_tgm_weight": loss.depth_tgm_weight if tgm else 0.0,
                "physics.warp_weight": phys.warp_weight if temporal else 0.0, "loss.depth_track_weight": track,
                "objective.physics_weight": 1.0}
     for name in ("acceleration_weight", "free_fall_weight", "jerk_weight"):
