@@ -88,12 +88,16 @@ class LoraConfig:
     """Module names (suffixes) that get adapters: attention q, k, v, o and both FFN linears."""
     train_heads: bool = False
     """Co-train the stage-1 heads; False keeps them frozen so the backbone must carry the signal."""
+    heads_lr_scale: float = 1.0
+    """Co-trained heads learn at optim.lr x this (the LoRA at optim.lr): converged stage-1 heads
+    need smaller steps than a fresh adapter, or they drift off the features they were fitted to."""
     gradient_checkpointing: bool = True
     """Recompute DiT blocks in backward (the 5B LoRA step then fits in well under 40 GB)."""
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         require(self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        require(self.heads_lr_scale >= 0, f"heads_lr_scale must be >= 0, got {self.heads_lr_scale}")
         require(bool(self.targets), "targets must name at least one module")
 
 
@@ -411,7 +415,8 @@ def build_stage2(config: Stage2Config, accelerator) -> Stage2:
     if config.run.val_split:
         val_base = SimPhysicsDataset(config.data, split=config.run.val_split)
         val_set = Subset(FixedWindows(val_base, 1), range(min(len(val_base), config.run.val_max_windows)))
-    return Stage2(run=make_train_run(config, accelerator, model, train_set), source=source, val_set=val_set,
+    run = make_train_run(config, accelerator, model, train_set, lr_scales={"heads.": config.lora.heads_lr_scale})
+    return Stage2(run=run, source=source, val_set=val_set,
                   probe_set=probe_set, head_loss=HeadLoss(config.loss), physics=PhysicsLoss(config.physics))
 
 

@@ -49,6 +49,20 @@ def test_only_lora_trains_and_the_loss_terms_go_down(generated_dataset, stage1_h
     assert after["loss"] < before["loss"] and after["loss_fm"] < before["loss_fm"], (before, after)
 
 
+def test_co_trained_heads_learn_at_their_own_lr_scale(generated_dataset, stage1_heads, tmp_path):
+    """lora.heads_lr_scale reaches the optimizer: every head parameter in one group at scale x lr,
+    every LoRA parameter in the other at lr, nothing else trained."""
+    stage = build(stage2_args(generated_dataset, stage1_heads, tmp_path / "run", **{
+        "lora.train_heads": "true", "lora.heads_lr_scale": 0.2, "optim.lr": 1e-3}))
+    model = stage.run.unwrapped
+    groups = {id(p): g["initial_lr"] for g in stage.run.optimizer.param_groups for p in g["params"]}
+    heads = [p for p in model.heads.parameters() if p.requires_grad]
+    lora = [p for n, p in model.dit.named_parameters() if "lora_" in n]
+    assert heads and lora and len(groups) == len(heads) + len(lora)
+    assert [groups[id(p)] for p in heads] == pytest.approx([2e-4] * len(heads))
+    assert [groups[id(p)] for p in lora] == pytest.approx([1e-3] * len(lora))
+
+
 PHYSICS_TERMS = ("phys_accel", "phys_free_fall", "phys_jerk", "phys_warp", "depth_tgm")
 
 

@@ -112,12 +112,13 @@ def test_physics_weight_scales_the_physics_terms_and_zero_skips_them(monkeypatch
     assert totals[2.0] == pytest.approx(2 * totals[1.0], rel=1e-5)
 
 
-def test_a_negative_physics_weight_is_refused_naming_the_section_and_field():
+@pytest.mark.parametrize("section, field", [("objective", "physics_weight"), ("lora", "heads_lr_scale")])
+def test_a_negative_weight_is_refused_naming_the_section_and_field(section, field):
     from stages.trainer import ConfigError, load_config
     from tests.helpers import DEMO2
 
-    with pytest.raises(ConfigError, match=r"'objective'.*physics_weight must be >= 0"):
-        load_config(Stage2Config, DEMO2, ["objective.physics_weight=-1"])
+    with pytest.raises(ConfigError, match=rf"'{section}'.*{field} must be >= 0"):
+        load_config(Stage2Config, DEMO2, [f"{section}.{field}=-1"])
 
 
 def test_physics_config_has_no_second_tgm_weight():

@@ -59,6 +59,34 @@ def test_scheduler_applies_lambda_and_resumes_from_state_dict() -> None:
     assert _lrs(resumed, resumed_opt, 12) == pytest.approx(rest_uninterrupted)
 
 
+def test_lr_scales_give_a_prefix_its_own_group_that_the_schedule_scales_alike() -> None:
+    """Pretrained heads fine-tuned at a fraction of the adapter's lr (stage 2's lora.heads_lr_scale):
+    a parameter under the prefix moves by scale x lr at every step of the schedule, the rest by lr,
+    and a frozen parameter stays out of both groups."""
+    from stages.trainer.assemble import make_optimizer
+
+    model = nn.ModuleDict({"heads": nn.Linear(1, 1, bias=False), "dit": nn.Linear(1, 1, bias=False),
+                           "frozen": nn.Linear(1, 1, bias=False)})
+    model["frozen"].requires_grad_(False)
+    optim = OptimConfig(lr=0.1, warmup_steps=2, min_lr_ratio=0.0, weight_decay=0.0)
+    optimizer = make_optimizer(model, optim, torch.device("cpu"), {"heads.": 0.25})
+    heads_group, rest_group = optimizer.param_groups
+    assert heads_group["params"] == [model["heads"].weight] and rest_group["params"] == [model["dit"].weight]
+    scheduler = scheduler_from_config(optimizer, optim, total_steps=6)
+    for _ in range(4):
+        before = {k: m.weight.item() for k, m in model.items()}
+        lr = rest_group["lr"]
+        optimizer.zero_grad()
+        sum(m.weight.sum() for m in model.values()).backward()
+        optimizer.step()
+        scheduler.step()
+        moved = {k: before[k] - m.weight.item() for k, m in model.items()}  # Adam's first step is lr x sign
+        assert moved["dit"] == pytest.approx(lr, rel=1e-4) and moved["heads"] == pytest.approx(0.25 * lr, rel=1e-4)
+        assert moved["frozen"] == 0.0
+    assert make_optimizer(model, optim, torch.device("cpu")).param_groups[0]["params"] == [
+        model["heads"].weight, model["dit"].weight]  # no scales: one group, in module order
+
+
 # ---------------------------------------------------------------- EMA
 
 

@@ -4,6 +4,7 @@ guard, tracker and EMA, with the model and optimizer prepared by accelerate."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,23 @@ def init_train_worker(worker_id: int) -> None:
     shield_worker()
 
 
-def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over what trains; fused on CUDA (one kernel for all parameters, not a few per tensor)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+def make_optimizer(model: nn.Module, optim: OptimConfig, device: torch.device,
+                   lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
+    """AdamW over what trains; fused on CUDA (one kernel for all parameters, not a few per tensor).
+
+    ``lr_scales`` maps a parameter-name prefix to a factor on ``optim.lr`` (first match wins, the
+    rest get 1): e.g. pretrained heads fine-tuned slower than a fresh LoRA.  One param group per
+    factor, so the schedule scales every group alike."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            scale = next((s for prefix, s in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+            groups.setdefault(scale, []).append(param)
+    if not groups:
         raise ValueError("nothing to train: no parameter requires grad")
-    return torch.optim.AdamW(trainable, lr=optim.lr, betas=optim.betas, eps=optim.eps,
-                             weight_decay=optim.weight_decay, fused=True if device.type == "cuda" else None)
+    return torch.optim.AdamW([{"params": params, "lr": optim.lr * scale} for scale, params in groups.items()],
+                             lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay,
+                             fused=True if device.type == "cuda" else None)
 
 
 def make_step_run(accelerator, model: nn.Module, optim: OptimConfig) -> TrainRun:
@@ -59,11 +70,12 @@ def make_step_run(accelerator, model: nn.Module, optim: OptimConfig) -> TrainRun
 
 
 def make_train_run(config: Any, accelerator, model: nn.Module, train_set: Dataset,
-                   sampler: ResumableSampler | None = None) -> TrainRun:
+                   sampler: ResumableSampler | None = None, lr_scales: Mapping[str, float] | None = None) -> TrainRun:
     """``config`` needs the run, optim, ema, guard and log sections shared by both stage configs;
-    ``sampler`` replaces the seeded shuffle (e.g. a curriculum), sharded over the same processes."""
+    ``sampler`` replaces the seeded shuffle (e.g. a curriculum), sharded over the same processes;
+    ``lr_scales`` as in `make_optimizer`."""
     optim = config.optim
-    optimizer = make_optimizer(model, optim, accelerator.device)
+    optimizer = make_optimizer(model, optim, accelerator.device, lr_scales)
     backend = backends.prepare(accelerator, model, optimizer, config.run.batch_size, optim.grad_accum, optim.grad_clip)
     model, optimizer = backend.model, backend.optimizer
     run_dir, data, bad_samples = Path(config.run.output_dir), getattr(config, "data", None), None
