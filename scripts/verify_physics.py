@@ -3,7 +3,7 @@ violation pairs (scripts/make_violation_pairs.py writes them; any sim_physics ro
 manifest works).
 
     python scripts/verify_physics.py --stage1 runs/stage1_demo/final --root ROOT --pairs ROOT/pairs.csv \\
-        --out runs/verify [--verifiers heads,oracle,features,frame_difference,random]
+        --out runs/verify [--verifiers heads,oracle,features,frame_difference,random] [--stage2 RUN2/final]
 
 Every clip is scored once, whole, at the stage-1 run's stride and frame size (the heads run on
 sliding windows of their own length); a pair counts as right when its plausible clip scores
@@ -13,7 +13,8 @@ errors on the plausible clips, moving pixels apart, from the ground truth and fo
 verify.md and verify_by_kind.png.
 Verifiers (stages/evaluation/verifiers.py): heads, oracle (the same physics rule on ground truth),
 features (backbone feature trajectories), frame_difference, random.  heads and features see the
-RGB frames and the intrinsics only.
+RGB frames and the intrinsics only.  With --stage2 the heads and features are the stage-2 run's
+(its LoRA fused into the DiT through diffsynth's loader, its co-trained heads).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage1", required=True, help="stage-1 export directory (heads + config.toml)")
     ap.add_argument("--root", required=True, help="data root holding the clips' directories")
+    ap.add_argument("--stage2", default="",
+                    help="stage-2 export directory (lora.safetensors + heads/): verify the adapted model instead")
     ap.add_argument("--pairs", required=True, help="manifest with columns plausible,implausible,kind")
     ap.add_argument("--out", default="runs/verify", help="output directory (default: runs/verify)")
     ap.add_argument("--verifiers", default=",".join(VERIFIERS),

@@ -17,38 +17,6 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-COMMON = {"data.height": 64, "data.width": 64, "data.window.num_frames": 5, "data.window.stride": 2}
-
-
-def _args(values: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in values.items()]
-
-
-@pytest.fixture(scope="module")
-def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
-    """A 2-step stage-1 run and a 1-step stage-2 run on top of it (numbers meaningless, files real)."""
-    from stages.stage1 import main as stage1_main
-    from stages.stage2 import Stage2Config, build_stage2
-    from stages.trainer import load_config
-    from stages.trainer.backend import make_accelerator
-    from stages.trainer.runner import train
-
-    root, csv = generated_dataset
-    out = tmp_path_factory.mktemp("eval_exports")
-    stage1_main(["--config", str(REPO / "stages/configs/stage1_demo.toml"), *_args({
-        **COMMON, "data.root": root, "data.metadata": csv, "run.output_dir": out / "stage1",
-        "features.cache_dir": out / "cache", "features.mode": "online", "heads.features": 16,
-        "optim.max_steps": 2, "optim.warmup_steps": 1, "run.val_split": "", "checkpoint.every_steps": 100,
-        "log.every_steps": 1})])
-    config = load_config(Stage2Config, REPO / "stages/configs/stage2_demo.toml", _args({
-        **COMMON, "data.root": root, "data.metadata": csv, "run.output_dir": out / "stage2",
-        "features.cache_dir": out / "cache", "objective.heads_dir": out / "stage1" / "final",
-        "optim.max_steps": 1, "optim.warmup_steps": 1, "checkpoint.every_steps": 100, "run.val_split": "",
-        "lora.rank": 4, "lora.alpha": 8.0}))
-    train(build_stage2(config, make_accelerator()))
-    return out / "stage1" / "final", out / "stage2" / "final"
-
-
 def _eval_args(generated_dataset, exports, out: Path, **extra) -> list[str]:
     root, csv = generated_dataset
     values = {"--stage1": exports[0], "--stage2": exports[1], "--root": root, "--metadata": csv, "--split": "holdout",

@@ -47,6 +47,8 @@ class VerifyConfig:
     cache_dir: str = "runs/cache"
     device: str = ""
     seed: int = 0
+    stage2: str = ""
+    """A stage-2 export: its LoRA fused into the DiT and its heads replace the stage-1 ones."""
 
 
 def write_clip_metadata(root: str | Path, videos: list[str], path: Path, split: str = "verify") -> Path:
@@ -69,13 +71,21 @@ def _clip_dataset(config: VerifyConfig, trained, videos: list[str], out: Path) -
 
 
 def _model(config: VerifyConfig, trained):
-    """Heads and backbone features of the stage-1 run (only when a verifier needs them)."""
+    """Heads and backbone features of the stage-1 run, or of the stage-2 run (its LoRA fused into
+    the DiT, its co-trained heads) with ``config.stage2``; only when a verifier needs them."""
     from stages.features import FeatureSource
+    from world_model.lora_export import load_lora_into_dit
 
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stage1 = ck.check_stage_dir(config.stage1, "stage1")
     backbone = ck.backbone_config(trained.backbone, config.model_dir)
-    return ck.load_pair(stage1, device), FeatureSource(backbone, device, config.cache_dir)
+    source = FeatureSource(backbone, device, config.cache_dir)
+    if not config.stage2:
+        return ck.load_pair(stage1, device), source
+    stage2 = ck.check_stage_dir(config.stage2, "stage2")
+    ck.check_stage2_backbone(stage2, backbone)
+    load_lora_into_dit(source.backbone.dit, stage2 / ck.LORA_NAME)
+    return ck.load_pair(stage2 / ck.STAGE2_HEADS, device), source
 
 
 PERCEPTION_KEYS = ("depth_abs_rel", "depth_moving_abs_rel", "median_depth_moving_abs_rel", "flow_epe_moving",
@@ -179,6 +189,7 @@ def run_verify(config: VerifyConfig) -> dict:
     payload = {"rows": rows, "pairs": len(pairs), "kinds": {k: sum(p.kind == k for p in pairs) for k in
                                                              sorted({p.kind for p in pairs})},
                "default_intrinsics": defaults, "heads_perception": perception, "clips": scores,
+               "model": {"stage1": config.stage1, "stage2": config.stage2 or None},
                "manifest": [p.__dict__ for p in pairs], "seconds": time.perf_counter() - started}
     text = json.dumps(ck.finite(payload), indent=2, default=float)
     atomic_write(out / "verify.json", lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,58 @@
+"""verify_physics.py --stage2: the verifier judges with the adapted model (the stage-2 LoRA fused
+into the DiT, the stage-2 heads), not silently with the stage-1 one; a bad export is one line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def _manifest(generated_dataset, tmp_path: Path) -> Path:
+    """Any two clips of the root make a manifest (kind is a free label)."""
+    with generated_dataset[1].open(newline="") as handle:
+        videos = [row["video"] for row in csv.DictReader(handle)][:2]
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(f"plausible,implausible,kind\n{videos[0]},{videos[1]},any label\n")
+    return manifest
+
+
+def _config(generated_dataset, exports, tmp_path: Path, stage2: str):
+    from stages.evaluation.verify import VerifyConfig
+
+    return VerifyConfig(stage1=str(exports[0]), stage2=stage2, root=str(generated_dataset[0]),
+                        pairs=str(_manifest(generated_dataset, tmp_path)), out=str(tmp_path / "out"),
+                        cache_dir=str(tmp_path / "cache"), device="cpu")
+
+
+def test_stage2_verifies_the_adapted_dit_and_the_stage2_heads(generated_dataset, exports, tmp_path):
+    from stages.evaluation import exports as ck
+    from stages.evaluation.verify import _model
+
+    trained = ck.stage1_config(exports[0])
+    base_pair, base = _model(_config(generated_dataset, exports, tmp_path, ""), trained)
+    pair, adapted = _model(_config(generated_dataset, exports, tmp_path, str(exports[1])), trained)
+    stage2_heads = ck.load_pair(exports[1] / ck.STAGE2_HEADS, torch.device("cpu")).state_dict()
+    assert all(torch.equal(v, stage2_heads[k]) for k, v in pair.state_dict().items())
+    assert any(not torch.equal(v, base_pair.state_dict()[k]) for k, v in stage2_heads.items())
+    before, after = base.backbone.dit.state_dict(), adapted.backbone.dit.state_dict()
+    assert set(before) == set(after)  # fused: no adapter modules left behind
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(k.endswith(".weight") for k in changed), changed
+
+
+def test_the_command_records_the_stage2_export_and_refuses_a_stage1_dir(generated_dataset, exports, tmp_path):
+    from scripts.verify_physics import main
+
+    manifest = _manifest(generated_dataset, tmp_path)
+    common = ["--stage1", str(exports[0]), "--root", str(generated_dataset[0]), "--pairs", str(manifest),
+              "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--verifiers", "heads,frame_difference",
+              "--log-level", "WARNING"]
+    payload = main([*common, "--stage2", str(exports[1]), "--out", str(tmp_path / "out")])
+    assert payload["model"] == {"stage1": str(exports[0]), "stage2": str(exports[1])}
+    assert payload["pairs"] == 1 and set(payload["rows"]) == {"heads", "frame_difference"}
+    assert (tmp_path / "out" / "verify.json").is_file()
+    with pytest.raises(SystemExit, match="lacks lora.safetensors"):
+        main([*common, "--stage2", str(exports[0]), "--out", str(tmp_path / "bad")])
