@@ -167,10 +167,6 @@ def stage1_heads(generated_dataset, tmp_path_factory) -> Path:
     return out / "run" / "final"
 
 
-def _overrides(values: dict) -> list[str]:
-    return [f"{k}={v}" for k, v in values.items()]
-
-
 @pytest.fixture(scope="session")
 def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """A 2-step stage-1 run and a 1-step stage-2 run on top of it, 64^2 and 5-frame windows (numbers
@@ -180,16 +176,17 @@ def exports(generated_dataset, tmp_path_factory) -> tuple[Path, Path]:
     from stages.trainer import load_config
     from stages.trainer.backend import make_accelerator
     from stages.trainer.runner import train
+    from tests.helpers import as_args  # helpers imports this module, so not at the top
 
     root, csv = generated_dataset
     out = tmp_path_factory.mktemp("eval_exports")
     repo = Path(__file__).resolve().parents[1]
-    stage1_main(["--config", str(repo / "stages/configs/stage1_demo.toml"), *_overrides({
+    stage1_main(["--config", str(repo / "stages/configs/stage1_demo.toml"), *as_args({
         **SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out / "stage1",
         "features.cache_dir": out / "cache", "features.mode": "online", "heads.features": 16,
         "optim.max_steps": 2, "optim.warmup_steps": 1, "run.val_split": "", "checkpoint.every_steps": 100,
         "log.every_steps": 1})])
-    config = load_config(Stage2Config, repo / "stages/configs/stage2_demo.toml", _overrides({
+    config = load_config(Stage2Config, repo / "stages/configs/stage2_demo.toml", as_args({
         **SMALL_WINDOWS, "data.root": root, "data.metadata": csv, "run.output_dir": out / "stage2",
         "features.cache_dir": out / "cache", "objective.heads_dir": out / "stage1" / "final",
         "optim.max_steps": 1, "optim.warmup_steps": 1, "checkpoint.every_steps": 100, "run.val_split": "",
