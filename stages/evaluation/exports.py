@@ -133,6 +133,17 @@ def check_stage2_backbone(stage2: Path, backbone: BackboneConfig) -> None:
                               f"stage 1 used {backbone.preset!r} (seed {backbone.seed})")
 
 
+def fuse_stage2_lora(path: str, backbone: BackboneConfig, dit, pipe=None) -> Path:
+    """Check a stage-2 export (its files, the backbone it was trained on) and fuse its LoRA into
+    ``dit`` through diffsynth's own loader; -> the export directory."""
+    from world_model.lora_export import load_lora_into_dit
+
+    stage2 = check_stage_dir(path, "stage2")
+    check_stage2_backbone(stage2, backbone)
+    load_lora_into_dit(dit, stage2 / LORA_NAME, pipe=pipe)
+    return stage2
+
+
 def finite(value):
     """NaN / inf -> None, recursively, so metrics.json and verify.json are strict JSON."""
     if isinstance(value, float):

@@ -106,7 +106,6 @@ def generate_benchmark(config: GenerateConfig) -> dict[str, Path]:
     from stages.evaluation import exports as ck
     from stages.evaluation.rollout import build_pipeline
     from stages.features import FeatureSource
-    from world_model.lora_export import load_lora_into_dit
 
     cases = switch_frames(config.benchmark)[: config.max_cases or None]
     stage1 = ck.check_stage_dir(config.stage1, "stage1")
@@ -116,9 +115,7 @@ def generate_benchmark(config: GenerateConfig) -> dict[str, Path]:
     pipe, fps = build_pipeline(source), source.preset.fps
     out = {"base": _run_model(pipe, cases, Path(config.out) / "base", config, fps)}
     if config.stage2:
-        stage2 = ck.check_stage_dir(config.stage2, "stage2")
-        ck.check_stage2_backbone(stage2, backbone)
-        load_lora_into_dit(source.backbone.dit, stage2 / ck.LORA_NAME, pipe=pipe)
+        ck.fuse_stage2_lora(config.stage2, backbone, source.backbone.dit, pipe=pipe)
         out["lora"] = _run_model(pipe, cases, Path(config.out) / "lora", config, fps)
     log.info("%d case(s) at %g fps -> %s", len(cases), fps, ", ".join(str(p) for p in out.values()))
     return out

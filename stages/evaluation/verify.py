@@ -74,7 +74,6 @@ def _model(config: VerifyConfig, trained):
     """Heads and backbone features of the stage-1 run, or of the stage-2 run (its LoRA fused into
     the DiT, its co-trained heads) with ``config.stage2``; only when a verifier needs them."""
     from stages.features import FeatureSource
-    from world_model.lora_export import load_lora_into_dit
 
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stage1 = ck.check_stage_dir(config.stage1, "stage1")
@@ -82,9 +81,7 @@ def _model(config: VerifyConfig, trained):
     source = FeatureSource(backbone, device, config.cache_dir)
     if not config.stage2:
         return ck.load_pair(stage1, device), source
-    stage2 = ck.check_stage_dir(config.stage2, "stage2")
-    ck.check_stage2_backbone(stage2, backbone)
-    load_lora_into_dit(source.backbone.dit, stage2 / ck.LORA_NAME)
+    stage2 = ck.fuse_stage2_lora(config.stage2, backbone, source.backbone.dit)
     return ck.load_pair(stage2 / ck.STAGE2_HEADS, device), source
 
 
