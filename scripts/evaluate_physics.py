@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     ap.add_argument("--no-flow-baselines", dest="flow_baselines", action="store_false",
                     help="skip the classical flow baselines (OpenCV DIS and Farneback) beside zero flow")
     ap.add_argument("--pairs", default="",
-                    help="violation-pair manifest under --root: score the physics verifiers on it too")
+                    help=("violation-pair manifest under --root: score the physics verifiers on it too "
+                          "(with --stage2, heads and features once more with the stage-2 model)"))
     ap.add_argument("--best-of", type=int, default=1,
                     help="rollouts per scene; the verifier's most plausible is scored, the first kept beside it")
     ap.add_argument("--verifier", default="heads",

@@ -47,6 +47,15 @@ def as_args(values: dict) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def eval_args(generated_dataset, exports, out: Path, **extra) -> list[str]:
+    """scripts/evaluate_physics.py arguments for a fast run on the tiny stage-1 / stage-2 ``exports``."""
+    root, csv = generated_dataset
+    values = {"--stage1": exports[0], "--stage2": exports[1], "--root": root, "--metadata": csv, "--split": "holdout",
+              "--out": out, "--cache-dir": out.parent / "eval_cache", "--steps": 2, "--frames": 5, "--size": 64,
+              "--cfg-scale": 1.0, "--max-scenes": 2, "--log-level": "WARNING", **extra}
+    return [str(x) for kv in values.items() for x in kv if x != ""]
+
+
 def stage2_args(generated_dataset, stage1_heads, out: Path, **extra) -> list[str]:
     """Stage-2 demo overrides for a 4-step run on top of the ``stage1_heads`` export."""
     root, csv = generated_dataset

@@ -15,14 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import eval_args
 
-def _eval_args(generated_dataset, exports, out: Path, **extra) -> list[str]:
-    root, csv = generated_dataset
-    values = {"--stage1": exports[0], "--stage2": exports[1], "--root": root, "--metadata": csv, "--split": "holdout",
-              "--out": out, "--cache-dir": out.parent / "eval_cache", "--steps": 2, "--frames": 5, "--size": 64,
-              "--cfg-scale": 1.0, "--max-scenes": 2, "--log-level": "WARNING", **extra}
-    return [str(x) for kv in values.items() for x in kv if x != ""]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _mixed_split(csv: Path, out: Path) -> tuple[Path, list[str]]:
@@ -46,7 +41,7 @@ def evaluation(generated_dataset, exports, tmp_path_factory) -> tuple[Path, dict
 
     out = tmp_path_factory.mktemp("eval") / "out"
     mixed, _ = _mixed_split(generated_dataset[1], out.parent / "mixed.csv")
-    payload = main(_eval_args((generated_dataset[0], mixed), exports, out, **{"--split": "mixed"}))
+    payload = main(eval_args((generated_dataset[0], mixed), exports, out, **{"--split": "mixed"}))
     return out, payload
 
 
@@ -276,20 +271,20 @@ def test_missing_stage_dir_is_a_clear_error(generated_dataset, exports, tmp_path
 
     missing = tmp_path / "no_such_run" / "final"
     with pytest.raises(SystemExit, match=re.escape(str(missing))):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--stage2": missing}))
+        main(eval_args(generated_dataset, exports, tmp_path / "out", **{"--stage2": missing}))
     with pytest.raises(SystemExit, match="lacks lora.safetensors"):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--stage2": exports[0]}))
+        main(eval_args(generated_dataset, exports, tmp_path / "out", **{"--stage2": exports[0]}))
 
 
 def test_empty_split_and_bad_geometry_are_clear_errors(generated_dataset, exports, tmp_path):
     from scripts.evaluate_physics import main
 
     with pytest.raises(SystemExit, match="no rows with split 'nope'"):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--split": "nope"}))
+        main(eval_args(generated_dataset, exports, tmp_path / "out", **{"--split": "nope"}))
     with pytest.raises(SystemExit, match="multiple of 32"):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--size": 80}))
+        main(eval_args(generated_dataset, exports, tmp_path / "out", **{"--size": 80}))
     with pytest.raises(SystemExit, match="1 \\+ 4k"):
-        main(_eval_args(generated_dataset, exports, tmp_path / "out", **{"--frames": 6}))
+        main(eval_args(generated_dataset, exports, tmp_path / "out", **{"--frames": 6}))
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
@@ -300,7 +295,7 @@ def test_best_of_two_keeps_the_verifiers_choice_and_the_first_samples_metrics(ge
     from stages.evaluation.best_of import SEED_SPACING
 
     def stage1_only(out: Path, **extra) -> list[str]:
-        args = _eval_args(generated_dataset, exports, out, **{"--max-scenes": 1, **extra})
+        args = eval_args(generated_dataset, exports, out, **{"--max-scenes": 1, **extra})
         at = args.index("--stage2")
         return args[:at] + args[at + 2:] + ["--no-flow-baselines"]
 
@@ -347,7 +342,7 @@ def test_second_takes_give_the_physics_iq_score_for_base_and_lora(generated_data
         meta = json.loads((root / name / "env_0/0/0/scene.json").read_text())
         assert generate_take(root, SceneJob(meta["family"], meta["seed"]), cfg, TakeNoise()) == "written"
     out = tmp_path / "out"
-    payload = main(_eval_args((root, generated_dataset[1]), exports, out))
+    payload = main(eval_args((root, generated_dataset[1]), exports, out))
     iq = payload["physics_iq"]
     assert set(iq["models"]) == {"stage1", "stage2"}
     for model, table in iq["models"].items():

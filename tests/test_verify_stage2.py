@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import eval_args
+
 
 def _manifest(generated_dataset, tmp_path: Path) -> Path:
     """Any two clips of the root make a manifest (kind is a free label)."""
@@ -56,3 +58,27 @@ def test_the_command_records_the_stage2_export_and_refuses_a_stage1_dir(generate
     assert (tmp_path / "out" / "verify.json").is_file()
     with pytest.raises(SystemExit, match="lacks lora.safetensors"):
         main([*common, "--stage2", str(exports[0]), "--out", str(tmp_path / "bad")])
+
+
+def test_the_evaluation_report_verifies_each_model_with_its_own_heads(generated_dataset, exports, tmp_path):
+    """evaluate_physics.py --stage2 --pairs: the heads verifier runs once with stage 1's model
+    (verify/) and once with stage 2's (verify_stage2/), so the report's stage-2 row is not stage 1's."""
+    import json
+
+    from scripts.evaluate_physics import main
+
+    manifest = _manifest(generated_dataset, tmp_path)
+    out = tmp_path / "eval"
+    payload = main(eval_args(generated_dataset, exports, out, **{"--max-scenes": 1, "--pairs": manifest,
+                                                                  "--no-flow-baselines": ""}))
+    first, second = payload["verify"], payload["verify_stage2"]
+    assert first["model"]["stage2"] is None and second["model"] == {"stage1": str(exports[0]),
+                                                                    "stage2": str(exports[1])}
+    assert set(second["rows"]) == {"heads", "features"} and second["pairs"] == 1
+    clips = {key: json.loads((out / key / "verify.json").read_text())["clips"] for key in ("verify", "verify_stage2")}
+    assert clips["verify"].keys() == clips["verify_stage2"].keys()
+    assert all(clips["verify"][v]["heads"]["score"] != clips["verify_stage2"][v]["heads"]["score"]
+               for v in clips["verify"])
+    report = (out / "report.md").read_text()
+    assert f"## Physics verifier: violation pairs, stage-2 model `{exports[1]}`" in report
+    assert "Details: verify_stage2/verify.json" in report

@@ -256,14 +256,27 @@ def _groups(ctx: Context, models: list[str], accs: dict) -> dict:
     return out
 
 
+VERIFY_KEYS = ("rows", "pairs", "kinds", "default_intrinsics", "heads_perception", "model")
+"""What metrics.json keeps of each verify.json (the per-clip scores stay in verify/verify.json)."""
+
+
 def _verify(config: EvalConfig, out: Path) -> dict:
-    """The verifiers on the violation pairs (stages.evaluation.verify), written to out/verify/."""
+    """The verifiers on the violation pairs (stages.evaluation.verify): ``verify`` with the stage-1
+    model (out/verify/), and with --stage2 also ``verify_stage2``, the verifiers that read a model
+    (heads, features) again with the stage-2 LoRA and heads (out/verify_stage2/): the report judges
+    each model by its own heads, not both by stage 1's."""
+    from stages.evaluation.verifiers import NEEDS_MODEL, VERIFIERS
     from stages.evaluation.verify import VerifyConfig, run_verify
 
-    result = run_verify(VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
-                                     model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
-                                     seed=config.seed))
-    return {key: result[key] for key in ("rows", "pairs", "kinds", "default_intrinsics", "heads_perception")}
+    stage1 = VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
+                          model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
+                          seed=config.seed)
+    runs = {"verify": stage1}
+    if config.stage2:
+        runs["verify_stage2"] = replace(stage1, out=str(out / "verify_stage2"), stage2=config.stage2,
+                                        verifiers=tuple(v for v in VERIFIERS if v in NEEDS_MODEL))
+    results = {key: run_verify(run) for key, run in runs.items()}
+    return {key: {k: result[k] for k in VERIFY_KEYS} for key, result in results.items()}
 
 
 def _pool_keys(ctx: Context, k: int) -> list[tuple[str, str]]:
@@ -305,7 +318,7 @@ def run_evaluation(config: EvalConfig) -> dict:
                              "backbone_fps": ctx.source.preset.fps,
                              "moving_threshold_px": ctx.moving_threshold}}
     if config.pairs:
-        payload["verify"] = _verify(config, out)
+        payload.update(_verify(config, out))
     stage_dirs = {name: where for name, (_, where) in pairs.items()}
     payload["outputs"] = report.write_all(out, payload, stage_dirs) + gallery.write_all(out, payload, ctx.visuals)
     payload["seconds"] = time.perf_counter() - started

@@ -213,9 +213,9 @@ def markdown(payload: dict, curves: bool) -> str:
     lines += iq.markdown(payload.get("physics_iq"))
     lines += breakdown.markdown(payload, fmt)
     lines += _best_of_section(payload)
-    if payload.get("verify"):
-        lines += [verify_markdown(payload["verify"]),
-                  "Details: verify/verify.json, verify/verify_by_kind.png.", ""]
+    for key in ("verify", "verify_stage2"):
+        if payload.get(key):
+            lines += [verify_markdown(payload[key]), f"Details: {key}/verify.json, {key}/verify_by_kind.png.", ""]
     lines += ["## What the heads see", "", ("RGB | GT flow | predicted flow | GT depth | predicted depth, one frame "
                                              "per scene (grey: no ground truth); animated previews in gallery.html."), ""]
     for m in payload["models"]:

@@ -153,7 +153,8 @@ def markdown(payload: dict) -> str:
     """verify.md: the accuracy table (rows verifiers, columns overall and kinds)."""
     rows = payload["rows"]
     kinds = sorted({k for row in rows.values() for k in row["by_kind"]})
-    lines = ["## Physics verifier: violation pairs", "",
+    stage2 = (payload.get("model") or {}).get("stage2")
+    lines = ["## Physics verifier: violation pairs" + (f", stage-2 model `{stage2}`" if stage2 else ""), "",
              (f"{payload['pairs']} pairs; pairwise accuracy = share of pairs where the plausible clip scores higher "
              "(ties count half); 95 % bootstrap interval over pairs."), "",
              "| verifier | overall | 95 % CI | " + " | ".join(kinds) + " |",
