@@ -88,8 +88,10 @@ def touches(segment: torch.Tensor, others: torch.Tensor, points: torch.Tensor, d
 def _untouched_vertical(kin: Kinematics, t: int, labels: torch.Tensor, moving: torch.Tensor,
                         static: torch.Tensor, down: torch.Tensor, distance: torch.Tensor,
                         fx: float) -> dict[int, tuple[int, torch.Tensor]]:
-    """{label: (pixels, mean acceleration)} of frame t's segments that accelerate along the
-    vertical and touch nothing."""
+    """{label: (pixels, mean acceleration / (1 - (down.r)^2))} of frame t's segments that accelerate
+    along the vertical and touch nothing.  The accelerations lack their component along the ray
+    (``heads.plausibility.off_ray_acceleration``): free flight then shows g (down - (down.r) r), so
+    the test is against 'down' off the segment's mean ray r, and the scale restores g."""
     a, ok = kin["acceleration"][0, t], kin["acceleration_valid"][0, t] & moving[t]
     points, valid = kin["points"][0, t], kin["points_valid"][0, t]
     sizes = torch.bincount(labels.flatten())
@@ -101,13 +103,22 @@ def _untouched_vertical(kin: Kinematics, t: int, labels: torch.Tensor, moving: t
         if int(inside.sum()) < MIN_SEGMENT:
             continue
         mean = a[:, inside].mean(dim=1)
+        ray = points[:, inside].detach().mean(dim=1)
+        ray = ray / ray.norm()
+        along = float(down @ ray)
         size = float(mean.detach().norm())
-        if size < FREE_MIN_ACCEL or abs(float(mean.detach() @ down)) < VERTICAL_SHARE * size:
+        if size < FREE_MIN_ACCEL or abs(float(mean.detach() @ off_ray(down, ray))) < VERTICAL_SHARE * size:
             continue
         if touches(segment, (static[t] | (bodies & ~segment)) & valid, points, distance[t], fx):
             continue
-        found[lab] = (int(inside.sum()), mean)
+        found[lab] = (int(inside.sum()), mean / (1.0 - along * along))
     return found
+
+
+def off_ray(down: torch.Tensor, ray: torch.Tensor) -> torch.Tensor:
+    """The unit vector of 'down' less its component along the (unit) ray."""
+    rest = down - (down @ ray) * ray
+    return rest / rest.norm().clamp_min(1e-9)
 
 
 def source_pixels(flow: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
