@@ -125,3 +125,41 @@ def test_the_diagnostics_swap_in_the_truth_for_one_half_of_the_heads_output(pair
     assert scores["heads_true_depth"]["g_fit"] == pytest.approx(9.81, rel=0.05)
     assert scores["heads_true_flow"]["g_fit"] == pytest.approx(19.62, rel=0.08)
     assert scores["heads_true_depth"]["score"] > scores["heads_true_flow"]["score"]
+
+
+def test_the_report_reads_the_moving_bodies_distance_scale_and_jitter(pairs_root):
+    """heads.moving_distance, what the rule needs of a distance: the ball read 1.4x too far shows a
+    ratio of 1.4 and no jitter; a distance alternating by 2 % between frames shows 2 % of jitter;
+    an error fixed in the image (growing down the rows) changes along the ball's track, so it
+    shows as jitter although no frame differs from another; the report states both numbers."""
+    import torch
+
+    from heads.moving_distance import MovingDistance
+    from stages.evaluation.pairs import read_pairs
+    from stages.evaluation.verify import markdown
+
+    sample = _whole_clip(pairs_root, read_pairs(pairs_root / "pairs.csv", pairs_root)[0].plausible)
+    true = sample["depth"]
+
+    def read(distance: torch.Tensor) -> dict:
+        bodies = MovingDistance(0.5)
+        bodies.add(distance, sample)
+        return bodies.compute()
+
+    exact = read(true.clone())
+    assert exact["moving_distance_ratio"] == pytest.approx(1.0) and exact["moving_distance_jitter"] == pytest.approx(0.0)
+    far = read(1.4 * true)
+    assert far["moving_distance_ratio"] == pytest.approx(1.4, rel=1e-5)
+    assert far["moving_distance_jitter_p90"] == pytest.approx(0.0, abs=1e-5)
+    wobble = torch.tensor([1.0, 1.02] * true.shape[0])[: true.shape[0], None, None]
+    shaky = read(wobble * true)
+    assert shaky["moving_distance_jitter"] == pytest.approx(0.02, abs=1e-3)
+    assert 1.0 <= shaky["moving_distance_ratio_q25"] <= shaky["moving_distance_ratio_q75"] <= 1.02 + 1e-6
+    rows = 1.0 + 0.01 * torch.arange(true.shape[-2], dtype=true.dtype)[:, None]
+    fixed = read(rows * true)
+    flow_y = sample["flow"][:, 1][sample["flow_valid"] & (sample["flow"].norm(dim=1) > 0.5)].abs().median()
+    assert float(flow_y) > 1.0 and fixed["moving_distance_jitter"] > 0.4 * 0.01 * float(flow_y)
+    payload = {"rows": {}, "pairs": 0, "default_intrinsics": [],
+               "heads_perception": {"depth_abs_rel": 0.1, "depth_moving_abs_rel": 0.4, "median_depth_moving_abs_rel": 0.6,
+                                    "flow_epe_moving": 2.0, "zero_flow_epe_moving": 4.0, **far}}
+    assert "1.40x the truth" in markdown(payload) and "within about 20%" in markdown(payload)

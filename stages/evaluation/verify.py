@@ -22,6 +22,7 @@ from data.dataset import SimPhysicsDataset
 from data.scene_meta import read_scene_meta
 from heads.io import atomic_write
 from heads.metrics import MetricAccumulator, head_accumulator
+from heads.moving_distance import JITTER_TOLERANCE, SCALE_TOLERANCE, MovingDistance
 from stages.evaluation import exports as ck
 from stages.evaluation.eval_config import EvaluationError
 from stages.evaluation.pairs import Pair, accuracy_row, read_pairs
@@ -87,7 +88,8 @@ def _model(config: VerifyConfig, trained):
 
 PERCEPTION_KEYS = ("depth_abs_rel", "depth_moving_abs_rel", "median_depth_moving_abs_rel", "flow_epe_moving",
                    "zero_flow_epe_moving")
-"""What verify.json reports of the heads' own depth and flow on the plausible clips (``heads_perception``)."""
+"""What verify.json reports of the heads' own depth and flow on the plausible clips (``heads_perception``),
+beside the moving bodies' distance scale and jitter (``heads.moving_distance``)."""
 
 
 def add_perception(accumulator: MetricAccumulator, sample: dict, outputs: dict) -> None:
@@ -109,6 +111,7 @@ def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dic
     model = _model(config, trained) if set(config.verifiers) & set(NEEDS_MODEL) else None
     window, stride = trained.data.window.num_frames, trained.data.window.stride
     perception = head_accumulator(trained.loss.moving_threshold, trained.data.far_clip_m)
+    bodies = MovingDistance(trained.loss.moving_threshold)
     scores, defaults = {}, []
     for index, video in enumerate(tqdm(videos, desc="verify", unit="clip")):
         scene = dataset.scenes[index]
@@ -121,11 +124,13 @@ def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dic
         scores[video] = clip_scores(sample, config.verifiers, outputs, config.seed)
         if "heads" in config.verifiers and video in plausible:
             add_perception(perception, sample, outputs)
+            bodies.add(outputs["distance"], sample)
     if defaults:
         log.warning("%d clip(s) have no scene.json: default intrinsics (data.fov_deg = %s deg) used for %s",
                     len(defaults), trained.data.fov_deg, ", ".join(defaults[:3]) + (" ..." if len(defaults) > 3 else ""))
     measured = perception.compute()
-    return scores, defaults, {k: measured[k] for k in PERCEPTION_KEYS if k in measured}
+    seen = {k: measured[k] for k in PERCEPTION_KEYS if k in measured}
+    return scores, defaults, ({**seen, **bodies.compute()} if seen else seen)
 
 
 def plot(rows: dict, path: Path) -> None:
@@ -169,6 +174,13 @@ def markdown(payload: dict) -> str:
                        f"{seen['depth_abs_rel']:.3f}, on moving pixels {seen['depth_moving_abs_rel']:.3f} (per-clip "
                        f"median depth {seen['median_depth_moving_abs_rel']:.3f}); flow EPE on moving pixels "
                        f"{seen['flow_epe_moving']:.2f} px (zero flow {seen['zero_flow_epe_moving']:.2f}).")]
+    if "moving_distance_ratio" in seen:
+        lines += ["", (f"On moving pixels the heads' distance is {seen['moving_distance_ratio']:.2f}x the truth (middle "
+                       f"half {seen['moving_distance_ratio_q25']:.2f}-{seen['moving_distance_ratio_q75']:.2f}x) and "
+                       f"changes by {100 * seen['moving_distance_jitter']:.1f} % from frame to frame along the true "
+                       f"tracks (p90 {100 * seen['moving_distance_jitter_p90']:.1f} %). The rule measures g on a "
+                       f"body's track, so it needs that distance within about {SCALE_TOLERANCE:.0%} and steady to "
+                       f"about {JITTER_TOLERANCE:.0%} a frame (docs/evaluation.md).")]
     if payload["default_intrinsics"]:
         lines += ["", f"{len(payload['default_intrinsics'])} clip(s) had no scene.json: default intrinsics."]
     return "\n".join(lines) + "\n"
