@@ -56,16 +56,21 @@ class MovingDistance:
         self.changes.append(change.float())
 
     def compute(self) -> dict[str, float]:
-        ratio = torch.cat(self.ratios) if self.ratios else torch.zeros(0)
-        change = torch.cat(self.changes) if self.changes else torch.zeros(0)
-        return {"moving_distance_ratio": _quantile(ratio, 0.5), "moving_distance_ratio_q25": _quantile(ratio, 0.25),
-                "moving_distance_ratio_q75": _quantile(ratio, 0.75), "moving_distance_jitter": _quantile(change, 0.5),
-                "moving_distance_jitter_p90": _quantile(change, 0.9)}
+        ratio = _sorted(self.ratios)
+        change = _sorted(self.changes)
+        return {"moving_distance_ratio": _pick(ratio, 0.5), "moving_distance_ratio_q25": _pick(ratio, 0.25),
+                "moving_distance_ratio_q75": _pick(ratio, 0.75), "moving_distance_jitter": _pick(change, 0.5),
+                "moving_distance_jitter_p90": _pick(change, 0.9)}
 
 
-def _quantile(values: torch.Tensor, q: float) -> float:
-    """torch.quantile caps its input at 16M elements; a sorted pick has no such limit."""
-    if values.numel() == 0:
+def _sorted(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The pooled values, sorted once for every quantile (torch.quantile caps its input at 16M
+    elements; a pick from the sorted values has no such limit)."""
+    return torch.cat(parts).sort().values if parts else torch.zeros(0)
+
+
+def _pick(ordered: torch.Tensor, q: float) -> float:
+    """The q-quantile (nearest rank) of sorted values; NaN when there are none."""
+    if ordered.numel() == 0:
         return float("nan")
-    ordered = values.sort().values
-    return float(ordered[min(int(q * (values.numel() - 1) + 0.5), values.numel() - 1)])
+    return float(ordered[min(int(q * (ordered.numel() - 1) + 0.5), ordered.numel() - 1)])
