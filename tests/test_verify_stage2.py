@@ -60,17 +60,38 @@ def test_the_command_records_the_stage2_export_and_refuses_a_stage1_dir(generate
         main([*common, "--stage2", str(exports[0]), "--out", str(tmp_path / "bad")])
 
 
-def test_the_evaluation_report_verifies_each_model_with_its_own_heads(generated_dataset, exports, tmp_path):
+def test_the_evaluation_report_verifies_each_model_with_its_own_heads(generated_dataset, exports, tmp_path,
+                                                                      monkeypatch):
     """evaluate_physics.py --stage2 --pairs: the heads verifier runs once with stage 1's model
-    (verify/) and once with stage 2's (verify_stage2/), so the report's stage-2 row is not stage 1's."""
+    (verify/) and once with stage 2's (verify_stage2/), so the report's stage-2 row is not stage 1's;
+    both on the backbone the evaluation loaded (one load, not one more per model), scoring every
+    clip as the verifier command does with that model."""
     import json
 
+    import stages.evaluation.evaluate as evaluate
+    import stages.features
     from scripts.evaluate_physics import main
+    from scripts.verify_physics import main as verify_main
 
+    loads = []
+
+    class CountedSource(stages.features.FeatureSource):
+        def __init__(self, *args, **kwargs):
+            loads.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(stages.features, "FeatureSource", CountedSource)
+    monkeypatch.setattr(evaluate, "FeatureSource", CountedSource)
     manifest = _manifest(generated_dataset, tmp_path)
     out = tmp_path / "eval"
     payload = main(eval_args(generated_dataset, exports, out, **{"--max-scenes": 1, "--pairs": manifest,
                                                                   "--no-flow-baselines": ""}))
+    assert len(loads) == 1
+    common = ["--stage1", str(exports[0]), "--root", str(generated_dataset[0]), "--pairs", str(manifest),
+              "--cache-dir", str(tmp_path / "cache_alone"), "--device", "cpu", "--verifiers", "heads,features",
+              "--log-level", "WARNING"]
+    verify_main([*common, "--out", str(tmp_path / "alone" / "verify")])
+    verify_main([*common, "--stage2", str(exports[1]), "--out", str(tmp_path / "alone" / "verify_stage2")])
     first, second = payload["verify"], payload["verify_stage2"]
     assert first["model"]["stage2"] is None and second["model"] == {"stage1": str(exports[0]),
                                                                     "stage2": str(exports[1])}
@@ -79,6 +100,10 @@ def test_the_evaluation_report_verifies_each_model_with_its_own_heads(generated_
     assert clips["verify"].keys() == clips["verify_stage2"].keys()
     assert all(clips["verify"][v]["heads"]["score"] != clips["verify_stage2"][v]["heads"]["score"]
                for v in clips["verify"])
+    for key in ("verify", "verify_stage2"):
+        alone = json.loads((tmp_path / "alone" / key / "verify.json").read_text())["clips"]
+        assert {v: {n: alone[v][n] for n in ("heads", "features")} for v in alone} == {
+            v: {n: clips[key][v][n] for n in ("heads", "features")} for v in alone}, key
     report = (out / "report.md").read_text()
     assert f"## Physics verifier: violation pairs, stage-2 model `{exports[1]}`" in report
     assert "Details: verify_stage2/verify.json" in report

@@ -260,23 +260,26 @@ VERIFY_KEYS = ("rows", "pairs", "kinds", "default_intrinsics", "heads_perception
 """What metrics.json keeps of each verify.json (the per-clip scores stay in verify/verify.json)."""
 
 
-def _verify(config: EvalConfig, out: Path) -> dict:
-    """The verifiers on the violation pairs (stages.evaluation.verify): ``verify`` with the stage-1
-    model (out/verify/), and with --stage2 also ``verify_stage2``, the verifiers that read a model
-    (heads, features) again with the stage-2 LoRA and heads (out/verify_stage2/): the report judges
-    each model by its own heads, not both by stage 1's."""
+def _verify(config: EvalConfig, out: Path, name: str, pair, source) -> dict:
+    """The verifiers on the violation pairs (stages.evaluation.verify) with model ``name``: ``verify``
+    with the stage-1 model (out/verify/, every verifier), ``verify_stage2`` with the stage-2 LoRA and
+    heads (out/verify_stage2/, only the verifiers that read a model: heads, features), so the report
+    judges each model by its own heads.  Run while the evaluation's backbone is in that model's state,
+    on its heads and feature source: the backbone is read from disk and held once, not once more per
+    model.  -> {key: what metrics.json keeps}."""
     from stages.evaluation.verifiers import NEEDS_MODEL, VERIFIERS
     from stages.evaluation.verify import VerifyConfig, run_verify
 
-    stage1 = VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
-                          model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
-                          seed=config.seed)
-    runs = {"verify": stage1}
-    if config.stage2:
-        runs["verify_stage2"] = replace(stage1, out=str(out / "verify_stage2"), stage2=config.stage2,
-                                        verifiers=tuple(v for v in VERIFIERS if v in NEEDS_MODEL))
-    results = {key: run_verify(run) for key, run in runs.items()}
-    return {key: {k: result[k] for k in VERIFY_KEYS} for key, result in results.items()}
+    run = VerifyConfig(stage1=config.stage1, root=config.root, pairs=config.pairs, out=str(out / "verify"),
+                       model_dir=config.model_dir, cache_dir=config.cache_dir, device=config.device,
+                       seed=config.seed)
+    key = "verify"
+    if name == "stage2":
+        key = "verify_stage2"
+        run = replace(run, out=str(out / key), stage2=config.stage2,
+                      verifiers=tuple(v for v in VERIFIERS if v in NEEDS_MODEL))
+    result = run_verify(run, loaded=(pair, source))
+    return {key: {k: result[k] for k in VERIFY_KEYS}}
 
 
 def _pool_keys(ctx: Context, k: int) -> list[tuple[str, str]]:
@@ -292,10 +295,14 @@ def run_evaluation(config: EvalConfig) -> dict:
     if config.pairs:  # a bad manifest fails before any rollout
         read_pairs(config.pairs, config.root)
     ctx, pairs, info = _setup(config)
-    overall, verdicts, accs = {}, {}, {}
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overall, verdicts, accs, verified = {}, {}, {}, {}
     for name, (pair, where) in pairs.items():
         if name == "stage2":
             load_lora_into_dit(ctx.source.backbone.dit, where / ck.LORA_NAME, pipe=ctx.pipe)
+        if config.pairs:
+            verified.update(_verify(config, out, name, pair, ctx.source))
         pools = ["all", *dict(GROUPS), *{key for k in range(len(ctx.refs)) for key in _pool_keys(ctx, k)}]
         accs[name] = {key: perception.new_accumulator(ctx.moving_threshold, ctx.far) for key in pools}
         for k in tqdm(range(len(ctx.refs)), desc=f"evaluate {name}", unit="scene"):
@@ -304,8 +311,6 @@ def run_evaluation(config: EvalConfig) -> dict:
         overall[name] = _overall(ctx.scenes, name, accs[name]["all"])
         verdicts[name] = _verdicts(overall[name])
     overall["gt"] = _gt_overall(ctx.scenes)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     payload = {"args": asdict(config), "geometry": asdict(ctx.geometry), "backbone": info["backbone"],
                "device": info["device"], "checkpoints": info["hashes"], "models": list(pairs),
                "scenes": ctx.scenes, "overall": overall, "verdicts": verdicts,
@@ -317,8 +322,7 @@ def run_evaluation(config: EvalConfig) -> dict:
                              "contact_tolerance_m_s2": phys.CONTACT_TOLERANCE, "iq_downsample": ctx.downsample,
                              "backbone_fps": ctx.source.preset.fps,
                              "moving_threshold_px": ctx.moving_threshold}}
-    if config.pairs:
-        payload.update(_verify(config, out))
+    payload.update(verified)
     stage_dirs = {name: where for name, (_, where) in pairs.items()}
     payload["outputs"] = report.write_all(out, payload, stage_dirs) + gallery.write_all(out, payload, ctx.visuals)
     payload["seconds"] = time.perf_counter() - started

@@ -101,14 +101,19 @@ def add_perception(accumulator: MetricAccumulator, sample: dict, outputs: dict) 
                           moving=scored.moving)
 
 
-def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path) -> tuple[dict[str, dict], list[str], dict]:
+def score_clips(config: VerifyConfig, pairs: list[Pair], out: Path, loaded=None
+                ) -> tuple[dict[str, dict], list[str], dict]:
     """video -> verifier -> {score, terms}; the clips read without scene.json; and the heads'
-    perception on the plausible clips (``PERCEPTION_KEYS``; empty without the heads verifier)."""
+    perception on the plausible clips (``PERCEPTION_KEYS``; empty without the heads verifier).
+    ``loaded``: (heads, feature source) already in memory, in the state ``config`` names (the
+    evaluation passes its own, so the backbone is not read from disk and held twice)."""
     trained = ck.stage1_config(Path(config.stage1))
     videos = list(dict.fromkeys(v for p in pairs for v in (p.plausible, p.implausible)))
     plausible = {p.plausible for p in pairs}
     dataset = _clip_dataset(config, trained, videos, out)
-    model = _model(config, trained) if set(config.verifiers) & set(NEEDS_MODEL) else None
+    model = None
+    if set(config.verifiers) & set(NEEDS_MODEL):
+        model = loaded if loaded is not None else _model(config, trained)
     window, stride = trained.data.window.num_frames, trained.data.window.stride
     perception = head_accumulator(trained.loss.moving_threshold, trained.data.far_clip_m)
     bodies = MovingDistance(trained.loss.moving_threshold)
@@ -186,7 +191,9 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_verify(config: VerifyConfig) -> dict:
+def run_verify(config: VerifyConfig, loaded=None) -> dict:
+    """Score every clip of the manifest, write verify.json, verify.md and the plot into config.out;
+    ``loaded`` as in ``score_clips``."""
     unknown = sorted(set(config.verifiers) - set(VERIFIERS) - set(DIAGNOSTICS))
     if unknown:
         raise EvaluationError(f"unknown verifier(s) {', '.join(unknown)}; known: {', '.join(VERIFIERS + DIAGNOSTICS)}")
@@ -194,7 +201,7 @@ def run_verify(config: VerifyConfig) -> dict:
     pairs = read_pairs(config.pairs, config.root)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    scores, defaults, perception = score_clips(config, pairs, out)
+    scores, defaults, perception = score_clips(config, pairs, out, loaded)
     rows = {name: accuracy_row(pairs, {v: s[name]["score"] for v, s in scores.items()}) for name in config.verifiers}
     payload = {"rows": rows, "pairs": len(pairs), "kinds": {k: sum(p.kind == k for p in pairs) for k in
                                                              sorted({p.kind for p in pairs})},
